@@ -1,0 +1,266 @@
+//! The host side of the boundary: open a plugin library, check its interface version, load
+//! models and call them with std types. Used by the node and by the testkit.
+//!
+//! Libraries are opened with abi_stable's per-library header API (`lib_header_from_path` +
+//! `init_root_module`), so any number of plugins load side by side. They are never unloaded.
+
+use crate::{
+    convert,
+    error::{Error, Result},
+    types::{
+        Embeddings, GenerateOutput, GenerateRequest, LoadOptions, ModelInfo, PluginMetadata,
+        Tensor, TensorView, TrainingJob, TrainingOutcome, TrainingProgress,
+    },
+    ProgressSink, TokenSink,
+};
+use cyxwiz_plugin_api::{
+    self as abi,
+    abi_stable::{
+        library::{lib_header_from_path, LibraryError},
+        sabi_trait::TD_Opaque,
+        sabi_types::RMut,
+        std_types::{RSlice, RStr},
+    },
+    LoaderBox, ModelBox, PluginModRef, SelfTest, TrainingBackendBox,
+};
+use std::{
+    panic::{catch_unwind, AssertUnwindSafe},
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+/// Why a library could not be opened as a plugin.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    /// The dynamic loader refused the file (not a shared library, missing dependency, ...).
+    #[error("cannot load library: {0}")]
+    Load(String),
+    /// A shared library, but not a cyxwiz plugin (no abi_stable root module).
+    #[error("not a cyxwiz plugin: {0}")]
+    NotAPlugin(String),
+    /// Built against another plugin-api version.
+    #[error(
+        "built against cyxwiz-plugin-api {plugin}, but this host speaks {host}; rebuild the plugin against cyxwiz-plugin-api {host}"
+    )]
+    IncompatibleVersion {
+        /// The version the plugin was built against.
+        plugin: String,
+        /// The version the host was built against.
+        host: String,
+    },
+    /// Same version, but the type layouts differ.
+    #[error("incompatible plugin ABI: {0}")]
+    Layout(String),
+    /// The plugin's root module failed to initialise.
+    #[error("plugin failed to initialise: {0}")]
+    Init(String),
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unknown error")
+        .to_string()
+}
+
+fn classify(err: LibraryError) -> OpenError {
+    match err {
+        LibraryError::OpenError { err, .. } => OpenError::Load(first_line(&err.to_string())),
+        LibraryError::GetSymbolError { .. } => OpenError::NotAPlugin(
+            "it does not export an abi_stable root module (was it built with export_plugin!?)"
+                .to_string(),
+        ),
+        LibraryError::InvalidAbiHeader(header) => OpenError::NotAPlugin(format!(
+            "its abi_stable header is invalid or from abi_stable {}.{}",
+            header.abi_major, header.abi_minor
+        )),
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => OpenError::IncompatibleVersion {
+            plugin: actual_version.to_string(),
+            host: expected_version.to_string(),
+        },
+        LibraryError::AbiInstability(e) => OpenError::Layout(first_line(&e.to_string())),
+        LibraryError::RootModule { err, .. } => OpenError::Init(first_line(&err.to_string())),
+        other => OpenError::Init(first_line(&other.to_string())),
+    }
+}
+
+/// An opened plugin library.
+pub struct PluginLibrary {
+    path: PathBuf,
+    module: PluginModRef,
+    metadata: PluginMetadata,
+    loader: OnceLock<std::result::Result<LoaderBox, Error>>,
+}
+
+impl std::fmt::Debug for PluginLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginLibrary")
+            .field("path", &self.path)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
+}
+
+impl PluginLibrary {
+    /// Opens the library at `path`, checks its interface version and type layout, and reads
+    /// its metadata. Never panics on a bad file.
+    pub fn open(path: &Path) -> std::result::Result<Self, OpenError> {
+        let header = lib_header_from_path(path).map_err(classify)?;
+        let module = header
+            .init_root_module::<PluginModRef>()
+            .map_err(classify)?;
+        let info_fn = module.info();
+        let metadata = catch_unwind(AssertUnwindSafe(|| convert::metadata_from_abi(&info_fn())))
+            .map_err(|_| OpenError::Init("the plugin's info() panicked".to_string()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            module,
+            metadata,
+            loader: OnceLock::new(),
+        })
+    }
+
+    /// Where the library was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the plugin says about itself.
+    pub fn metadata(&self) -> &PluginMetadata {
+        &self.metadata
+    }
+
+    fn loader(&self) -> Result<&LoaderBox> {
+        self.loader
+            .get_or_init(|| {
+                (self.module.new_loader())()
+                    .into_result()
+                    .map_err(Error::from)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Loads a model with this plugin.
+    pub fn load(&self, path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
+        let path_str = path.to_str().ok_or_else(|| {
+            Error::invalid_input(format!("{}: path is not valid UTF-8", path.display()))
+        })?;
+        let request = convert::load_to_abi(path_str, options);
+        let inner = self.loader()?.load(&request).into_result()?;
+        let info = inner.info().into_result()?;
+        Ok(LoadedModel {
+            inner,
+            info: convert::info_from_abi(&info),
+        })
+    }
+
+    /// The plugin's training backend.
+    pub fn training_backend(&self) -> Result<Trainer> {
+        let inner = self.loader()?.training_backend().into_result()?;
+        Ok(Trainer { inner })
+    }
+
+    /// Runs a boundary self-test; [`SelfTest::PANIC`] must come back as `PANICKED`.
+    pub fn self_test(&self, test: SelfTest) -> Result<()> {
+        (self.module.self_test())(test)
+            .into_result()
+            .map_err(Error::from)
+    }
+}
+
+/// A loaded model, callable from any thread.
+pub struct LoadedModel {
+    inner: ModelBox,
+    info: ModelInfo,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+struct HostTokenSink<'s>(&'s mut dyn TokenSink);
+
+impl abi::TokenSink for HostTokenSink<'_> {
+    fn emit(&mut self, text: RStr<'_>) -> bool {
+        // A panic here would unwind through an `extern "C"` frame and abort: stop instead.
+        catch_unwind(AssertUnwindSafe(|| self.0.emit(text.as_str()))).unwrap_or(false)
+    }
+}
+
+struct HostProgressSink<'s>(&'s mut dyn ProgressSink);
+
+impl abi::ProgressSink for HostProgressSink<'_> {
+    fn report(&mut self, progress: &abi::TrainingProgress) -> bool {
+        let progress: TrainingProgress = convert::progress_from_abi(progress);
+        catch_unwind(AssertUnwindSafe(|| self.0.report(&progress))).unwrap_or(false)
+    }
+}
+
+impl LoadedModel {
+    /// Specs, memory use and capabilities, as read at load time.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Runs tensor inference. Inputs are passed by reference, not copied.
+    pub fn infer(&self, inputs: &[TensorView<'_>]) -> Result<Vec<Tensor>> {
+        let refs: Vec<abi::TensorRef<'_>> = inputs.iter().map(convert::view_to_abi).collect();
+        let outputs = self.inner.infer(RSlice::from_slice(&refs)).into_result()?;
+        Ok(outputs.into_iter().map(convert::tensor_from_abi).collect())
+    }
+
+    /// Generates text, calling `sink` for each piece; `sink` returning `false` cancels.
+    pub fn generate(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut dyn TokenSink,
+    ) -> Result<GenerateOutput> {
+        let request = convert::generate_to_abi(request);
+        let mut host_sink = HostTokenSink(sink);
+        let sink = abi::TokenSink_TO::from_ptr(RMut::new(&mut host_sink), TD_Opaque);
+        let out = self.inner.generate(&request, sink).into_result()?;
+        Ok(convert::output_from_abi(out))
+    }
+
+    /// Embeds a batch of texts.
+    pub fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
+        let texts: Vec<RStr<'_>> = texts.iter().map(|t| RStr::from(*t)).collect();
+        let out = self.inner.embed(RSlice::from_slice(&texts)).into_result()?;
+        Ok(convert::embeddings_from_abi(out))
+    }
+
+    /// Tokenizes a text.
+    pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let out = self
+            .inner
+            .tokenize(text.into(), add_special)
+            .into_result()?;
+        Ok(out.into_vec())
+    }
+}
+
+/// A plugin's training backend.
+pub struct Trainer {
+    inner: TrainingBackendBox,
+}
+
+impl Trainer {
+    /// Runs a training job, reporting progress into `sink`.
+    pub fn train(&self, job: &TrainingJob, sink: &mut dyn ProgressSink) -> Result<TrainingOutcome> {
+        let job = convert::job_to_abi(job);
+        let mut host_sink = HostProgressSink(sink);
+        let sink = abi::ProgressSink_TO::from_ptr(RMut::new(&mut host_sink), TD_Opaque);
+        let out = self.inner.train(&job, sink).into_result()?;
+        Ok(convert::outcome_from_abi(out))
+    }
+}

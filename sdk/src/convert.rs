@@ -1,0 +1,308 @@
+//! Conversions between the ABI data of `cyxwiz-plugin-api` and the SDK's std types, used on
+//! both sides of the boundary.
+
+use crate::types::{
+    ChatMessage, Embeddings, GenerateOutput, GenerateRequest, LoadOptions, Metric, ModelInfo,
+    PluginMetadata, SamplingParams, Tensor, TensorSpec, TensorView, TrainingJob, TrainingOutcome,
+    TrainingProgress,
+};
+use cyxwiz_plugin_api as abi;
+use cyxwiz_plugin_api::abi_stable::std_types::{ROption, RString, RVec, Tuple2};
+
+fn rstrings(items: &[String]) -> RVec<RString> {
+    items.iter().map(|s| RString::from(s.as_str())).collect()
+}
+
+fn strings(items: &RVec<RString>) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+pub(crate) fn metadata_from_abi(info: &abi::PluginInfo) -> PluginMetadata {
+    PluginMetadata {
+        name: info.name.to_string(),
+        version: info.version.to_string(),
+        description: info.description.to_string(),
+        formats: info
+            .formats
+            .iter()
+            .map(|f| (f.name.to_string(), strings(&f.extensions)))
+            .collect(),
+        capabilities: info.capabilities,
+        interface_version: info.interface_version.to_string(),
+    }
+}
+
+fn spec_to_abi(spec: &TensorSpec) -> abi::TensorSpec {
+    abi::TensorSpec {
+        name: spec.name.as_str().into(),
+        dtype: spec.dtype,
+        shape: spec.shape.iter().copied().collect(),
+    }
+}
+
+fn spec_from_abi(spec: &abi::TensorSpec) -> TensorSpec {
+    TensorSpec {
+        name: spec.name.to_string(),
+        dtype: spec.dtype,
+        shape: spec.shape.to_vec(),
+    }
+}
+
+pub(crate) fn info_to_abi(info: &ModelInfo) -> abi::ModelInfo {
+    abi::ModelInfo {
+        inputs: info.inputs.iter().map(spec_to_abi).collect(),
+        outputs: info.outputs.iter().map(spec_to_abi).collect(),
+        memory_bytes: info.memory_bytes,
+        capabilities: info.capabilities,
+        context_length: info.context_length,
+        embedding_dim: info.embedding_dim,
+        metadata: info
+            .metadata
+            .iter()
+            .map(|(k, v)| Tuple2(k.as_str().into(), v.as_str().into()))
+            .collect(),
+    }
+}
+
+pub(crate) fn info_from_abi(info: &abi::ModelInfo) -> ModelInfo {
+    ModelInfo {
+        inputs: info.inputs.iter().map(spec_from_abi).collect(),
+        outputs: info.outputs.iter().map(spec_from_abi).collect(),
+        memory_bytes: info.memory_bytes,
+        capabilities: info.capabilities,
+        context_length: info.context_length,
+        embedding_dim: info.embedding_dim,
+        metadata: info
+            .metadata
+            .iter()
+            .map(|Tuple2(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+pub(crate) fn view_to_abi<'a>(view: &TensorView<'a>) -> abi::TensorRef<'a> {
+    abi::TensorRef {
+        name: view.name.into(),
+        dtype: view.dtype,
+        shape: view.shape.into(),
+        data: view.data.into(),
+    }
+}
+
+pub(crate) fn view_from_abi<'a>(tensor: &abi::TensorRef<'a>) -> TensorView<'a> {
+    TensorView {
+        name: tensor.name.as_str(),
+        dtype: tensor.dtype,
+        shape: tensor.shape.as_slice(),
+        data: tensor.data.as_slice(),
+    }
+}
+
+pub(crate) fn tensor_to_abi(tensor: Tensor) -> abi::Tensor {
+    abi::Tensor {
+        name: tensor.name.into(),
+        dtype: tensor.dtype,
+        shape: tensor.shape.into(),
+        data: tensor.data.into(),
+    }
+}
+
+pub(crate) fn tensor_from_abi(tensor: abi::Tensor) -> Tensor {
+    Tensor {
+        name: tensor.name.into_string(),
+        dtype: tensor.dtype,
+        shape: tensor.shape.into_vec(),
+        data: tensor.data.into_vec(),
+    }
+}
+
+pub(crate) fn load_to_abi(path: &str, options: &LoadOptions) -> abi::LoadRequest {
+    abi::LoadRequest {
+        path: path.into(),
+        threads: options.threads,
+        device: options.device.as_str().into(),
+        options_json: options.options.to_string().into(),
+    }
+}
+
+pub(crate) fn load_from_abi(request: &abi::LoadRequest) -> crate::Result<LoadOptions> {
+    let options = if request.options_json.trim().is_empty() {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else {
+        serde_json::from_str(&request.options_json).map_err(|e| {
+            crate::Error::invalid_input(format!("load options are not valid JSON: {e}"))
+        })?
+    };
+    Ok(LoadOptions {
+        threads: request.threads,
+        device: request.device.to_string(),
+        options,
+    })
+}
+
+pub(crate) fn generate_to_abi(request: &GenerateRequest) -> abi::GenerateRequest {
+    let p = &request.params;
+    abi::GenerateRequest {
+        messages: request
+            .messages
+            .iter()
+            .map(|m| abi::ChatMessage {
+                role: m.role.as_str().into(),
+                content: m.content.as_str().into(),
+            })
+            .collect(),
+        prompt: request.prompt.as_str().into(),
+        params: abi::SamplingParams {
+            max_tokens: p.max_tokens,
+            temperature: p.temperature,
+            top_p: p.top_p,
+            top_k: p.top_k,
+            min_p: p.min_p,
+            repeat_penalty: p.repeat_penalty,
+            seed: p.seed.into(),
+            stop: rstrings(&p.stop),
+        },
+    }
+}
+
+pub(crate) fn generate_from_abi(request: &abi::GenerateRequest) -> GenerateRequest {
+    let p = &request.params;
+    GenerateRequest {
+        messages: request
+            .messages
+            .iter()
+            .map(|m| ChatMessage {
+                role: m.role.to_string(),
+                content: m.content.to_string(),
+            })
+            .collect(),
+        prompt: request.prompt.to_string(),
+        params: SamplingParams {
+            max_tokens: p.max_tokens,
+            temperature: p.temperature,
+            top_p: p.top_p,
+            top_k: p.top_k,
+            min_p: p.min_p,
+            repeat_penalty: p.repeat_penalty,
+            seed: match p.seed {
+                ROption::RSome(s) => Some(s),
+                ROption::RNone => None,
+            },
+            stop: strings(&p.stop),
+        },
+    }
+}
+
+pub(crate) fn output_to_abi(out: GenerateOutput) -> abi::GenerateOutput {
+    abi::GenerateOutput {
+        finish_reason: out.finish_reason,
+        prompt_tokens: out.prompt_tokens,
+        completion_tokens: out.completion_tokens,
+    }
+}
+
+pub(crate) fn output_from_abi(out: abi::GenerateOutput) -> GenerateOutput {
+    GenerateOutput {
+        finish_reason: out.finish_reason,
+        prompt_tokens: out.prompt_tokens,
+        completion_tokens: out.completion_tokens,
+    }
+}
+
+pub(crate) fn embeddings_to_abi(e: Embeddings) -> crate::Result<abi::Embeddings> {
+    let dim = u32::try_from(e.dim)
+        .map_err(|_| crate::Error::runtime(format!("embedding width {} is too large", e.dim)))?;
+    Ok(abi::Embeddings {
+        dim,
+        data: e.data.into(),
+        prompt_tokens: e.prompt_tokens,
+    })
+}
+
+pub(crate) fn embeddings_from_abi(e: abi::Embeddings) -> Embeddings {
+    Embeddings {
+        dim: e.dim as usize,
+        data: e.data.into_vec(),
+        prompt_tokens: e.prompt_tokens,
+    }
+}
+
+fn metrics_to_abi(metrics: &[Metric]) -> RVec<abi::Metric> {
+    metrics
+        .iter()
+        .map(|m| abi::Metric {
+            name: m.name.as_str().into(),
+            value: m.value,
+        })
+        .collect()
+}
+
+fn metrics_from_abi(metrics: &RVec<abi::Metric>) -> Vec<Metric> {
+    metrics
+        .iter()
+        .map(|m| Metric {
+            name: m.name.to_string(),
+            value: m.value,
+        })
+        .collect()
+}
+
+pub(crate) fn progress_to_abi(p: &TrainingProgress) -> abi::TrainingProgress {
+    abi::TrainingProgress {
+        epoch: p.epoch,
+        total_epochs: p.total_epochs,
+        step: p.step,
+        total_steps: p.total_steps,
+        metrics: metrics_to_abi(&p.metrics),
+        message: p.message.as_str().into(),
+    }
+}
+
+pub(crate) fn progress_from_abi(p: &abi::TrainingProgress) -> TrainingProgress {
+    TrainingProgress {
+        epoch: p.epoch,
+        total_epochs: p.total_epochs,
+        step: p.step,
+        total_steps: p.total_steps,
+        metrics: metrics_from_abi(&p.metrics),
+        message: p.message.to_string(),
+    }
+}
+
+pub(crate) fn job_to_abi(job: &TrainingJob) -> abi::TrainingJob {
+    abi::TrainingJob {
+        job_id: job.job_id.as_str().into(),
+        spec_json: job.spec.to_string().into(),
+        dataset: job.dataset.as_str().into(),
+        output_dir: job.output_dir.to_string_lossy().as_ref().into(),
+    }
+}
+
+pub(crate) fn job_from_abi(job: &abi::TrainingJob) -> crate::Result<TrainingJob> {
+    Ok(TrainingJob {
+        job_id: job.job_id.to_string(),
+        spec: serde_json::from_str(&job.spec_json).map_err(|e| {
+            crate::Error::invalid_input(format!("training spec is not valid JSON: {e}"))
+        })?,
+        dataset: job.dataset.to_string(),
+        output_dir: job.output_dir.as_str().into(),
+    })
+}
+
+pub(crate) fn outcome_to_abi(o: TrainingOutcome) -> abi::TrainingOutcome {
+    abi::TrainingOutcome {
+        artifacts: o
+            .artifacts
+            .iter()
+            .map(|p| RString::from(p.to_string_lossy().as_ref()))
+            .collect(),
+        metrics: metrics_to_abi(&o.metrics),
+    }
+}
+
+pub(crate) fn outcome_from_abi(o: abi::TrainingOutcome) -> TrainingOutcome {
+    TrainingOutcome {
+        artifacts: o.artifacts.iter().map(|p| p.as_str().into()).collect(),
+        metrics: metrics_from_abi(&o.metrics),
+    }
+}
