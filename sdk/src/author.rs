@@ -134,15 +134,54 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+thread_local! {
+    /// Depth of guarded calls on this thread, and where the last panic inside one happened.
+    static GUARDED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once per plugin image: each cdylib has its own std) a panic hook that records the
+/// location of panics inside guarded calls instead of printing them, so the host gets one
+/// error line; panics outside guarded calls go to the previous hook unchanged.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(|g| g.get()) > 0 {
+                let location = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some(location));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f`, turning an error into a `PluginError` and a panic into `PANICKED`.
 pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> Result<T>) -> RResult<T, PluginError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    install_panic_hook();
+    GUARDED.with(|g| g.set(g.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(g.get().saturating_sub(1)));
+    match result {
         Ok(Ok(value)) => ROk(value),
         Ok(Err(err)) => RErr(err.into()),
-        Err(payload) => RErr(PluginError::new(
-            ErrorKind::PANICKED,
-            format!("plugin panicked in {what}: {}", panic_message(&*payload)),
-        )),
+        Err(payload) => {
+            let location = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_default();
+            RErr(PluginError::new(
+                ErrorKind::PANICKED,
+                format!(
+                    "plugin panicked in {what}{location}: {}",
+                    panic_message(&*payload)
+                ),
+            ))
+        }
     }
 }
 

