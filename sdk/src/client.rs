@@ -16,7 +16,8 @@ use crate::{
 use cyxwiz_plugin_api::{
     self as abi,
     abi_stable::{
-        library::{lib_header_from_path, LibraryError},
+        library::{lib_header_from_path, LibraryError, RootModule},
+        sabi_types::{VersionNumber, VersionStrings},
         sabi_trait::TD_Opaque,
         sabi_types::RMut,
         std_types::{RSlice, RStr},
@@ -89,6 +90,26 @@ fn classify(err: LibraryError) -> OpenError {
     }
 }
 
+/// Enforces the interface versioning rule: the same major version and, while the interface
+/// is `0.x`, the same minor version (abi_stable alone would accept a newer 0.x minor).
+fn check_interface_version(plugin: VersionStrings) -> std::result::Result<(), OpenError> {
+    let parse = |v: VersionStrings| {
+        VersionNumber::new(v).map_err(|e| OpenError::NotAPlugin(format!("bad interface version: {e}")))
+    };
+    let plugin = parse(plugin)?;
+    let host = parse(PluginModRef::VERSION_STRINGS)?;
+    let compatible =
+        plugin.major == host.major && (host.major != 0 || plugin.minor == host.minor);
+    if compatible {
+        Ok(())
+    } else {
+        Err(OpenError::IncompatibleVersion {
+            plugin: plugin.to_string(),
+            host: host.to_string(),
+        })
+    }
+}
+
 /// An opened plugin library.
 pub struct PluginLibrary {
     path: PathBuf,
@@ -111,6 +132,7 @@ impl PluginLibrary {
     /// its metadata. Never panics on a bad file.
     pub fn open(path: &Path) -> std::result::Result<Self, OpenError> {
         let header = lib_header_from_path(path).map_err(classify)?;
+        check_interface_version(header.version_strings())?;
         let module = header
             .init_root_module::<PluginModRef>()
             .map_err(classify)?;

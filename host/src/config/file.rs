@@ -2,7 +2,6 @@
 //! unknown key, then the provenance of every key the file set.
 
 use super::{Config, ConfigError, Source};
-use serde::Deserialize;
 use std::path::Path;
 
 /// Reads and type-checks the config file at `path`.
@@ -11,17 +10,18 @@ pub(super) fn read(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-        path: path.to_path_buf(),
-        message: e.to_string().lines().next().unwrap_or("").to_string()
-            + &e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().lines().next().unwrap_or("").to_string()
+                + &e.span()
+                    .map(|s| {
+                        let line = text[..s.start.min(text.len())].lines().count().max(1);
+                        format!(" (line {line})")
+                    })
+                    .unwrap_or_default(),
+        })?;
     let value = toml::Value::Table(table.clone());
     let mut config: Config =
         serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Key {
@@ -52,7 +52,9 @@ fn collect_keys(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
                 collect_keys(&key, v, out);
             }
         }
-        toml::Value::Array(items) if items.iter().all(toml::Value::is_table) && !items.is_empty() => {
+        toml::Value::Array(items)
+            if items.iter().all(toml::Value::is_table) && !items.is_empty() =>
+        {
             for (i, item) in items.iter().enumerate() {
                 collect_keys(&format!("{prefix}[{i}]"), item, out);
             }
@@ -100,7 +102,10 @@ mod tests {
         assert_eq!(config.api.host, "127.0.0.1", "unset keys keep defaults");
         assert_eq!(config.deployments[0].workers, 1);
         assert!(matches!(config.source("api.port"), Source::File(_)));
-        assert!(matches!(config.source("deployments[0].path"), Source::File(_)));
+        assert!(matches!(
+            config.source("deployments[0].path"),
+            Source::File(_)
+        ));
         assert_eq!(config.source("api.host"), Source::Default);
     }
 
@@ -108,12 +113,17 @@ mod tests {
     fn unknown_key_names_file_and_key() {
         let err = read_str("[node]\nnmae = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("config.toml"), "{err}");
-        assert!(err.contains("nmae") && err.contains("expected one of"), "{err}");
+        assert!(
+            err.contains("nmae") && err.contains("expected one of"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_type_names_key_and_expected_form() {
-        let err = read_str("[api]\nport = \"eighty\"\n").unwrap_err().to_string();
+        let err = read_str("[api]\nport = \"eighty\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`api.port`"), "{err}");
         assert!(err.contains("u16"), "{err}");
         let err = read_str("[api]\nport = 70000\n").unwrap_err().to_string();
@@ -123,15 +133,25 @@ mod tests {
     #[test]
     fn syntax_error_gives_the_line() {
         let err = read_str("[node]\nname = \n").unwrap_err().to_string();
-        assert!(err.contains("invalid TOML") && err.contains("line 2"), "{err}");
+        assert!(
+            err.contains("invalid TOML") && err.contains("line 2"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_values_are_reported_by_validate() {
         let config = read_str("[central_server]\naddress = \"nohost\"\n").unwrap();
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("central_server.address") && err.contains("HOST:PORT"), "{err}");
+        assert!(
+            err.contains("central_server.address") && err.contains("HOST:PORT"),
+            "{err}"
+        );
         let config = read_str("[logging]\nformat = \"xml\"\n").unwrap();
-        assert!(config.validate().unwrap_err().to_string().contains("`text` or `json`"));
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`text` or `json`"));
     }
 }

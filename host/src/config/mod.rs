@@ -138,10 +138,20 @@ pub struct DeploymentConfig {
     /// Worker threads calling the model at once.
     #[serde(default = "one")]
     pub workers: u32,
+    /// Requests that may wait for a worker; beyond it callers are told the model is busy.
+    #[serde(default = "default_queue")]
+    pub queue_size: u32,
+    /// Plugin-specific load options, e.g. `{ input_shapes = { x = [-1, 3, 48, 192] } }`.
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub options: toml::Table,
 }
 
 fn one() -> u32 {
     1
+}
+
+fn default_queue() -> u32 {
+    64
 }
 
 /// The whole configuration.
@@ -332,7 +342,10 @@ impl Config {
         if self.api.host.parse::<std::net::IpAddr>().is_err() && self.api.host != "localhost" {
             return Err(self.key_error(
                 "api.host",
-                format!("must be an IP address such as 127.0.0.1, got `{}`", self.api.host),
+                format!(
+                    "must be an IP address such as 127.0.0.1, got `{}`",
+                    self.api.host
+                ),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
@@ -358,6 +371,12 @@ impl Config {
             }
             if !names.insert(d.name.as_str()) {
                 return Err(self.key_error(&key, format!("`{}` is used twice", d.name)));
+            }
+            if d.queue_size == 0 {
+                return Err(self.key_error(
+                    &format!("deployments[{i}].queue_size"),
+                    "must be at least 1, got 0".into(),
+                ));
             }
             if d.workers == 0 || d.workers > 256 {
                 return Err(self.key_error(

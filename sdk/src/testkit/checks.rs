@@ -15,7 +15,10 @@ fn expect_kind<T>(what: &str, result: crate::Result<T>, kind: ErrorKind) -> Outc
     match result {
         Ok(_) => Err(format!("{what}: succeeded, expected a {kind} error")),
         Err(e) if e.kind == kind => Ok(()),
-        Err(e) => Err(format!("{what}: expected a {kind} error, got {e}")),
+        Err(e) => Err(format!(
+            "{what}: expected a {kind} error, got {}: {e}",
+            e.kind
+        )),
     }
 }
 

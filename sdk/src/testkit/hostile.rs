@@ -60,7 +60,7 @@ fn must_fail(
             Err(format!("{} error with an empty message", e.kind))
         }
         Err(e) => match want {
-            Some(kind) if e.kind != kind => Err(format!("expected {kind}, got {e}")),
+            Some(kind) if e.kind != kind => Err(format!("expected {kind}, got {}: {e}", e.kind)),
             _ => Ok(()),
         },
     }

@@ -1,0 +1,170 @@
+//! Command-line flags shared by every subcommand. Each flag also reads an environment
+//! variable; flags and variables override the config file, and remember which one did.
+
+use super::{Config, Source};
+use clap::{parser::ValueSource, ArgMatches, Args};
+use std::path::PathBuf;
+
+/// Flags that shape the configuration, accepted by every subcommand.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// Config file to read [default: <data-dir>/config.toml, if it exists]
+    #[arg(long, env = "CYXWIZ_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Data directory: config, database, models, plugins, logs [default: ~/.cyxwiz/server-node]
+    #[arg(long, env = "CYXWIZ_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Node name shown to the central server (`node.name`)
+    #[arg(long, env = "CYXWIZ_NODE_NAME", global = true)]
+    pub name: Option<String>,
+
+    /// Central server HOST:PORT; empty for standalone mode (`central_server.address`)
+    #[arg(
+        long,
+        env = "CYXWIZ_CENTRAL_SERVER",
+        global = true,
+        value_name = "HOST:PORT"
+    )]
+    pub central: Option<String>,
+
+    /// Log level or tracing filter (`logging.level`)
+    #[arg(long, env = "CYXWIZ_LOG_LEVEL", global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Log format: text or json (`logging.format`)
+    #[arg(long, env = "CYXWIZ_LOG_FORMAT", global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Address the HTTP API listens on (`api.host`)
+    #[arg(long, env = "CYXWIZ_API_HOST", global = true, value_name = "IP")]
+    pub api_host: Option<String>,
+
+    /// Port the HTTP API listens on; 0 picks a free port (`api.port`)
+    #[arg(long, env = "CYXWIZ_API_PORT", global = true, value_name = "PORT")]
+    pub api_port: Option<u16>,
+
+    /// Extra plugin directory, searched first; repeat or separate with `:` (`plugins.dirs`)
+    #[arg(
+        long = "plugin-dir",
+        env = "CYXWIZ_PLUGIN_DIRS",
+        global = true,
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub plugin_dirs: Vec<PathBuf>,
+
+    /// Extra model directory for `models list`; repeat or separate with `:` (`models.dirs`)
+    #[arg(
+        long = "model-dir",
+        env = "CYXWIZ_MODEL_DIRS",
+        global = true,
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub model_dirs: Vec<PathBuf>,
+}
+
+/// Where clap took `id` from, looking through the subcommand chain (global flags given after
+/// a subcommand live in its matches).
+fn value_source(matches: &ArgMatches, id: &str) -> Option<ValueSource> {
+    let here = matches
+        .try_contains_id(id)
+        .ok()
+        .filter(|c| *c)
+        .and_then(|_| matches.value_source(id));
+    match (here, matches.subcommand()) {
+        (Some(ValueSource::DefaultValue) | None, Some((_, sub))) => value_source(sub, id).or(here),
+        (here, _) => here,
+    }
+}
+
+fn source(matches: &ArgMatches, id: &str, flag: &str, env: &str) -> Source {
+    match value_source(matches, id) {
+        Some(ValueSource::EnvVariable) => Source::Env(env.to_string()),
+        _ => Source::Flag(flag.to_string()),
+    }
+}
+
+/// Applies flags and environment variables on top of `config`.
+pub(super) fn apply(args: &GlobalArgs, matches: &ArgMatches, config: &mut Config) {
+    let mut set = |key: &str, id: &str, flag: &str, env: &str| {
+        config
+            .sources
+            .insert(key.to_string(), source(matches, id, flag, env));
+    };
+    if args.name.is_some() {
+        set("node.name", "name", "--name", "CYXWIZ_NODE_NAME");
+    }
+    if args.central.is_some() {
+        set(
+            "central_server.address",
+            "central",
+            "--central",
+            "CYXWIZ_CENTRAL_SERVER",
+        );
+    }
+    if args.log_level.is_some() {
+        set(
+            "logging.level",
+            "log_level",
+            "--log-level",
+            "CYXWIZ_LOG_LEVEL",
+        );
+    }
+    if args.log_format.is_some() {
+        set(
+            "logging.format",
+            "log_format",
+            "--log-format",
+            "CYXWIZ_LOG_FORMAT",
+        );
+    }
+    if args.api_host.is_some() {
+        set("api.host", "api_host", "--api-host", "CYXWIZ_API_HOST");
+    }
+    if args.api_port.is_some() {
+        set("api.port", "api_port", "--api-port", "CYXWIZ_API_PORT");
+    }
+    if !args.plugin_dirs.is_empty() {
+        set(
+            "plugins.dirs",
+            "plugin_dirs",
+            "--plugin-dir",
+            "CYXWIZ_PLUGIN_DIRS",
+        );
+    }
+    if !args.model_dirs.is_empty() {
+        set(
+            "models.dirs",
+            "model_dirs",
+            "--model-dir",
+            "CYXWIZ_MODEL_DIRS",
+        );
+    }
+    if let Some(v) = &args.name {
+        config.node.name = v.clone();
+    }
+    if let Some(v) = &args.central {
+        config.central_server.address = v.clone();
+    }
+    if let Some(v) = &args.log_level {
+        config.logging.level = v.clone();
+    }
+    if let Some(v) = &args.log_format {
+        config.logging.format = v.clone();
+    }
+    if let Some(v) = &args.api_host {
+        config.api.host = v.clone();
+    }
+    if let Some(v) = args.api_port {
+        config.api.port = v;
+    }
+    let mut dirs = args.plugin_dirs.clone();
+    dirs.append(&mut config.plugins.dirs);
+    config.plugins.dirs = dirs;
+    let mut dirs = args.model_dirs.clone();
+    dirs.append(&mut config.models.dirs);
+    config.models.dirs = dirs;
+}

@@ -1,0 +1,131 @@
+//! `cyxwiz-node run`: prepares the data directory, opens the store, discovers plugins, starts
+//! serving `/health` at once, loads the configured deployments in the background, and stops
+//! cleanly on Ctrl-C or SIGTERM.
+
+use crate::{
+    config::Config,
+    deployments::Deployments,
+    plugins::{search_dirs, PluginState, Registry},
+    server::{self, AppState},
+    store::{Store, StoreError},
+};
+use std::{future::Future, path::PathBuf, sync::Arc};
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP listener could not be bound or failed.
+    #[error("HTTP API on {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Creates the data directory layout: `models/`, `plugins/`, `jobs/`, `logs/`.
+pub fn prepare_data_dir(config: &Config) -> Result<(), DaemonError> {
+    for dir in ["", "models", "plugins", "jobs", "logs"] {
+        let path = config.data_dir.join(dir);
+        std::fs::create_dir_all(&path).map_err(|source| DaemonError::DataDir { path, source })?;
+    }
+    Ok(())
+}
+
+/// Discovers plugins from the configured directories.
+pub fn discover_plugins(config: &Config) -> Registry {
+    Registry::discover(
+        &search_dirs(
+            &config
+                .plugins
+                .dirs
+                .iter()
+                .map(|d| config.resolve(d))
+                .collect::<Vec<_>>(),
+            &config.plugins_dir(),
+        ),
+        config.plugins.preference.clone(),
+    )
+}
+
+/// Runs the node until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    prepare_data_dir(&config)?;
+    let store = Store::open(&config.database_path())?;
+    let node_id = store.node_id()?;
+    store.audit("node_started", &node_id, &config.node.name)?;
+    tracing::info!(node = %config.node.name, id = %node_id, data_dir = %config.data_dir.display(), "starting");
+    if !config.central_server.address.is_empty() {
+        tracing::warn!(
+            address = %config.central_server.address,
+            "network mode is not available in this build yet; running standalone"
+        );
+    }
+
+    let registry = Arc::new(discover_plugins(&config));
+    let failed = registry
+        .entries()
+        .iter()
+        .filter(|e| matches!(e.state, PluginState::Failed(_)))
+        .count();
+    let loaded = registry.entries().len() - failed;
+    tracing::info!(loaded, failed, "plugins discovered");
+
+    let deployments = Arc::new(Deployments::from_config(&config));
+    let state = Arc::new(AppState {
+        node_name: config.node.name.clone(),
+        node_id,
+        deployments: deployments.clone(),
+        plugins_loaded: loaded,
+        plugins_failed: failed,
+        started: std::time::Instant::now(),
+    });
+
+    let loader = {
+        let deployments = deployments.clone();
+        let registry = registry.clone();
+        tokio::task::spawn_blocking(move || deployments.load_pending(&registry))
+    };
+
+    if config.api.enabled {
+        let addr = format!("{}:{}", config.api.host, config.api.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| DaemonError::Http {
+                addr: addr.clone(),
+                source,
+            })?;
+        let bound = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or(addr.clone());
+        tracing::info!("listening on http://{bound}");
+        server::serve(listener, shutdown, state)
+            .await
+            .map_err(|source| DaemonError::Http {
+                addr: bound,
+                source,
+            })?;
+    } else {
+        tracing::info!("HTTP API disabled ([api] enabled = false)");
+        shutdown.await;
+    }
+    loader.abort();
+    tracing::info!("stopped");
+    Ok(())
+}

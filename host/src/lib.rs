@@ -1,0 +1,22 @@
+//! The CyxWiz server node: hosts model-runtime plugins and serves the models they load.
+//!
+//! # Map
+//! - [`config`]: flags, environment and `config.toml` into one validated [`config::Config`].
+//! - [`store`]: the SQLite database and its migrations.
+//! - [`plugins`]: plugin discovery and the format registry.
+//! - [`models`]: per-model worker threads, JSON tensors, model directory scans.
+//! - [`deployments`]: configured models and their lifecycle.
+//! - [`server`]: the HTTP endpoints.
+//! - [`daemon`]: `cyxwiz-node run`, wiring the above together.
+//! - [`logging`]: tracing setup.
+//!
+//! Dependencies point one way: `daemon -> server -> deployments -> (models | plugins | store)`.
+
+pub mod config;
+pub mod daemon;
+pub mod deployments;
+pub mod logging;
+pub mod models;
+pub mod plugins;
+pub mod server;
+pub mod store;

@@ -1,0 +1,337 @@
+//! `cyxwiz-node`: the command line. Parses flags, builds the validated config, and dispatches
+//! to the daemon or a one-shot command. Every failure ends as one `error:` line on stderr and
+//! a non-zero exit code.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use cyxwiz_node::{
+    config::{show, Config, GlobalArgs, Source},
+    daemon, logging,
+    models::{scan, tensor_json, ModelWorker},
+    plugins::PluginState,
+};
+use cyxwiz_sdk::{Capabilities, LoadOptions};
+use std::{path::PathBuf, process::ExitCode};
+
+/// The CyxWiz server node: hosts model-runtime plugins and serves their models.
+#[derive(Parser, Debug)]
+#[command(name = "cyxwiz-node", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the node daemon (the default): load plugins and configured models, serve HTTP.
+    Run,
+    /// Inspect plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Inspect model files.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Run one tensor inference and print the outputs as JSON.
+    Infer(InferArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginsCommand {
+    /// Every plugin library found: name, version, formats, capabilities, path, status.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCommand {
+    /// Model files in the model directories: format, size, plugins that load them.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// The effective configuration and where each value came from.
+    Show,
+}
+
+#[derive(clap::Args, Debug)]
+struct InferArgs {
+    /// Model file.
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// Inputs as JSON (`{"x": [[...]]}` or `{"x": {"dtype", "shape", "data"}}`), or `@FILE`.
+    #[arg(long, value_name = "JSON")]
+    input: String,
+    /// Plugin to use instead of the preferred one for the file's extension.
+    #[arg(long)]
+    plugin: Option<String>,
+    /// Plugin load options as a JSON object, e.g. `{"input_shapes": {"x": [1, 3, 48, 192]}}`.
+    #[arg(long, value_name = "JSON")]
+    options: Option<String>,
+    /// Threads per call; 0 lets the plugin choose.
+    #[arg(long, default_value_t = 0)]
+    threads: u32,
+}
+
+fn one_line(err: &anyhow::Error) -> String {
+    let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
+    let mut text = chain.join(": ");
+    text = text.replace(['\n', '\r'], " ");
+    text
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match dispatch(cli, &matches) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
+    let config = Config::load(&cli.global, matches)?;
+    let command = cli.command.unwrap_or(Command::Run);
+    let level = match (&command, config.source("logging.level")) {
+        (Command::Run, _) => config.logging.level.clone(),
+        (_, Source::Default) => "warn".to_string(),
+        _ => config.logging.level.clone(),
+    };
+    logging::init(&config, &level).map_err(|e| anyhow!(e))?;
+    match command {
+        Command::Run => run(config),
+        Command::Plugins(PluginsCommand::List { json }) => plugins_list(&config, json),
+        Command::Models(ModelsCommand::List { json }) => models_list(&config, json),
+        Command::Infer(args) => infer(&config, args),
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", show::render(&config));
+            Ok(())
+        }
+    }
+}
+
+fn run(config: Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(s) => s,
+                        Err(_) => {
+                            let _ = ctrl_c.await;
+                            return;
+                        }
+                    };
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+        };
+        daemon::run(config, shutdown).await
+    })?;
+    Ok(())
+}
+
+fn plugins_list(config: &Config, json: bool) -> Result<()> {
+    let registry = daemon::discover_plugins(config);
+    if json {
+        let rows: Vec<serde_json::Value> = registry
+            .entries()
+            .iter()
+            .map(|e| match &e.state {
+                PluginState::Loaded(lib) => {
+                    let m = lib.metadata();
+                    serde_json::json!({
+                        "name": m.name, "version": m.version, "description": m.description,
+                        "formats": m.formats.iter().map(|(f, exts)| serde_json::json!({"name": f, "extensions": exts})).collect::<Vec<_>>(),
+                        "capabilities": m.capabilities.names(),
+                        "interface_version": m.interface_version,
+                        "path": e.path, "status": "loaded",
+                    })
+                }
+                PluginState::Failed(reason) => serde_json::json!({
+                    "path": e.path, "status": "failed", "reason": reason,
+                }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if registry.entries().is_empty() {
+        println!("no plugin libraries found");
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<8} {:<12} {:<34} {:<8} PATH",
+        "NAME", "VERSION", "FORMATS", "CAPABILITIES", "STATUS"
+    );
+    for entry in registry.entries() {
+        match &entry.state {
+            PluginState::Loaded(lib) => {
+                let m = lib.metadata();
+                let formats: Vec<String> = m
+                    .formats
+                    .iter()
+                    .map(|(f, exts)| format!("{f}(.{})", exts.join(",.")))
+                    .collect();
+                println!(
+                    "{:<16} {:<8} {:<12} {:<34} {:<8} {}",
+                    m.name,
+                    m.version,
+                    formats.join(" "),
+                    m.capabilities.names().join(","),
+                    "loaded",
+                    entry.path.display()
+                );
+            }
+            PluginState::Failed(reason) => {
+                let stem = entry
+                    .path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                println!(
+                    "{:<16} {:<8} {:<12} {:<34} {:<8} {}\n    reason: {reason}",
+                    stem,
+                    "-",
+                    "-",
+                    "-",
+                    "failed",
+                    entry.path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn models_list(config: &Config, json: bool) -> Result<()> {
+    let registry = daemon::discover_plugins(config);
+    let mut dirs = vec![config.models_dir()];
+    dirs.extend(config.models.dirs.iter().map(|d| config.resolve(d)));
+    let files = scan::scan(&dirs, &registry);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&files)?);
+        return Ok(());
+    }
+    if files.is_empty() {
+        let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        println!("no model files in {}", shown.join(", "));
+        return Ok(());
+    }
+    println!("{:<12} {:>12} {:<24} PATH", "FORMAT", "SIZE", "PLUGINS");
+    for f in files {
+        let plugins = if f.plugins.is_empty() {
+            "(no plugin loaded)".to_string()
+        } else {
+            f.plugins.join(",")
+        };
+        println!(
+            "{:<12} {:>12} {:<24} {}",
+            f.format,
+            human_size(f.size_bytes),
+            plugins,
+            f.path.display()
+        );
+    }
+    Ok(())
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn infer(config: &Config, args: InferArgs) -> Result<()> {
+    let input_text = match args.input.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file).with_context(|| format!("--input {file}"))?,
+        None => args.input.clone(),
+    };
+    let input: serde_json::Value =
+        serde_json::from_str(&input_text).map_err(|e| anyhow!("--input is not valid JSON: {e}"))?;
+    let options = match &args.options {
+        None => serde_json::Value::Object(Default::default()),
+        Some(text) => match serde_json::from_str(text) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            Ok(_) => bail!("--options must be a JSON object"),
+            Err(e) => bail!("--options is not valid JSON: {e}"),
+        },
+    };
+    let registry = daemon::discover_plugins(config);
+    let (lib, model) = registry.load(
+        &args.model,
+        args.plugin.as_deref(),
+        &LoadOptions {
+            threads: args.threads,
+            options,
+            ..LoadOptions::default()
+        },
+    )?;
+    if !model
+        .info()
+        .capabilities
+        .contains(Capabilities::TENSOR_INFERENCE)
+    {
+        bail!(
+            "{}: this model does not take tensors (capabilities: {})",
+            args.model.display(),
+            model.info().capabilities.names().join(", ")
+        );
+    }
+    let inputs = tensor_json::parse_inputs(&input, model.info())?;
+    let plugin = lib.metadata().name.clone();
+    let name = args
+        .model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let worker = ModelWorker::spawn(&name, &plugin, model, 1, 1)?;
+    let started = std::time::Instant::now();
+    let outputs = worker.infer_blocking(inputs)?;
+    let out = serde_json::json!({
+        "model": args.model,
+        "plugin": plugin,
+        "seconds": started.elapsed().as_secs_f64(),
+        "outputs": tensor_json::outputs_to_json(&outputs),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! The `cyxwiz-node` command line against the real plugins and models: plugin listing with
+//! broken libraries, one-shot inference, hostile model files, configuration errors and
+//! provenance.
+
+mod common;
+
+use common::{classifier, models_dir, stderr, stdout, Node};
+use serde_json::Value;
+
+fn assert_one_line_error(out: &std::process::Output, expect: &str) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure for {expect}: {}",
+        stdout(out)
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got:\n{err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(expect), "`{expect}` not in: {err}");
+    assert!(
+        !err.contains("panicked at") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plugins_list_shows_real_plugins_and_skips_broken_libraries() {
+    let node = Node::new();
+    let dir = node.plugins_dir();
+    std::fs::write(dir.join("libgarbage.so"), b"this is not an ELF file at all").unwrap();
+    // A real shared library that is not a plugin.
+    let foreign = [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file())
+    .expect("libz from Debian's zlib1g");
+    std::fs::copy(foreign, dir.join("libforeign.so")).unwrap();
+
+    let out = node.cli(&["plugins", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let by_name = |name: &str| rows.iter().find(|r| r["name"] == name).cloned();
+    let tract = by_name("onnx-tract").expect("onnx-tract listed");
+    assert_eq!(tract["status"], "loaded");
+    assert_eq!(tract["formats"][0]["extensions"][0], "onnx");
+    assert_eq!(tract["capabilities"][0], "tensor_inference");
+    assert_eq!(by_name("example-scale").unwrap()["status"], "loaded");
+    let failed = |file: &str| {
+        rows.iter()
+            .find(|r| r["path"].as_str().unwrap().ends_with(file))
+            .unwrap_or_else(|| panic!("{file} not listed"))
+            .clone()
+    };
+    let garbage = failed("libgarbage.so");
+    assert_eq!(garbage["status"], "failed");
+    assert!(
+        garbage["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot load library"),
+        "{garbage}"
+    );
+    let foreign = failed("libforeign.so");
+    assert_eq!(foreign["status"], "failed");
+    assert!(
+        foreign["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a cyxwiz plugin"),
+        "{foreign}"
+    );
+
+    let table = stdout(&node.cli(&["plugins", "list"]));
+    assert!(
+        table.contains("onnx-tract") && table.contains("loaded"),
+        "{table}"
+    );
+    assert!(
+        table.contains("libgarbage") && table.contains("failed"),
+        "{table}"
+    );
+}
+
+fn classifier_input(node: &Node, batch: usize) -> String {
+    let n = batch * 3 * 48 * 192;
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5)
+        .collect();
+    let input =
+        serde_json::json!({"x": {"dtype": "float32", "shape": [batch, 3, 48, 192], "data": data}});
+    let path = node.data_dir().join("input.json");
+    std::fs::write(&path, input.to_string()).unwrap();
+    format!("@{}", path.display())
+}
+
+#[test]
+fn infer_runs_a_real_model_and_prints_json() {
+    let node = Node::new();
+    let model = classifier();
+    let input = classifier_input(&node, 2);
+    let out = node.cli(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        &input,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["plugin"], "onnx-tract");
+    let output = json["outputs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(output["shape"], serde_json::json!([2, 2]));
+    let p: Vec<f64> = output["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for row in p.chunks(2) {
+        assert!((row[0] + row[1] - 1.0).abs() < 1e-4, "{row:?}");
+    }
+}
+
+#[test]
+fn hostile_inputs_give_one_line_errors() {
+    let node = Node::new();
+    let dir = node.data_dir();
+    let good = serde_json::json!({"x": [1.0]}).to_string();
+    let real = std::fs::read(models_dir().join("onnx-light/light_squeezenet.onnx")).unwrap();
+    std::fs::write(dir.join("empty.onnx"), b"").unwrap();
+    std::fs::write(dir.join("truncated.onnx"), &real[..real.len() / 3]).unwrap();
+    let noise: Vec<u8> = (0..10_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("random.onnx"), noise).unwrap();
+    std::fs::write(dir.join("model.gguf"), b"GGUF\x03\0\0\0").unwrap();
+    std::fs::create_dir_all(dir.join("folder.onnx")).unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+
+    let cases: Vec<(String, String, &str)> = vec![
+        (path("missing.onnx"), good.clone(), "no such file"),
+        (path("empty.onnx"), good.clone(), "not a valid ONNX model"),
+        (
+            path("truncated.onnx"),
+            good.clone(),
+            "not a valid ONNX model",
+        ),
+        (path("random.onnx"), good.clone(), "not a valid ONNX model"),
+        (path("folder.onnx"), good.clone(), "is a directory"),
+        (
+            path("model.gguf"),
+            good.clone(),
+            "no plugin handles `gguf` files",
+        ),
+        (
+            classifier().to_string_lossy().into_owned(),
+            "{not json".into(),
+            "--input is not valid JSON",
+        ),
+        (
+            classifier().to_string_lossy().into_owned(),
+            r#"{"nope": [1.0]}"#.into(),
+            "unknown input `nope`",
+        ),
+        (
+            classifier().to_string_lossy().into_owned(),
+            r#"{"x": {"dtype": "float32", "shape": [1, 3, 48], "data": []}}"#.into(),
+            "needs 144 values",
+        ),
+        (
+            classifier().to_string_lossy().into_owned(),
+            r#"{"x": {"dtype": "int64", "shape": [1], "data": [1]}}"#.into(),
+            "must be float32",
+        ),
+    ];
+    for (model, input, expect) in cases {
+        let out = node.cli(&["infer", "--model", &model, "--input", &input]);
+        assert_one_line_error(&out, expect);
+    }
+    let out = node.cli(&[
+        "infer",
+        "--model",
+        &path("x.onnx"),
+        "--input",
+        "[1]",
+        "--plugin",
+        "nope",
+    ]);
+    assert_one_line_error(&out, "plugin `nope` is not loaded");
+}
+
+#[test]
+fn a_panicking_plugin_is_one_error_line_not_a_crash() {
+    let node = Node::new();
+    let model = node.data_dir().join("model.panicky");
+    std::fs::write(&model, "panicky").unwrap();
+    let model = model.to_str().unwrap();
+    let out = node.cli(&["infer", "--model", model, "--input", "[-1.0, 2.0]"]);
+    assert_one_line_error(&out, "plugin panicked in infer");
+    assert!(
+        stderr(&out).contains("deliberate panic: negative input -1"),
+        "{}",
+        stderr(&out)
+    );
+    let out = node.cli(&["infer", "--model", model, "--input", "[1.0, 2.0]"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let bad = node.data_dir().join("load.panicky");
+    std::fs::write(&bad, "panic-on-load").unwrap();
+    let out = node.cli(&[
+        "infer",
+        "--model",
+        bad.to_str().unwrap(),
+        "--input",
+        "[1.0]",
+    ]);
+    assert_one_line_error(&out, "plugin panicked in load");
+}
+
+#[test]
+fn config_errors_name_file_key_and_expected_form() {
+    let node = Node::new();
+    node.write_config("[node]\nname = \"rig\"\nmax_jobs = 3\n");
+    let out = node.cli(&["config", "show"]);
+    assert_one_line_error(&out, "unknown field `max_jobs`");
+    assert!(stderr(&out).contains("config.toml"), "{}", stderr(&out));
+
+    node.write_config("[api]\nport = \"http\"\n");
+    assert_one_line_error(&node.cli(&["config", "show"]), "key `api.port`");
+
+    node.write_config("[central_server]\nheartbeat_interval_seconds = 0\n");
+    assert_one_line_error(
+        &node.cli(&["config", "show"]),
+        "`central_server.heartbeat_interval_seconds`: must be between 1 and 3600 seconds, got 0",
+    );
+
+    let out = node.cli(&["config", "show", "--config", "/nonexistent/cyxwiz.toml"]);
+    assert_one_line_error(&out, "/nonexistent/cyxwiz.toml");
+}
+
+#[test]
+fn config_show_tells_where_each_value_came_from() {
+    let node = Node::new();
+    node.write_config(
+        "[node]\nname = \"from-file\"\n[api]\nport = 8123\n[logging]\nlevel = \"debug\"\n",
+    );
+    let out = node
+        .command()
+        .args(["config", "show", "--api-port", "9001"])
+        .env("CYXWIZ_NODE_NAME", "from-env")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("name = \"from-env\"  # env CYXWIZ_NODE_NAME"),
+        "{text}"
+    );
+    assert!(text.contains("port = 9001  # flag --api-port"), "{text}");
+    assert!(text.contains("level = \"debug\"  # file"), "{text}");
+    assert!(text.contains("host = \"127.0.0.1\"  # default"), "{text}");
+}
+
+#[test]
+fn models_list_scans_model_dirs() {
+    let node = Node::new();
+    let out = node.cli(&[
+        "models",
+        "list",
+        "--json",
+        "--model-dir",
+        models_dir().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let squeeze = rows
+        .iter()
+        .find(|r| {
+            r["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("light_squeezenet.onnx")
+        })
+        .expect("squeezenet listed");
+    assert_eq!(squeeze["format"], "onnx");
+    assert_eq!(squeeze["plugins"][0], "onnx-tract");
+    assert_eq!(
+        squeeze["size_bytes"].as_u64().unwrap(),
+        std::fs::metadata(models_dir().join("onnx-light/light_squeezenet.onnx"))
+            .unwrap()
+            .len()
+    );
+    assert!(rows
+        .iter()
+        .all(|r| !r["path"].as_str().unwrap().contains(".wheels")));
+}

@@ -1,0 +1,229 @@
+//! Shared helpers for the end-to-end tests: where the built binary, plugins and models are,
+//! running the CLI in a scratch data directory, and a running node with its HTTP port.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// `target/<profile>/`, where `cargo build` put the binary and the plugin libraries.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    assert!(
+        dir.join("cyxwiz-node").is_file(),
+        "{}/cyxwiz-node is missing: run `cargo build --workspace` before the tests (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn node_bin() -> PathBuf {
+    target_dir().join("cyxwiz-node")
+}
+
+pub fn plugin_lib(crate_name: &str) -> PathBuf {
+    let path = target_dir().join(format!("lib{crate_name}.so"));
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo build --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// The real models fetched by `scripts/fetch-models.py`.
+pub fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("CYXWIZ_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let data = std::env::var_os("CYXWIZ_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cyxwiz/server-node")
+                });
+            data.join("models")
+        });
+    assert!(
+        dir.join("onnx-light").is_dir(),
+        "models missing in {}: run scripts/fetch-models.py",
+        dir.display()
+    );
+    dir
+}
+
+pub fn classifier() -> PathBuf {
+    models_dir().join("rapidocr/ch_ppocr_mobile_v2.0_cls_infer.onnx")
+}
+
+/// A scratch data directory with its own plugin dir, isolated from the user's.
+pub struct Node {
+    pub data: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn new() -> Self {
+        Self {
+            data: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        let dir = self.data.path().join("plugins");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.data.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A command for the node binary with this data directory and a clean environment.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(node_bin());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CYXWIZ_") || key == "RUST_BACKTRACE" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("CYXWIZ_DATA_DIR", self.data.path())
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Starts `cyxwiz-node run` on a free port and waits until it listens.
+    pub fn start(&self, extra: &[&str]) -> Running {
+        let mut child = self
+            .command()
+            .args(["run", "--api-port", "0", "--log-format", "text"])
+            .args(extra)
+            .env("CYXWIZ_LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut log = Vec::new();
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    if let Some(addr) = line.split("listening on http://").nth(1) {
+                        let addr = addr.trim().to_string();
+                        log.push(line);
+                        return Running {
+                            child,
+                            addr,
+                            log,
+                            lines: rx,
+                        };
+                    }
+                    log.push(line);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let _ = child.kill();
+        panic!("node did not start listening:\n{}", log.join("\n"));
+    }
+}
+
+/// A running node process.
+pub struct Running {
+    pub child: Child,
+    pub addr: String,
+    pub log: Vec<String>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// A plain HTTP/1.1 GET; returns status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.get(path);
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        (status, json)
+    }
+
+    /// Log lines printed since start (drains what arrived).
+    pub fn drain_log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        &self.log
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
