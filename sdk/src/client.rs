@@ -17,9 +17,9 @@ use cyxwiz_plugin_api::{
     self as abi,
     abi_stable::{
         library::{lib_header_from_path, LibraryError, RootModule},
-        sabi_types::{VersionNumber, VersionStrings},
         sabi_trait::TD_Opaque,
         sabi_types::RMut,
+        sabi_types::{VersionNumber, VersionStrings},
         std_types::{RSlice, RStr},
     },
     LoaderBox, ModelBox, PluginModRef, SelfTest, TrainingBackendBox,
@@ -94,12 +94,12 @@ fn classify(err: LibraryError) -> OpenError {
 /// is `0.x`, the same minor version (abi_stable alone would accept a newer 0.x minor).
 fn check_interface_version(plugin: VersionStrings) -> std::result::Result<(), OpenError> {
     let parse = |v: VersionStrings| {
-        VersionNumber::new(v).map_err(|e| OpenError::NotAPlugin(format!("bad interface version: {e}")))
+        VersionNumber::new(v)
+            .map_err(|e| OpenError::NotAPlugin(format!("bad interface version: {e}")))
     };
     let plugin = parse(plugin)?;
     let host = parse(PluginModRef::VERSION_STRINGS)?;
-    let compatible =
-        plugin.major == host.major && (host.major != 0 || plugin.minor == host.minor);
+    let compatible = plugin.major == host.major && (host.major != 0 || plugin.minor == host.minor);
     if compatible {
         Ok(())
     } else {

@@ -1,4 +1,5 @@
 //! The example plugin passes the SDK conformance kit, and computes what it says.
+#![allow(clippy::unwrap_used)]
 use cyxwiz_sdk::testkit::{cdylib_path, Conformance, Sample};
 use cyxwiz_sdk::Tensor;
 

@@ -27,7 +27,13 @@ pub(super) fn read(path: &Path) -> Result<Config, ConfigError> {
         serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Key {
             path: path.to_path_buf(),
             key: e.path().to_string(),
-            message: e.inner().to_string(),
+            message: e
+                .inner()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid value")
+                .to_string(),
         })?;
     let mut keys = Vec::new();
     collect_keys("", &toml::Value::Table(table), &mut keys);
@@ -114,9 +120,10 @@ mod tests {
         let err = read_str("[node]\nnmae = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("config.toml"), "{err}");
         assert!(
-            err.contains("nmae") && err.contains("expected one of"),
+            err.contains("`node.nmae`") && err.contains("expected `name`"),
             "{err}"
         );
+        assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl Registry {
         let formats: Vec<&str> = handlers
             .iter()
             .flat_map(|l| l.metadata().formats.iter())
-            .filter(|(_, exts)| exts.iter().any(|e| *e == ext))
+            .filter(|(_, exts)| exts.contains(&ext))
             .map(|(f, _)| f.as_str())
             .collect();
         let preferred: Vec<&String> = std::iter::once(ext.as_str())

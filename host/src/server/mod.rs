@@ -90,3 +90,50 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, DeploymentConfig};
+
+    fn state(deployments: Deployments) -> Arc<AppState> {
+        Arc::new(AppState {
+            node_name: "n".into(),
+            node_id: "id".into(),
+            deployments: Arc::new(deployments),
+            plugins_loaded: 0,
+            plugins_failed: 0,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    async fn body(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn health_is_503_while_models_load_and_200_when_none_are_pending() {
+        let mut config = Config::default();
+        config.deployments.push(DeploymentConfig {
+            name: "m".into(),
+            path: "m.onnx".into(),
+            plugin: None,
+            threads: 0,
+            workers: 1,
+            queue_size: 1,
+            options: Default::default(),
+        });
+        let response = health(State(state(Deployments::from_config(&config)))).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let json = body(response).await;
+        assert_eq!(json["status"], "loading");
+        assert_eq!(json["models"][0]["status"], "pending");
+
+        let response = health(State(state(Deployments::default()))).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body(response).await["status"], "ok");
+    }
+}

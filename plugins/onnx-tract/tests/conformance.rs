@@ -1,6 +1,7 @@
 //! onnx-tract through the SDK conformance kit, on the real models of MODELS.md: the rapidocr
 //! text-orientation classifier and the `onnx` package's light CNNs checked against their
 //! reference outputs. Models come from `scripts/fetch-models.py`.
+#![allow(clippy::unwrap_used)]
 
 use cyxwiz_sdk::{
     client::PluginLibrary,

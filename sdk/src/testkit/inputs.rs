@@ -81,7 +81,9 @@ pub fn allclose(got: &Tensor, want: &Tensor, rtol: f32, atol: f32) -> Result<(),
     let mut worst: Option<(usize, f64, f64)> = None;
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
         let err = (a - b).abs();
-        if !(err <= atol as f64 + rtol as f64 * b.abs()) && worst.is_none_or(|(_, e, _)| err > e) {
+        // NaN in either value fails the comparison and counts as a mismatch.
+        let within = err <= atol as f64 + rtol as f64 * b.abs();
+        if !within && worst.is_none_or(|(_, e, _)| err.is_nan() || err > e) {
             worst = Some((i, err, *b));
         }
     }

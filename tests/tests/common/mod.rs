@@ -148,6 +148,7 @@ impl Node {
             }
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("node did not start listening:\n{}", log.join("\n"));
     }
 }
