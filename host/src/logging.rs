@@ -1,7 +1,7 @@
 //! Logging setup: `tracing` to stderr (text or JSON), optionally also to a file.
 
 use crate::config::Config;
-use std::sync::Mutex;
+use std::{io::IsTerminal, sync::Mutex};
 use tracing_subscriber::{fmt::writer::MakeWriterExt, EnvFilter};
 
 /// Installs the global subscriber. `level` overrides the configured level (one-shot commands
@@ -9,9 +9,11 @@ use tracing_subscriber::{fmt::writer::MakeWriterExt, EnvFilter};
 pub fn init(config: &Config, level: &str) -> Result<(), String> {
     let filter = EnvFilter::try_new(level).map_err(|e| format!("log level `{level}`: {e}"))?;
     let json = config.logging.format == "json";
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(colour);
     let result = if config.logging.file.is_empty() {
         let builder = builder.with_writer(std::io::stderr);
         if json {

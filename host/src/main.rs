@@ -190,7 +190,7 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<8} {:<12} {:<34} {:<8} PATH",
+        "{:<16} {:<8} {:<20} {:<34} {:<8} PATH",
         "NAME", "VERSION", "FORMATS", "CAPABILITIES", "STATUS"
     );
     for entry in registry.entries() {
@@ -203,7 +203,7 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
                     .map(|(f, exts)| format!("{f}(.{})", exts.join(",.")))
                     .collect();
                 println!(
-                    "{:<16} {:<8} {:<12} {:<34} {:<8} {}",
+                    "{:<16} {:<8} {:<20} {:<34} {:<8} {}",
                     m.name,
                     m.version,
                     formats.join(" "),
@@ -219,7 +219,7 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 println!(
-                    "{:<16} {:<8} {:<12} {:<34} {:<8} {}\n    reason: {reason}",
+                    "{:<16} {:<8} {:<20} {:<34} {:<8} {}\n    reason: {reason}",
                     stem,
                     "-",
                     "-",
