@@ -21,15 +21,6 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-fn models_dir() -> PathBuf {
-    std::env::var_os("CYXWIZ_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                .join(".cyxwiz/server-node/models")
-        })
-}
-
 /// Median time per call over 7 rounds of `iters` calls.
 fn time(iters: u32, mut f: impl FnMut()) -> Duration {
     for _ in 0..iters.min(100) {
@@ -111,7 +102,7 @@ fn main() {
     );
 
     // 2. A real model through tract: squeezenet (light weights, full compute).
-    let squeeze = models_dir().join("onnx-light/light_squeezenet.onnx");
+    let squeeze = cyxwiz_sdk::testkit::models_dir().join("onnx-light/light_squeezenet.onnx");
     let plan = tract_onnx::onnx()
         .model_for_path(&squeeze)
         .and_then(|m| m.into_optimized())

@@ -6,7 +6,7 @@
 use cyxwiz_sdk::{
     client::PluginLibrary,
     serde_json,
-    testkit::{cdylib_path, Conformance, Sample},
+    testkit::{self, cdylib_path, Conformance, Sample},
     DType, ErrorKind, LoadOptions, Tensor,
 };
 use std::path::PathBuf;
@@ -24,17 +24,7 @@ const LIGHT: [&str; 9] = [
 ];
 
 fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("CYXWIZ_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let data = std::env::var_os("CYXWIZ_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                        .join(".cyxwiz/server-node")
-                });
-            data.join("models")
-        });
+    let dir = testkit::models_dir();
     assert!(
         dir.join("rapidocr").is_dir(),
         "models missing in {}: run scripts/fetch-models.py",

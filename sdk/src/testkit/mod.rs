@@ -203,6 +203,20 @@ impl Conformance {
     }
 }
 
+/// Where `scripts/fetch-models.py` puts the real test models: `$CYXWIZ_MODELS_DIR`, else
+/// `$CYXWIZ_DATA_DIR/models`, else `~/.cyxwiz/server-node/models`.
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CYXWIZ_MODELS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let data = std::env::var_os("CYXWIZ_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cyxwiz/server-node")
+        });
+    data.join("models")
+}
+
 /// Finds a cdylib built in this target directory: `lib<crate_name>.so` (or `.dylib`, `.dll`)
 /// next to the running test binary or one directory up.
 pub fn cdylib_path(crate_name: &str) -> PathBuf {

@@ -39,16 +39,7 @@ pub fn plugin_lib(crate_name: &str) -> PathBuf {
 
 /// The real models fetched by `scripts/fetch-models.py`.
 pub fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("CYXWIZ_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let data = std::env::var_os("CYXWIZ_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cyxwiz/server-node")
-                });
-            data.join("models")
-        });
+    let dir = cyxwiz_sdk::testkit::models_dir();
     assert!(
         dir.join("onnx-light").is_dir(),
         "models missing in {}: run scripts/fetch-models.py",
