@@ -24,9 +24,11 @@ impl ErrorKind {
     pub const PANICKED: Self = Self(6);
     /// The request was cancelled by the host.
     pub const CANCELLED: Self = Self(7);
+    /// Since 0.1.1: the model is at capacity (slots and queue full); retry later.
+    pub const BUSY: Self = Self(8);
 
     /// Every kind this interface version knows.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::INVALID_INPUT,
         Self::UNSUPPORTED,
         Self::NOT_FOUND,
@@ -34,6 +36,7 @@ impl ErrorKind {
         Self::RUNTIME,
         Self::PANICKED,
         Self::CANCELLED,
+        Self::BUSY,
     ];
 
     /// A stable label, used in logs, metrics and error bodies.
@@ -46,6 +49,7 @@ impl ErrorKind {
             Self::RUNTIME => "runtime",
             Self::PANICKED => "panicked",
             Self::CANCELLED => "cancelled",
+            Self::BUSY => "busy",
             _ => "unknown",
         }
     }

@@ -10,6 +10,7 @@
 //! - [`types`]: tensors, dtypes, capabilities, requests and results (plain `#[repr(C)]` data).
 //! - [`error`]: [`PluginError`] and its [`ErrorKind`].
 //! - [`traits`]: the `#[sabi_trait]` objects.
+//! - [`log`]: the log sink the host hands each plugin.
 //! - this module: the root module and the interface version.
 //!
 //! # Versioning
@@ -22,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod log;
 pub mod traits;
 pub mod types;
 
@@ -32,6 +34,7 @@ use abi_stable::{
 };
 
 pub use error::{ErrorKind, PluginError};
+pub use log::{LogLevel, LogSink, LogSinkBox, LogSink_TO};
 pub use traits::{
     Model, ModelBox, ModelLoader, ModelLoader_TO, Model_TO, ProgressSink, ProgressSink_TO,
     TokenSink, TokenSink_TO, TrainingBackend, TrainingBackendBox, TrainingBackend_TO,
@@ -62,6 +65,9 @@ pub struct PluginMod {
     /// prove that a panic inside the plugin comes back as [`ErrorKind::PANICKED`].
     #[sabi(last_prefix_field)]
     pub self_test: extern "C" fn(test: SelfTest) -> RResult<(), PluginError>,
+    /// Since 0.1.1: receives the host's log sink once, right after loading. Plugins built
+    /// against 0.1.0 lack it and log nowhere.
+    pub set_log_sink: extern "C" fn(sink: LogSinkBox),
 }
 
 impl RootModule for PluginModRef {

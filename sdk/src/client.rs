@@ -22,7 +22,7 @@ use cyxwiz_plugin_api::{
         sabi_types::{VersionNumber, VersionStrings},
         std_types::{RSlice, RStr},
     },
-    LoaderBox, ModelBox, PluginModRef, SelfTest, TrainingBackendBox,
+    LoaderBox, LogLevel, ModelBox, PluginModRef, SelfTest, TrainingBackendBox,
 };
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
@@ -139,6 +139,13 @@ impl PluginLibrary {
         let info_fn = module.info();
         let metadata = catch_unwind(AssertUnwindSafe(|| convert::metadata_from_abi(&info_fn())))
             .map_err(|_| OpenError::Init("the plugin's info() panicked".to_string()))?;
+        // Plugins built against 0.1.0 have no log sink entry; they simply log nowhere.
+        if let Some(set_log_sink) = module.set_log_sink() {
+            let sink = HostLogSink {
+                plugin: metadata.name.clone(),
+            };
+            set_log_sink(abi::LogSink_TO::from_value(sink, TD_Opaque));
+        }
         Ok(Self {
             path: path.to_path_buf(),
             module,
@@ -284,5 +291,36 @@ impl Trainer {
         let sink = abi::ProgressSink_TO::from_ptr(RMut::new(&mut host_sink), TD_Opaque);
         let out = self.inner.train(&job, sink).into_result()?;
         Ok(convert::outcome_from_abi(out))
+    }
+}
+
+/// The host's end of a plugin's log sink: records land in the host's `tracing` log, tagged
+/// with the plugin's name and the module that emitted them.
+struct HostLogSink {
+    plugin: String,
+}
+
+impl abi::LogSink for HostLogSink {
+    fn max_level(&self) -> LogLevel {
+        use tracing::level_filters::LevelFilter;
+        match LevelFilter::current() {
+            LevelFilter::OFF => LogLevel::OFF,
+            LevelFilter::ERROR => LogLevel::ERROR,
+            LevelFilter::WARN => LogLevel::WARN,
+            LevelFilter::INFO => LogLevel::INFO,
+            LevelFilter::DEBUG => LogLevel::DEBUG,
+            _ => LogLevel::TRACE,
+        }
+    }
+
+    fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
+        let (plugin, target, message) = (&self.plugin, target.as_str(), message.as_str());
+        match level {
+            LogLevel::ERROR => tracing::error!(plugin, target, "{message}"),
+            LogLevel::WARN => tracing::warn!(plugin, target, "{message}"),
+            LogLevel::INFO => tracing::info!(plugin, target, "{message}"),
+            LogLevel::DEBUG => tracing::debug!(plugin, target, "{message}"),
+            _ => tracing::trace!(plugin, target, "{message}"),
+        }
     }
 }

@@ -51,6 +51,7 @@ pub mod __private {
             info,
             new_loader: new_loader::<P>,
             self_test,
+            set_log_sink: crate::log::set_log_sink,
         }
         .leak_into_prefix()
     }

@@ -75,6 +75,7 @@ pub mod client;
 mod convert;
 pub mod error;
 mod export;
+mod log;
 pub mod testkit;
 pub mod types;
 
@@ -84,4 +85,6 @@ pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]
 pub use export::__private;
 pub use serde_json;
+/// `tracing`, for plugin logs: events reach the host's log tagged with the plugin's name.
+pub use tracing;
 pub use types::*;

@@ -58,9 +58,10 @@ fn build_skewed_plugin(version: &str) -> PathBuf {
             "0.1.0",
             "",
             &format!(
-                "cyxwiz-plugin-api = {{ path = \"../plugin-api\" }}\n{}{}",
+                "cyxwiz-plugin-api = {{ path = \"../plugin-api\" }}\n{}{}{}",
                 dep("serde_json"),
-                dep("thiserror")
+                dep("thiserror"),
+                dep("tracing")
             ),
         ),
     )

@@ -27,12 +27,17 @@ plugin = "onnx-tract"
 [[deployments]]
 name = "missing"
 path = "does/not/exist.onnx"
+
+[[deployments]]
+name = "panicky"
+path = "model.panicky"
 "#,
         cls = classifier().display(),
         squeeze = models_dir()
             .join("onnx-light/light_squeezenet.onnx")
             .display(),
     ));
+    std::fs::write(node.data_dir().join("model.panicky"), "panicky").unwrap();
     let mut running = node.start(&[]);
 
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -67,6 +72,7 @@ path = "does/not/exist.onnx"
     assert_eq!(model("orientation")["status"], "ready");
     assert_eq!(model("orientation")["plugin"], "onnx-tract");
     assert_eq!(model("squeezenet")["status"], "ready");
+    assert_eq!(model("panicky")["plugin"], "test-panic");
     let missing = model("missing");
     assert_eq!(missing["status"], "failed");
     assert!(
@@ -82,10 +88,15 @@ path = "does/not/exist.onnx"
     assert_eq!(body["error"]["type"], "not_found_error");
 
     let id_before = health["node"]["id"].as_str().unwrap().to_string();
-    assert!(running
-        .drain_log()
-        .iter()
-        .any(|l| l.contains("model ready")));
+    let log = running.drain_log();
+    assert!(log.iter().any(|l| l.contains("model ready")));
+    // A plugin's own `tracing` events reach the node's log, tagged with the plugin's name.
+    assert!(
+        log.iter()
+            .any(|l| l.contains("panicky model loaded") && l.contains("test-panic")),
+        "{}",
+        log.join("\n")
+    );
     let status = running.stop();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 
