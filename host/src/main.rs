@@ -10,7 +10,7 @@ use cyxwiz_node::{
     models::{scan, tensor_json, ModelWorker},
     plugins::PluginState,
 };
-use cyxwiz_sdk::{Capabilities, LoadOptions};
+use cyxwiz_sdk::{Capabilities, ChatMessage, GenerateRequest, LoadOptions, SamplingParams};
 use std::{path::PathBuf, process::ExitCode};
 
 /// The CyxWiz server node: hosts model-runtime plugins and serves their models.
@@ -35,6 +35,8 @@ enum Command {
     Models(ModelsCommand),
     /// Run one tensor inference and print the outputs as JSON.
     Infer(InferArgs),
+    /// Generate text with a language model, streaming it to stdout.
+    Generate(GenerateArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -85,6 +87,40 @@ struct InferArgs {
     threads: u32,
 }
 
+#[derive(clap::Args, Debug)]
+struct GenerateArgs {
+    /// Model file (e.g. a .gguf).
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// Raw prompt to continue.
+    #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
+    prompt: Option<String>,
+    /// A user message, rendered with the model's chat template.
+    #[arg(long)]
+    chat: Option<String>,
+    /// Maximum tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: u32,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Plugin to use instead of the preferred one.
+    #[arg(long)]
+    plugin: Option<String>,
+    /// Plugin load options as a JSON object, e.g. `{"context_length": 1024}`.
+    #[arg(long, value_name = "JSON")]
+    options: Option<String>,
+    /// Threads per call; 0 lets the plugin choose.
+    #[arg(long, default_value_t = 0)]
+    threads: u32,
+}
+
 fn one_line(err: &anyhow::Error) -> String {
     let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
     let mut text = chain.join(": ");
@@ -121,6 +157,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Plugins(PluginsCommand::List { json }) => plugins_list(&config, json),
         Command::Models(ModelsCommand::List { json }) => models_list(&config, json),
         Command::Infer(args) => infer(&config, args),
+        Command::Generate(args) => generate(&config, args),
         Command::Config(ConfigCommand::Show) => {
             print!("{}", show::render(&config));
             Ok(())
@@ -287,14 +324,7 @@ fn infer(config: &Config, args: InferArgs) -> Result<()> {
     };
     let input: serde_json::Value =
         serde_json::from_str(&input_text).map_err(|e| anyhow!("--input is not valid JSON: {e}"))?;
-    let options = match &args.options {
-        None => serde_json::Value::Object(Default::default()),
-        Some(text) => match serde_json::from_str(text) {
-            Ok(v @ serde_json::Value::Object(_)) => v,
-            Ok(_) => bail!("--options must be a JSON object"),
-            Err(e) => bail!("--options is not valid JSON: {e}"),
-        },
-    };
+    let options = parse_options(args.options.as_deref())?;
     let registry = daemon::discover_plugins(config);
     let (lib, model) = registry.load(
         &args.model,
@@ -333,5 +363,82 @@ fn infer(config: &Config, args: InferArgs) -> Result<()> {
         "outputs": tensor_json::outputs_to_json(&outputs),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn parse_options(text: Option<&str>) -> Result<serde_json::Value> {
+    match text {
+        None => Ok(serde_json::Value::Object(Default::default())),
+        Some(text) => match serde_json::from_str(text) {
+            Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+            Ok(_) => bail!("--options must be a JSON object"),
+            Err(e) => bail!("--options is not valid JSON: {e}"),
+        },
+    }
+}
+
+fn generate(config: &Config, args: GenerateArgs) -> Result<()> {
+    use std::io::Write;
+    let options = parse_options(args.options.as_deref())?;
+    let registry = daemon::discover_plugins(config);
+    let (_, model) = registry.load(
+        &args.model,
+        args.plugin.as_deref(),
+        &LoadOptions {
+            threads: args.threads,
+            options,
+            ..LoadOptions::default()
+        },
+    )?;
+    if !model
+        .info()
+        .capabilities
+        .contains(Capabilities::TEXT_GENERATION)
+    {
+        bail!(
+            "{}: this model does not generate text (capabilities: {})",
+            args.model.display(),
+            model.info().capabilities.names().join(", ")
+        );
+    }
+    let request = GenerateRequest {
+        messages: args
+            .chat
+            .iter()
+            .map(|c| ChatMessage {
+                role: "user".into(),
+                content: c.clone(),
+            })
+            .collect(),
+        prompt: args.prompt.unwrap_or_default(),
+        params: SamplingParams {
+            max_tokens: args.max_tokens,
+            temperature: args.temperature,
+            seed: args.seed,
+            stop: args.stop,
+            ..SamplingParams::default()
+        },
+    };
+    let started = std::time::Instant::now();
+    let mut first: Option<std::time::Duration> = None;
+    let mut stdout = std::io::stdout().lock();
+    let out = model.generate(&request, &mut |piece: &str| {
+        first.get_or_insert_with(|| started.elapsed());
+        stdout
+            .write_all(piece.as_bytes())
+            .and_then(|_| stdout.flush())
+            .is_ok()
+    })?;
+    let _ = writeln!(stdout);
+    let total = started.elapsed().as_secs_f64();
+    let decode = total - first.map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    eprintln!(
+        "[finish: {}, {} prompt + {} completion tokens, first token after {:.0} ms, {:.1} tokens/s]",
+        out.finish_reason.as_str(),
+        out.prompt_tokens,
+        out.completion_tokens,
+        first.map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
+        if decode > 0.0 { out.completion_tokens.saturating_sub(1) as f64 / decode } else { 0.0 }
+    );
     Ok(())
 }

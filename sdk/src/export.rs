@@ -43,6 +43,9 @@ pub mod __private {
         __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
     };
     use cyxwiz_plugin_api::abi_stable::prefix_type::PrefixTypeTrait;
+
+    /// The one symbol a plugin library exports (the name abi_stable looks up).
+    pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
     pub use cyxwiz_plugin_api::{PluginInfo, PluginMod, PluginModRef};
 
     /// Builds and leaks the root module of `P`.
@@ -63,7 +66,7 @@ mod tests {
     fn exported_symbol_name_matches_abi_stable() {
         assert_eq!(
             cyxwiz_plugin_api::abi_stable::library::ROOT_MODULE_LOADER_NAME,
-            "_1as_0lib_1header_0root_bmodule_bloader",
+            super::__private::ROOT_MODULE_SYMBOL,
             "update the static's name in export_plugin! to the name abi_stable looks up"
         );
     }

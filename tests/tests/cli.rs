@@ -49,6 +49,12 @@ fn plugins_list_shows_real_plugins_and_skips_broken_libraries() {
     assert_eq!(tract["formats"][0]["extensions"][0], "onnx");
     assert_eq!(tract["capabilities"][0], "tensor_inference");
     assert_eq!(by_name("example-scale").unwrap()["status"], "loaded");
+    let llama = by_name("gguf-llama").expect("gguf-llama listed");
+    assert_eq!(llama["status"], "loaded");
+    assert_eq!(
+        llama["capabilities"],
+        serde_json::json!(["text_generation", "embeddings"])
+    );
     let failed = |file: &str| {
         rows.iter()
             .find(|r| r["path"].as_str().unwrap().ends_with(file))
@@ -143,6 +149,7 @@ fn hostile_inputs_give_one_line_errors() {
         .collect();
     std::fs::write(dir.join("random.onnx"), noise).unwrap();
     std::fs::write(dir.join("model.gguf"), b"GGUF\x03\0\0\0").unwrap();
+    std::fs::write(dir.join("weights.xyz"), b"0123").unwrap();
     std::fs::create_dir_all(dir.join("folder.onnx")).unwrap();
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
 
@@ -159,7 +166,12 @@ fn hostile_inputs_give_one_line_errors() {
         (
             path("model.gguf"),
             good.clone(),
-            "no plugin handles `gguf` files",
+            "not a GGUF model: only 8 bytes",
+        ),
+        (
+            path("weights.xyz"),
+            good.clone(),
+            "no plugin handles `xyz` files",
         ),
         (
             classifier().to_string_lossy().into_owned(),
@@ -302,4 +314,40 @@ fn models_list_scans_model_dirs() {
     assert!(rows
         .iter()
         .all(|r| !r["path"].as_str().unwrap().contains(".wheels")));
+}
+
+#[test]
+fn generate_streams_text_from_a_real_llm() {
+    let node = Node::new();
+    let model = models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let out = node.cli(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--chat",
+        "What is 2+2?",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+        "--options",
+        r#"{"context_length": 256, "slots": 1}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains('4'), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("[finish: ") && err.contains("completion tokens"),
+        "{err}"
+    );
+
+    let cls = classifier();
+    let out = node.cli(&[
+        "generate",
+        "--model",
+        cls.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_one_line_error(&out, "does not generate text");
 }

@@ -1,0 +1,216 @@
+//! The decoding engine of one loaded model: a thread that owns the llama.cpp context and runs
+//! continuous batching. Concurrent `generate` calls become sequences in free slots of one
+//! shared context; every step decodes one batch holding the next prompt chunk or sampled token
+//! of every active slot, so all streams progress together. Requests beyond the slots wait in
+//! a bounded queue; beyond that they are refused at once.
+
+use crate::slot::{Slot, Step};
+use cyxwiz_sdk::{Error, FinishReason, GenerateOutput, Result};
+use llama_cpp_2::{
+    context::params::LlamaContextParams, llama_backend::LlamaBackend, llama_batch::LlamaBatch,
+    model::LlamaModel, token::LlamaToken,
+};
+use std::{
+    num::NonZeroU32,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+};
+
+/// What the engine sends back while a request runs.
+pub enum Event {
+    /// A piece of generated text.
+    Text(String),
+    /// The request finished.
+    Done(Result<GenerateOutput>),
+}
+
+/// A generation request handed to the engine.
+pub struct Job {
+    /// Prompt tokens after templating.
+    pub prompt: Vec<LlamaToken>,
+    /// Sampling and stopping.
+    pub params: cyxwiz_sdk::SamplingParams,
+    /// Set by the caller when its client went away.
+    pub cancel: Arc<AtomicBool>,
+    /// Where text and the outcome go.
+    pub events: mpsc::Sender<Event>,
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Parallel sequences sharing the context.
+    pub slots: u32,
+    /// Context length per sequence.
+    pub context_per_slot: u32,
+    /// Threads for single-token decoding.
+    pub threads: i32,
+    /// Threads for prompt batches.
+    pub threads_batch: i32,
+    /// Requests that may wait for a slot.
+    pub queue: usize,
+}
+
+/// The caller's side of the engine.
+pub struct EngineHandle {
+    tx: mpsc::SyncSender<Job>,
+    queue: usize,
+}
+
+impl EngineHandle {
+    /// Starts the engine thread; returns once the context exists (or failed to).
+    pub fn start(
+        backend: &'static LlamaBackend,
+        model: Arc<LlamaModel>,
+        config: EngineConfig,
+    ) -> Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(config.queue);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        let queue = config.queue;
+        std::thread::Builder::new()
+            .name("llama-engine".into())
+            .spawn(move || run(backend, &model, config, rx, ready_tx))
+            .map_err(|e| Error::runtime(format!("cannot start the decoding thread: {e}")))?;
+        ready_rx
+            .recv()
+            .map_err(|_| Error::runtime("the decoding thread stopped while starting"))??;
+        Ok(Self { tx, queue })
+    }
+
+    /// Queues a job; fails at once when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<()> {
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => Error::new(
+                cyxwiz_sdk::ErrorKind::BUSY,
+                format!(
+                    "all slots are busy and {} requests are already waiting",
+                    self.queue
+                ),
+            ),
+            mpsc::TrySendError::Disconnected(_) => Error::runtime("the decoding thread stopped"),
+        })
+    }
+}
+
+fn run(
+    backend: &LlamaBackend,
+    model: &LlamaModel,
+    config: EngineConfig,
+    rx: mpsc::Receiver<Job>,
+    ready: mpsc::Sender<Result<()>>,
+) {
+    let n_ctx = config.context_per_slot.saturating_mul(config.slots);
+    let n_batch = 512u32.max(config.slots);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(n_batch)
+        .with_n_seq_max(config.slots)
+        .with_n_threads(config.threads)
+        .with_n_threads_batch(config.threads_batch);
+    let mut ctx = match model.new_context(backend, params) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = ready.send(Err(Error::out_of_memory(format!(
+                "cannot create a {n_ctx}-token context ({} slots x {}): {e}",
+                config.slots, config.context_per_slot
+            ))));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut slots: Vec<Option<Slot>> = (0..config.slots).map(|_| None).collect();
+    let mut batch = LlamaBatch::new(n_batch as usize, config.slots as i32);
+    let mut closed = false;
+
+    loop {
+        // Fill free slots; block for work only when nothing is running.
+        let idle = slots.iter().all(Option::is_none);
+        if idle && closed {
+            return;
+        }
+        for (seq, slot) in slots.iter_mut().enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            let job = if idle && slot.is_none() && seq == 0 {
+                match rx.recv() {
+                    Ok(job) => Some(job),
+                    Err(_) => {
+                        closed = true;
+                        None
+                    }
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        closed = true;
+                        None
+                    }
+                }
+            };
+            if let Some(job) = job {
+                *slot = Slot::start(model, seq as i32, job, config.context_per_slot);
+            }
+        }
+
+        // One batch: the next prompt chunk or the last sampled token of each slot.
+        batch.clear();
+        let mut budget = n_batch as usize;
+        let mut sampled_at: Vec<(usize, i32)> = Vec::new();
+        for (seq, slot) in slots.iter_mut().enumerate() {
+            let Some(active) = slot.as_mut() else {
+                continue;
+            };
+            if active.cancelled() {
+                if let Some(done) = slot.take() {
+                    done.finish(FinishReason::CANCELLED);
+                }
+                let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                continue;
+            }
+            match active.feed(&mut batch, &mut budget) {
+                Ok(Some(index)) => sampled_at.push((seq, index)),
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some(done) = slot.take() {
+                        done.fail(e);
+                    }
+                    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                }
+            }
+        }
+        if batch.n_tokens() == 0 {
+            continue;
+        }
+        if let Err(e) = ctx.decode(&mut batch) {
+            for (seq, slot) in slots.iter_mut().enumerate() {
+                if let Some(active) = slot.take() {
+                    active.fail(Error::runtime(format!("llama.cpp failed to decode: {e}")));
+                    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                }
+            }
+            continue;
+        }
+        for (seq, index) in sampled_at {
+            let Some(active) = slots[seq].as_mut() else {
+                continue;
+            };
+            if let Step::Finished(reason) = active.sample(model, &ctx, index) {
+                if let Some(done) = slots[seq].take() {
+                    done.finish(reason);
+                }
+                let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            }
+        }
+    }
+}
+
+/// Marks a request cancelled.
+pub fn cancel(flag: &AtomicBool) {
+    flag.store(true, Ordering::Relaxed);
+}

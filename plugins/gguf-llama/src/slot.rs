@@ -1,0 +1,245 @@
+//! One sequence of the continuous batch: its prompt, sampler, position, and the text it has
+//! produced, with stop strings held back until they can no longer match and UTF-8 pieces
+//! joined before they are sent.
+
+use crate::engine::{Event, Job};
+use cyxwiz_sdk::{Error, FinishReason, GenerateOutput, Result, SamplingParams};
+use llama_cpp_2::{
+    context::LlamaContext, llama_batch::LlamaBatch, model::LlamaModel, sampling::LlamaSampler,
+    token::LlamaToken,
+};
+use std::sync::atomic::Ordering;
+
+/// What sampling one token led to.
+pub enum Step {
+    /// Keep generating.
+    Continue,
+    /// Stop with this reason.
+    Finished(FinishReason),
+}
+
+/// An active sequence.
+pub struct Slot {
+    seq: i32,
+    job: Job,
+    sampler: LlamaSampler,
+    fed: usize,
+    pos: i32,
+    next: Option<LlamaToken>,
+    generated: u32,
+    max_tokens: u32,
+    pending_bytes: Vec<u8>,
+    text: String,
+    sent: usize,
+    gone: bool,
+}
+
+fn sampler(model: &LlamaModel, params: &SamplingParams) -> LlamaSampler {
+    let mut chain = Vec::new();
+    if (params.repeat_penalty - 1.0).abs() > f32::EPSILON {
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            64,
+            params.repeat_penalty,
+            0.0,
+            0.0,
+        ));
+    }
+    if params.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+        return LlamaSampler::chain_simple(chain);
+    }
+    if params.top_k > 0 {
+        chain.push(LlamaSampler::top_k(params.top_k as i32));
+    }
+    if params.top_p < 1.0 {
+        chain.push(LlamaSampler::top_p(params.top_p, 1));
+    }
+    if params.min_p > 0.0 {
+        chain.push(LlamaSampler::min_p(params.min_p, 1));
+    }
+    chain.push(LlamaSampler::temp(params.temperature));
+    let seed = params.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    chain.push(LlamaSampler::dist((seed ^ (seed >> 32)) as u32));
+    LlamaSampler::chain_simple(chain)
+}
+
+impl Slot {
+    /// Starts a sequence, or answers the job with an error (prompt too long) and returns None.
+    pub fn start(model: &LlamaModel, seq: i32, job: Job, context: u32) -> Option<Slot> {
+        let prompt_len = job.prompt.len() as u32;
+        if prompt_len >= context {
+            let _ = job
+                .events
+                .send(Event::Done(Err(Error::invalid_input(format!(
+                "the prompt is {prompt_len} tokens, but the context holds {context} per sequence"
+            )))));
+            return None;
+        }
+        let max_tokens = job.params.max_tokens.min(context - prompt_len);
+        Some(Slot {
+            seq,
+            sampler: sampler(model, &job.params),
+            job,
+            fed: 0,
+            pos: 0,
+            next: None,
+            generated: 0,
+            max_tokens,
+            pending_bytes: Vec::new(),
+            text: String::new(),
+            sent: 0,
+            gone: false,
+        })
+    }
+
+    /// Whether the caller cancelled or went away.
+    pub fn cancelled(&self) -> bool {
+        self.gone || self.job.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Adds this slot's next tokens to `batch` within `budget`; returns the batch index whose
+    /// logits must be sampled, if this step ends the prompt or continues generation.
+    pub fn feed(&mut self, batch: &mut LlamaBatch, budget: &mut usize) -> Result<Option<i32>> {
+        let add_err = |e| Error::runtime(format!("batch is full: {e}"));
+        if self.fed < self.job.prompt.len() {
+            let take = (*budget).min(self.job.prompt.len() - self.fed);
+            if take == 0 {
+                return Ok(None);
+            }
+            let end = self.fed + take;
+            for i in self.fed..end {
+                let last = i + 1 == self.job.prompt.len();
+                batch
+                    .add(self.job.prompt[i], self.pos, &[self.seq], last)
+                    .map_err(add_err)?;
+                self.pos += 1;
+            }
+            self.fed = end;
+            *budget -= take;
+            return Ok((self.fed == self.job.prompt.len()).then(|| batch.n_tokens() - 1));
+        }
+        let Some(token) = self.next.take() else {
+            return Ok(None);
+        };
+        if *budget == 0 {
+            self.next = Some(token);
+            return Ok(None);
+        }
+        batch
+            .add(token, self.pos, &[self.seq], true)
+            .map_err(add_err)?;
+        self.pos += 1;
+        *budget -= 1;
+        Ok(Some(batch.n_tokens() - 1))
+    }
+
+    fn send(&mut self, event: Event) {
+        if self.job.events.send(event).is_err() {
+            self.gone = true;
+        }
+    }
+
+    /// Samples the token at `index`, streams its text, and says whether the sequence ends.
+    pub fn sample(&mut self, model: &LlamaModel, ctx: &LlamaContext<'_>, index: i32) -> Step {
+        let token = self.sampler.sample(ctx, index);
+        if model.vocab().is_eog(token) {
+            return Step::Finished(FinishReason::STOP);
+        }
+        self.generated += 1;
+        self.pending_bytes
+            .extend(model.vocab().token_to_piece(token, false, None));
+        match std::str::from_utf8(&self.pending_bytes) {
+            Ok(s) => {
+                self.text.push_str(s);
+                self.pending_bytes.clear();
+            }
+            Err(e) if e.error_len().is_some() => {
+                // Invalid bytes (not a split character): replace them and move on.
+                self.text
+                    .push_str(&String::from_utf8_lossy(&self.pending_bytes));
+                self.pending_bytes.clear();
+            }
+            Err(e) => {
+                let valid = e.valid_up_to();
+                let (head, tail) = self.pending_bytes.split_at(valid);
+                self.text.push_str(std::str::from_utf8(head).unwrap_or(""));
+                self.pending_bytes = tail.to_vec();
+            }
+        }
+        if let Some(at) = self.stop_position() {
+            self.text.truncate(at);
+            return Step::Finished(FinishReason::STOP);
+        }
+        self.flush(false);
+        if self.generated >= self.max_tokens {
+            return Step::Finished(FinishReason::LENGTH);
+        }
+        self.next = Some(token);
+        Step::Continue
+    }
+
+    /// The byte offset of the first stop string in the unsent text, if any.
+    fn stop_position(&self) -> Option<usize> {
+        // A stop string may straddle the sent boundary by at most its length - 1 bytes.
+        let longest = self.job.params.stop.iter().map(String::len).max()?;
+        let mut from = self.sent.saturating_sub(longest.saturating_sub(1));
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        self.job
+            .params
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.text[from..].find(s.as_str()).map(|p| from + p))
+            .min()
+    }
+
+    /// Sends the text that can no longer become part of a stop string (all of it when `all`).
+    fn flush(&mut self, all: bool) {
+        let hold = if all {
+            0
+        } else {
+            self.job
+                .params
+                .stop
+                .iter()
+                .map(|s| s.len().saturating_sub(1))
+                .max()
+                .unwrap_or(0)
+        };
+        let mut end = self.text.len().saturating_sub(hold).max(self.sent);
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end > self.sent {
+            let piece = self.text[self.sent..end].to_string();
+            self.sent = end;
+            self.send(Event::Text(piece));
+        }
+    }
+
+    /// Ends the sequence: flushes held-back text (unless a stop string ended it) and reports.
+    pub fn finish(mut self, reason: FinishReason) {
+        if reason != FinishReason::CANCELLED {
+            self.flush(true);
+        }
+        let output = GenerateOutput {
+            finish_reason: reason,
+            prompt_tokens: self.job.prompt.len() as u32,
+            completion_tokens: self.generated,
+        };
+        self.send(Event::Done(Ok(output)));
+    }
+
+    /// Ends the sequence with an error.
+    pub fn fail(mut self, error: Error) {
+        self.send(Event::Done(Err(error)));
+    }
+}

@@ -1,0 +1,88 @@
+//! Continuous batching on SmolLM2: four concurrent greedy streams give exactly the text each
+//! gives alone (no sequence sees another's tokens) and finish in clearly less wall time than
+//! the four one after another. Alone in its test binary so nothing else competes for the CPU.
+#![allow(clippy::unwrap_used)]
+
+use cyxwiz_sdk::{
+    client::{LoadedModel, PluginLibrary},
+    serde_json::json,
+    testkit::{self, cdylib_path},
+    GenerateRequest, LoadOptions, SamplingParams,
+};
+use std::time::Instant;
+
+fn load() -> LoadedModel {
+    let path = testkit::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/fetch-models.py",
+        path.display()
+    );
+    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_gguf_llama")).unwrap();
+    let options = LoadOptions {
+        options: json!({"slots": 4, "context_length": 512, "queue": 16}),
+        ..LoadOptions::default()
+    };
+    lib.load(&path, &options).unwrap()
+}
+
+fn greedy(prompt: &str, max_tokens: u32) -> GenerateRequest {
+    GenerateRequest {
+        prompt: prompt.into(),
+        params: SamplingParams {
+            max_tokens,
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        ..GenerateRequest::default()
+    }
+}
+
+fn run(model: &LoadedModel, request: &GenerateRequest) -> String {
+    let mut text = String::new();
+    model
+        .generate(request, &mut |piece: &str| {
+            text.push_str(piece);
+            true
+        })
+        .unwrap();
+    text
+}
+
+const PROMPTS: [&str; 4] = [
+    "Once upon a time, in a land far away,",
+    "The recipe for a good pancake starts with",
+    "In the year 2050, cities will",
+    "The most important rule of programming is",
+];
+
+#[test]
+fn concurrent_streams_share_batches_and_do_not_leak() {
+    let model = load();
+    let requests: Vec<GenerateRequest> = PROMPTS.iter().map(|p| greedy(p, 48)).collect();
+
+    let started = Instant::now();
+    let alone: Vec<String> = requests.iter().map(|r| run(&model, r)).collect();
+    let sequential = started.elapsed();
+
+    let started = Instant::now();
+    let together: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|r| s.spawn(|| run(&model, r)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let concurrent = started.elapsed();
+
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        // Greedy decoding of the same prompt: the same text whether alone or in a batch
+        // with three other sequences, so no sequence saw another's tokens.
+        assert_eq!(a, t, "prompt {i} changed when batched");
+    }
+    println!("4 sequential: {sequential:?}, 4 concurrent: {concurrent:?}");
+    assert!(
+        concurrent.as_secs_f64() < 0.8 * sequential.as_secs_f64(),
+        "continuous batching should beat sequential: {concurrent:?} vs {sequential:?}"
+    );
+}
