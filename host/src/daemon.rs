@@ -58,6 +58,19 @@ pub fn discover_plugins(config: &Config) -> Registry {
         ),
         config.plugins.preference.clone(),
     )
+    .with_runtime_options(
+        config
+            .runtimes
+            .iter()
+            .map(|(plugin, table)| {
+                let json = serde_json::to_value(table)
+                    .ok()
+                    .and_then(|v| v.as_object().cloned())
+                    .unwrap_or_default();
+                (plugin.clone(), json)
+            })
+            .collect(),
+    )
 }
 
 /// Runs the node until `shutdown` completes.

@@ -304,7 +304,8 @@ fn models_list_scans_model_dirs() {
         })
         .expect("squeezenet listed");
     assert_eq!(squeeze["format"], "onnx");
-    assert_eq!(squeeze["plugins"][0], "onnx-tract");
+    // Both ONNX plugins, in discovery order (no preference configured).
+    assert_eq!(squeeze["plugins"], serde_json::json!(["onnx-ort", "onnx-tract"]));
     assert_eq!(
         squeeze["size_bytes"].as_u64().unwrap(),
         std::fs::metadata(models_dir().join("onnx-light/light_squeezenet.onnx"))
@@ -350,4 +351,39 @@ fn generate_streams_text_from_a_real_llm() {
         "hi",
     ]);
     assert_one_line_error(&out, "does not generate text");
+}
+
+#[test]
+fn runtime_options_and_preference_select_onnx_runtime() {
+    let node = Node::new();
+    let library = models_dir().join("runtimes/onnxruntime/libonnxruntime.so.1.31.1");
+    node.write_config(&format!(
+        "[plugins]\npreference = {{ onnx = [\"onnx-ort\", \"onnx-tract\"] }}\n\n[runtimes.onnx-ort]\nlibrary = \"{}\"\n",
+        library.display()
+    ));
+    let model = classifier();
+    let input = classifier_input(&node, 1);
+    let out = node.cli(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        &input,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["plugin"], "onnx-ort");
+
+    // Without the library, ONNX Runtime refuses and the next plugin serves the model.
+    node.write_config("[plugins]\npreference = { onnx = [\"onnx-ort\", \"onnx-tract\"] }\n");
+    let out = node.cli(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        &input,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["plugin"], "onnx-tract");
 }

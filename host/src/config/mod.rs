@@ -172,6 +172,9 @@ pub struct Config {
     pub plugins: PluginsSection,
     /// `[models]`
     pub models: ModelsSection,
+    /// `[runtimes.<plugin>]`: options every load through that plugin gets, e.g.
+    /// `[runtimes.onnx-ort] library = "/path/libonnxruntime.so.1.31.1"`.
+    pub runtimes: BTreeMap<String, toml::Table>,
     /// `[[deployments]]`
     pub deployments: Vec<DeploymentConfig>,
     /// The data directory (not a file key: `--data-dir` / `CYXWIZ_DATA_DIR`).

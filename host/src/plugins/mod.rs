@@ -101,6 +101,7 @@ impl LoadError {
 pub struct Registry {
     entries: Vec<PluginEntry>,
     preference: BTreeMap<String, Vec<String>>,
+    runtime_options: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The lower-case extension of `path`, without the dot.
@@ -116,7 +117,30 @@ impl Registry {
         Self {
             entries: discovery::scan(dirs),
             preference,
+            runtime_options: BTreeMap::new(),
         }
+    }
+
+    /// Sets options merged into every load through plugin `name` (from `[runtimes.<name>]`);
+    /// a deployment's own options win on conflict.
+    pub fn with_runtime_options(
+        mut self,
+        options: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
+        self.runtime_options = options;
+        self
+    }
+
+    fn options_for(&self, plugin: &str, options: &LoadOptions) -> LoadOptions {
+        let mut merged = options.clone();
+        if let (Some(defaults), serde_json::Value::Object(own)) =
+            (self.runtime_options.get(plugin), &mut merged.options)
+        {
+            for (key, value) in defaults {
+                own.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        merged
     }
 
     /// Every library found, loaded or not, in discovery order.
@@ -208,7 +232,7 @@ impl Registry {
         }
         let mut failures = Vec::new();
         for lib in candidates {
-            match lib.load(path, options) {
+            match lib.load(path, &self.options_for(&lib.metadata().name, options)) {
                 Ok(model) => return Ok((lib.clone(), model)),
                 Err(err) => {
                     tracing::debug!(plugin = %lib.metadata().name, %err, "plugin could not load model");

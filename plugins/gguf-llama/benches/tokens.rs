@@ -1,5 +1,6 @@
-//! Tokens per second of gguf-llama on SmolLM2-135M (Q4_1): 1 and 4 concurrent streams, 1 and
-//! 2 decode threads, on a quiet machine and on one kept busy by two spinning processes.
+//! Tokens per second of gguf-llama on SmolLM2-135M (Q4_1): 1 and 4 concurrent streams, decode
+//! and batch thread counts of 1 and 2, on a quiet machine and on one kept busy by two
+//! spinning processes.
 //! Prints a table. llama.cpp itself is always compiled in Release mode, so
 //! `cargo bench -p cyxwiz-plugin-gguf-llama --bench tokens --profile dev` measures the same
 //! native code as a release build without a second llama.cpp compile.
@@ -74,17 +75,17 @@ fn busy(n: usize) -> Vec<Child> {
 
 fn main() {
     let path = testkit::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    println!("| machine | decode threads | streams | tokens/s (all streams) | tokens/s per stream | slowest first token (ms) |");
+    println!("| machine | threads (decode / batch) | streams | tokens/s (all streams) | tokens/s per stream | slowest first token (ms) |");
     println!("|---|---:|---:|---:|---:|---:|");
     for loaded in [false, true] {
         let mut hogs = if loaded { busy(2) } else { Vec::new() };
-        for threads in [1u32, 2] {
+        for (threads, threads_batch) in [(1u32, 1u32), (1, 2), (2, 2)] {
             let model = GgufLlama
                 .load(
                     &path,
                     &LoadOptions {
                         threads,
-                        options: json!({"slots": 4, "context_length": 512}),
+                        options: json!({"slots": 4, "context_length": 512, "threads_batch": threads_batch}),
                         ..LoadOptions::default()
                     },
                 )
@@ -93,7 +94,7 @@ fn main() {
             for streams in [1usize, 4] {
                 let (rate, ttft) = measure(&model, streams);
                 println!(
-                    "| {} | {threads} | {streams} | {rate:.1} | {:.1} | {:.0} |",
+                    "| {} | {threads} / {threads_batch} | {streams} | {rate:.1} | {:.1} | {:.0} |",
                     if loaded {
                         "busy (2 spinning processes)"
                     } else {

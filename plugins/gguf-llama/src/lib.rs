@@ -8,10 +8,13 @@
 //! illegal instruction.
 //!
 //! Load options (JSON object): `slots` (parallel sequences, default 4), `context_length`
-//! (tokens per sequence, default min(2048, trained context)), `threads_batch` (prompt
-//! threads, default all cores), `queue` (waiting requests, default 64). `LoadOptions.threads`
-//! sets the decode threads (default 1: single-threaded decoding stays fast when the machine
-//! is busy, where spinning OpenMP workers collapse; see the README's benchmark).
+//! (tokens per sequence, default min(2048, trained context)), `threads_batch` (threads for
+//! batches of more than one token: prompts and several streams at once; default: the decode
+//! threads), `queue` (waiting requests, default 64). `LoadOptions.threads` sets the decode
+//! threads (default 1). One thread never spins up OpenMP workers, whose active waiting
+//! collapses throughput when the machine is busy with other work (measured: first token
+//! after 2.6 s instead of 32 ms with two threads under load); operators of dedicated
+//! machines raise both (see the README's benchmark).
 
 mod embed;
 mod engine;

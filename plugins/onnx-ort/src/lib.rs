@@ -1,0 +1,223 @@
+//! ONNX models through ONNX Runtime, loaded at run time (`ort` with `load-dynamic`) from the
+//! library the node is pointed at: the load option `library` (the node fills it from
+//! `[runtimes.onnx-ort] library`), else `ORT_DYLIB_PATH`.
+//!
+//! ONNX Runtime is initialised once per process through `ort::init_from`, whose error is
+//! handled (the plain `ort::init` and `Session::builder` panic when the library is missing or
+//! too old): a missing or too-old library is refused naming the path and both versions.
+//! Threads: `LoadOptions.threads` intra-op threads (0: ONNX Runtime's default); load option
+//! `inter_threads`. Sessions run on the CPU execution provider.
+
+mod dtype;
+
+use cyxwiz_sdk::{
+    export_plugin, Capabilities, Error, Format, LoadOptions, Model, ModelInfo, Plugin, Result,
+    Tensor, TensorSpec, TensorView,
+};
+use ort::{
+    environment::Environment,
+    session::Session,
+    value::{DynValue, ValueType},
+};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Mutex, OnceLock},
+};
+
+/// The plugin.
+#[derive(Default)]
+pub struct OnnxOrt;
+
+/// A loaded session. ONNX Runtime runs one call at a time per `ort::Session` (`run` takes
+/// `&mut`); its intra-op threads parallelise each call.
+pub struct OrtModel {
+    session: Mutex<Session>,
+    info: ModelInfo,
+}
+
+/// The process's ONNX Runtime: the library it came from and its one environment.
+struct Runtime {
+    path: PathBuf,
+    environment: Environment,
+}
+
+/// The runtime, initialised on first success. A failed attempt is not remembered, so a
+/// corrected library path works without restarting the node.
+fn init(library: Option<&str>) -> Result<&'static Runtime> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    static INIT: Mutex<()> = Mutex::new(());
+    if let Some(runtime) = RUNTIME.get() {
+        if let Some(asked) = library {
+            if Path::new(asked) != runtime.path {
+                tracing::warn!(
+                    asked,
+                    using = %runtime.path.display(),
+                    "ONNX Runtime is initialised once per process; keeping the first library"
+                );
+            }
+        }
+        return Ok(runtime);
+    }
+    let _guard = INIT
+        .lock()
+        .map_err(|_| Error::runtime("ONNX Runtime init lock poisoned"))?;
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let path = library
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .ok_or_else(|| {
+            Error::unsupported(
+                "no ONNX Runtime library configured: set [runtimes.onnx-ort] library (or ORT_DYLIB_PATH) to libonnxruntime.so",
+            )
+        })?;
+    if !path.is_file() {
+        return Err(Error::unsupported(format!(
+            "ONNX Runtime library {} does not exist",
+            path.display()
+        )));
+    }
+    let environment = ort::init_from(&path)
+        .map_err(|e| Error::unsupported(format!("ONNX Runtime library: {e}")))?
+        .with_name("cyxwiz-node")
+        .build()
+        .map_err(|e| Error::runtime(format!("cannot create the ONNX Runtime environment: {e}")))?;
+    tracing::info!(library = %path.display(), "ONNX Runtime initialised");
+    Ok(RUNTIME.get_or_init(|| Runtime { path, environment }))
+}
+
+fn spec(name: &str, ty: &ValueType) -> Result<TensorSpec> {
+    match ty {
+        ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
+            name: name.to_string(),
+            dtype: dtype::to_sdk(*ty).ok_or_else(|| {
+                Error::unsupported(format!(
+                    "tensor `{name}` has element type {ty:?}, which the node cannot exchange"
+                ))
+            })?,
+            shape: shape.iter().copied().collect(),
+        }),
+        other => Err(Error::unsupported(format!(
+            "`{name}` is a {other:?}, not a tensor; only tensor inputs and outputs are served"
+        ))),
+    }
+}
+
+impl Plugin for OnnxOrt {
+    const NAME: &'static str = "onnx-ort";
+    const DESCRIPTION: &'static str = "ONNX through ONNX Runtime (library loaded at run time)";
+    const FORMATS: &'static [Format] = &[Format {
+        name: "onnx",
+        extensions: &["onnx"],
+    }];
+    const CAPABILITIES: Capabilities = Capabilities::TENSOR_INFERENCE;
+    type Model = OrtModel;
+
+    fn load(&self, path: &Path, options: &LoadOptions) -> Result<OrtModel> {
+        let library = options.options.get("library").and_then(|v| v.as_str());
+        let runtime = init(library)?;
+        if path.is_dir() {
+            return Err(Error::invalid_input(format!(
+                "{}: is a directory, expected an .onnx file",
+                path.display()
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::from_io(path, &e))?;
+        let mut builder = Session::builder(&runtime.environment)
+            .map_err(|e| Error::runtime(format!("ONNX Runtime session options: {e}")))?;
+        if options.threads > 0 {
+            builder = builder
+                .with_intra_threads(options.threads as usize)
+                .map_err(|e| Error::invalid_input(format!("threads: {e}")))?;
+        }
+        if let Some(n) = options
+            .options
+            .get("inter_threads")
+            .and_then(|v| v.as_u64())
+        {
+            builder = builder
+                .with_inter_threads(n as usize)
+                .map_err(|e| Error::invalid_input(format!("inter_threads: {e}")))?;
+        }
+        let session = builder.commit_from_memory(&bytes).map_err(|e| {
+            let text = e.to_string().replace('\n', " ");
+            if text.contains("NOT_IMPLEMENTED") || text.contains("not implemented") {
+                Error::unsupported(format!(
+                    "{}: ONNX Runtime cannot run this model: {text}",
+                    path.display()
+                ))
+            } else {
+                Error::invalid_input(format!(
+                    "{}: ONNX Runtime cannot load this model: {text}",
+                    path.display()
+                ))
+            }
+        })?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| spec(o.name(), o.dtype()))
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| spec(o.name(), o.dtype()))
+            .collect::<Result<Vec<_>>>()?;
+        let info = ModelInfo {
+            inputs,
+            outputs,
+            memory_bytes: bytes.len() as u64,
+            capabilities: Capabilities::TENSOR_INFERENCE,
+            metadata: vec![(
+                "onnxruntime_library".into(),
+                runtime.path.display().to_string(),
+            )],
+            ..ModelInfo::default()
+        };
+        Ok(OrtModel {
+            session: Mutex::new(session),
+            info,
+        })
+    }
+}
+
+impl Model for OrtModel {
+    fn info(&self) -> Result<ModelInfo> {
+        Ok(self.info.clone())
+    }
+
+    fn infer(&self, inputs: &[TensorView<'_>]) -> Result<Vec<Tensor>> {
+        self.info.check_inputs(inputs)?;
+        let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
+        for spec in &self.info.inputs {
+            let view = inputs
+                .iter()
+                .find(|v| v.name == spec.name)
+                .ok_or_else(|| Error::invalid_input(format!("missing input `{}`", spec.name)))?;
+            values.push((spec.name.clone(), dtype::to_value(view)?));
+        }
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| Error::runtime("the session lock is poisoned"))?;
+        let outputs = session.run(values).map_err(|e| {
+            Error::runtime(format!(
+                "ONNX Runtime failed: {}",
+                e.to_string().replace('\n', " ")
+            ))
+        })?;
+        self.info
+            .outputs
+            .iter()
+            .map(|spec| {
+                let value = outputs
+                    .get(spec.name.as_str())
+                    .ok_or_else(|| Error::runtime(format!("output `{}` missing", spec.name)))?;
+                dtype::from_value(&spec.name, value)
+            })
+            .collect()
+    }
+}
+
+export_plugin!(OnnxOrt);
