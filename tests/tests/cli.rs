@@ -305,7 +305,10 @@ fn models_list_scans_model_dirs() {
         .expect("squeezenet listed");
     assert_eq!(squeeze["format"], "onnx");
     // Both ONNX plugins, in discovery order (no preference configured).
-    assert_eq!(squeeze["plugins"], serde_json::json!(["onnx-ort", "onnx-tract"]));
+    assert_eq!(
+        squeeze["plugins"],
+        serde_json::json!(["onnx-ort", "onnx-tract"])
+    );
     assert_eq!(
         squeeze["size_bytes"].as_u64().unwrap(),
         std::fs::metadata(models_dir().join("onnx-light/light_squeezenet.onnx"))
