@@ -324,28 +324,17 @@ fn infer(config: &Config, args: InferArgs) -> Result<()> {
     };
     let input: serde_json::Value =
         serde_json::from_str(&input_text).map_err(|e| anyhow!("--input is not valid JSON: {e}"))?;
-    let options = parse_options(args.options.as_deref())?;
-    let registry = daemon::discover_plugins(config);
-    let (lib, model) = registry.load(
-        &args.model,
-        args.plugin.as_deref(),
-        &LoadOptions {
+    let (lib, model) = load_model(
+        config,
+        &ModelArgs {
+            path: &args.model,
+            plugin: args.plugin.as_deref(),
+            options: args.options.as_deref(),
             threads: args.threads,
-            options,
-            ..LoadOptions::default()
         },
+        Capabilities::TENSOR_INFERENCE,
+        "take tensors",
     )?;
-    if !model
-        .info()
-        .capabilities
-        .contains(Capabilities::TENSOR_INFERENCE)
-    {
-        bail!(
-            "{}: this model does not take tensors (capabilities: {})",
-            args.model.display(),
-            model.info().capabilities.names().join(", ")
-        );
-    }
     let inputs = tensor_json::parse_inputs(&input, model.info())?;
     let plugin = lib.metadata().name.clone();
     let name = args
@@ -366,6 +355,45 @@ fn infer(config: &Config, args: InferArgs) -> Result<()> {
     Ok(())
 }
 
+/// What the one-shot commands say about the model to load.
+struct ModelArgs<'a> {
+    path: &'a std::path::Path,
+    plugin: Option<&'a str>,
+    options: Option<&'a str>,
+    threads: u32,
+}
+
+/// Loads a model for a one-shot command and checks it can do `needed` ("does not {doing}").
+fn load_model(
+    config: &Config,
+    args: &ModelArgs<'_>,
+    needed: Capabilities,
+    doing: &str,
+) -> Result<(
+    std::sync::Arc<cyxwiz_sdk::client::PluginLibrary>,
+    cyxwiz_sdk::client::LoadedModel,
+)> {
+    let options = parse_options(args.options)?;
+    let registry = daemon::discover_plugins(config);
+    let (lib, model) = registry.load(
+        args.path,
+        args.plugin,
+        &LoadOptions {
+            threads: args.threads,
+            options,
+            ..LoadOptions::default()
+        },
+    )?;
+    if !model.info().capabilities.contains(needed) {
+        bail!(
+            "{}: this model does not {doing} (capabilities: {})",
+            args.path.display(),
+            model.info().capabilities.names().join(", ")
+        );
+    }
+    Ok((lib, model))
+}
+
 fn parse_options(text: Option<&str>) -> Result<serde_json::Value> {
     match text {
         None => Ok(serde_json::Value::Object(Default::default())),
@@ -379,28 +407,17 @@ fn parse_options(text: Option<&str>) -> Result<serde_json::Value> {
 
 fn generate(config: &Config, args: GenerateArgs) -> Result<()> {
     use std::io::Write;
-    let options = parse_options(args.options.as_deref())?;
-    let registry = daemon::discover_plugins(config);
-    let (_, model) = registry.load(
-        &args.model,
-        args.plugin.as_deref(),
-        &LoadOptions {
+    let (_, model) = load_model(
+        config,
+        &ModelArgs {
+            path: &args.model,
+            plugin: args.plugin.as_deref(),
+            options: args.options.as_deref(),
             threads: args.threads,
-            options,
-            ..LoadOptions::default()
         },
+        Capabilities::TEXT_GENERATION,
+        "generate text",
     )?;
-    if !model
-        .info()
-        .capabilities
-        .contains(Capabilities::TEXT_GENERATION)
-    {
-        bail!(
-            "{}: this model does not generate text (capabilities: {})",
-            args.model.display(),
-            model.info().capabilities.names().join(", ")
-        );
-    }
     let request = GenerateRequest {
         messages: args
             .chat
