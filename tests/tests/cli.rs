@@ -49,6 +49,9 @@ fn plugins_list_shows_real_plugins_and_skips_broken_libraries() {
     assert_eq!(tract["formats"][0]["extensions"][0], "onnx");
     assert_eq!(tract["capabilities"][0], "tensor_inference");
     assert_eq!(by_name("example-scale").unwrap()["status"], "loaded");
+    for name in ["onnx-ort", "tflite-litert", "test-panic"] {
+        assert_eq!(by_name(name).unwrap()["status"], "loaded", "{name}");
+    }
     let llama = by_name("gguf-llama").expect("gguf-llama listed");
     assert_eq!(llama["status"], "loaded");
     assert_eq!(
