@@ -68,14 +68,12 @@ enum ConfigCommand {
     Show,
 }
 
+/// How the one-shot commands load their model.
 #[derive(clap::Args, Debug)]
-struct InferArgs {
+struct ModelFlags {
     /// Model file.
     #[arg(long, value_name = "FILE")]
     model: PathBuf,
-    /// Inputs as JSON (`{"x": [[...]]}` or `{"x": {"dtype", "shape", "data"}}`), or `@FILE`.
-    #[arg(long, value_name = "JSON")]
-    input: String,
     /// Plugin to use instead of the preferred one for the file's extension.
     #[arg(long)]
     plugin: Option<String>,
@@ -88,10 +86,18 @@ struct InferArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct InferArgs {
+    #[command(flatten)]
+    model: ModelFlags,
+    /// Inputs as JSON (`{"x": [[...]]}` or `{"x": {"dtype", "shape", "data"}}`), or `@FILE`.
+    #[arg(long, value_name = "JSON")]
+    input: String,
+}
+
+#[derive(clap::Args, Debug)]
 struct GenerateArgs {
-    /// Model file (e.g. a .gguf).
-    #[arg(long, value_name = "FILE")]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelFlags,
     /// Raw prompt to continue.
     #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
     prompt: Option<String>,
@@ -110,15 +116,6 @@ struct GenerateArgs {
     /// Stop string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
-    /// Plugin to use instead of the preferred one.
-    #[arg(long)]
-    plugin: Option<String>,
-    /// Plugin load options as a JSON object, e.g. `{"context_length": 1024}`.
-    #[arg(long, value_name = "JSON")]
-    options: Option<String>,
-    /// Threads per call; 0 lets the plugin choose.
-    #[arg(long, default_value_t = 0)]
-    threads: u32,
 }
 
 fn one_line(err: &anyhow::Error) -> String {
@@ -326,18 +323,14 @@ fn infer(config: &Config, args: InferArgs) -> Result<()> {
         serde_json::from_str(&input_text).map_err(|e| anyhow!("--input is not valid JSON: {e}"))?;
     let (lib, model) = load_model(
         config,
-        &ModelArgs {
-            path: &args.model,
-            plugin: args.plugin.as_deref(),
-            options: args.options.as_deref(),
-            threads: args.threads,
-        },
+        &args.model,
         Capabilities::TENSOR_INFERENCE,
         "take tensors",
     )?;
     let inputs = tensor_json::parse_inputs(&input, model.info())?;
     let plugin = lib.metadata().name.clone();
     let name = args
+        .model
         .model
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -346,7 +339,7 @@ fn infer(config: &Config, args: InferArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let outputs = worker.infer_blocking(inputs)?;
     let out = serde_json::json!({
-        "model": args.model,
+        "model": args.model.model,
         "plugin": plugin,
         "seconds": started.elapsed().as_secs_f64(),
         "outputs": tensor_json::outputs_to_json(&outputs),
@@ -355,29 +348,21 @@ fn infer(config: &Config, args: InferArgs) -> Result<()> {
     Ok(())
 }
 
-/// What the one-shot commands say about the model to load.
-struct ModelArgs<'a> {
-    path: &'a std::path::Path,
-    plugin: Option<&'a str>,
-    options: Option<&'a str>,
-    threads: u32,
-}
-
 /// Loads a model for a one-shot command and checks it can do `needed` ("does not {doing}").
 fn load_model(
     config: &Config,
-    args: &ModelArgs<'_>,
+    args: &ModelFlags,
     needed: Capabilities,
     doing: &str,
 ) -> Result<(
     std::sync::Arc<cyxwiz_sdk::client::PluginLibrary>,
     cyxwiz_sdk::client::LoadedModel,
 )> {
-    let options = parse_options(args.options)?;
+    let options = parse_options(args.options.as_deref())?;
     let registry = daemon::discover_plugins(config);
     let (lib, model) = registry.load(
-        args.path,
-        args.plugin,
+        &args.model,
+        args.plugin.as_deref(),
         &LoadOptions {
             threads: args.threads,
             options,
@@ -387,7 +372,7 @@ fn load_model(
     if !model.info().capabilities.contains(needed) {
         bail!(
             "{}: this model does not {doing} (capabilities: {})",
-            args.path.display(),
+            args.model.display(),
             model.info().capabilities.names().join(", ")
         );
     }
@@ -409,12 +394,7 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<()> {
     use std::io::Write;
     let (_, model) = load_model(
         config,
-        &ModelArgs {
-            path: &args.model,
-            plugin: args.plugin.as_deref(),
-            options: args.options.as_deref(),
-            threads: args.threads,
-        },
+        &args.model,
         Capabilities::TEXT_GENERATION,
         "generate text",
     )?;
