@@ -23,19 +23,28 @@ pub fn to_sdk(ty: TensorElementType) -> Option<DType> {
     })
 }
 
-fn typed<T, const N: usize>(view: &TensorView<'_>, read: fn([u8; N]) -> T) -> Result<DynValue>
+#[cfg(not(target_endian = "little"))]
+compile_error!(
+    "tensor bytes cross the plugin boundary little-endian; this plugin copies them as is"
+);
+
+/// Copies `view`'s bytes into a new `Vec<T>` with one memcpy (the bytes are little-endian,
+/// as is the host).
+fn typed<T>(view: &TensorView<'_>) -> Result<DynValue>
 where
-    T: PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
+    T: PrimitiveTensorElementType + std::fmt::Debug + Clone + Copy + Default + 'static,
 {
-    let values: Vec<T> = view
-        .data
-        .chunks_exact(N)
-        .map(|c| {
-            let mut b = [0u8; N];
-            b.copy_from_slice(c);
-            read(b)
-        })
-        .collect();
+    let n = view.data.len() / std::mem::size_of::<T>();
+    let mut values = vec![T::default(); n];
+    // SAFETY: `T` is a plain numeric type (or bool, validated to 0/1 by the caller) and the
+    // destination holds exactly `view.data.len()` bytes (`check_inputs` verified the length).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            view.data.as_ptr(),
+            values.as_mut_ptr().cast::<u8>(),
+            n * std::mem::size_of::<T>(),
+        );
+    }
     let shape: Vec<i64> = view.shape.to_vec();
     OrtTensor::from_array((shape, values))
         .map(|t| t.into_dyn())
@@ -45,16 +54,16 @@ where
 /// An ONNX Runtime value holding a copy of `view` (already checked against the spec).
 pub fn to_value(view: &TensorView<'_>) -> Result<DynValue> {
     match view.dtype {
-        DType::F32 => typed(view, f32::from_le_bytes),
-        DType::F64 => typed(view, f64::from_le_bytes),
-        DType::I8 => typed(view, i8::from_le_bytes),
-        DType::I16 => typed(view, i16::from_le_bytes),
-        DType::I32 => typed(view, i32::from_le_bytes),
-        DType::I64 => typed(view, i64::from_le_bytes),
-        DType::U8 => typed(view, u8::from_le_bytes),
-        DType::U16 => typed(view, u16::from_le_bytes),
-        DType::U32 => typed(view, u32::from_le_bytes),
-        DType::U64 => typed(view, u64::from_le_bytes),
+        DType::F32 => typed::<f32>(view),
+        DType::F64 => typed::<f64>(view),
+        DType::I8 => typed::<i8>(view),
+        DType::I16 => typed::<i16>(view),
+        DType::I32 => typed::<i32>(view),
+        DType::I64 => typed::<i64>(view),
+        DType::U8 => typed::<u8>(view),
+        DType::U16 => typed::<u16>(view),
+        DType::U32 => typed::<u32>(view),
+        DType::U64 => typed::<u64>(view),
         DType::BOOL => {
             if view.data.iter().any(|b| *b > 1) {
                 return Err(Error::invalid_input(format!(
@@ -62,7 +71,7 @@ pub fn to_value(view: &TensorView<'_>) -> Result<DynValue> {
                     view.name
                 )));
             }
-            typed(view, |[b]: [u8; 1]| b == 1)
+            typed::<bool>(view)
         }
         other => Err(Error::unsupported(format!(
             "input `{}`: dtype {other} is not supported by this plugin",
@@ -71,20 +80,23 @@ pub fn to_value(view: &TensorView<'_>) -> Result<DynValue> {
     }
 }
 
-fn bytes<T: PrimitiveTensorElementType + Copy, const N: usize>(
+fn bytes<T: PrimitiveTensorElementType + Copy>(
     name: &str,
     value: &Value,
     dtype: DType,
-    write: fn(T) -> [u8; N],
 ) -> Result<Tensor> {
     let (shape, data) = value
         .try_extract_tensor::<T>()
         .map_err(|e| Error::runtime(format!("output `{name}`: {e}")))?;
+    // SAFETY: viewing initialised plain values as their bytes (little-endian host).
+    let raw = unsafe {
+        std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data))
+    };
     Ok(Tensor {
         name: name.to_string(),
         dtype,
         shape: shape.iter().copied().collect(),
-        data: data.iter().flat_map(|v| write(*v)).collect(),
+        data: raw.to_vec(),
     })
 }
 
@@ -99,17 +111,17 @@ pub fn from_value(name: &str, value: &Value) -> Result<Tensor> {
         }
     };
     match ty {
-        TensorElementType::Float32 => bytes(name, value, DType::F32, f32::to_le_bytes),
-        TensorElementType::Float64 => bytes(name, value, DType::F64, f64::to_le_bytes),
-        TensorElementType::Int8 => bytes(name, value, DType::I8, i8::to_le_bytes),
-        TensorElementType::Int16 => bytes(name, value, DType::I16, i16::to_le_bytes),
-        TensorElementType::Int32 => bytes(name, value, DType::I32, i32::to_le_bytes),
-        TensorElementType::Int64 => bytes(name, value, DType::I64, i64::to_le_bytes),
-        TensorElementType::Uint8 => bytes(name, value, DType::U8, u8::to_le_bytes),
-        TensorElementType::Uint16 => bytes(name, value, DType::U16, u16::to_le_bytes),
-        TensorElementType::Uint32 => bytes(name, value, DType::U32, u32::to_le_bytes),
-        TensorElementType::Uint64 => bytes(name, value, DType::U64, u64::to_le_bytes),
-        TensorElementType::Bool => bytes(name, value, DType::BOOL, |b: bool| [u8::from(b)]),
+        TensorElementType::Float32 => bytes::<f32>(name, value, DType::F32),
+        TensorElementType::Float64 => bytes::<f64>(name, value, DType::F64),
+        TensorElementType::Int8 => bytes::<i8>(name, value, DType::I8),
+        TensorElementType::Int16 => bytes::<i16>(name, value, DType::I16),
+        TensorElementType::Int32 => bytes::<i32>(name, value, DType::I32),
+        TensorElementType::Int64 => bytes::<i64>(name, value, DType::I64),
+        TensorElementType::Uint8 => bytes::<u8>(name, value, DType::U8),
+        TensorElementType::Uint16 => bytes::<u16>(name, value, DType::U16),
+        TensorElementType::Uint32 => bytes::<u32>(name, value, DType::U32),
+        TensorElementType::Uint64 => bytes::<u64>(name, value, DType::U64),
+        TensorElementType::Bool => bytes::<bool>(name, value, DType::BOOL),
         other => Err(Error::runtime(format!(
             "output `{name}` has element type {other:?}"
         ))),
