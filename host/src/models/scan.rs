@@ -56,13 +56,12 @@ fn walk(dir: &Path, depth: usize, registry: &Registry, out: &mut Vec<ModelFile>)
         let Some(ext) = extension_of(&path) else {
             continue;
         };
-        let plugins: Vec<String> = registry
-            .candidates(&path)
+        let candidates = registry.candidates(&path);
+        let plugins: Vec<String> = candidates
             .iter()
             .map(|l| l.metadata().name.clone())
             .collect();
-        let format = registry
-            .candidates(&path)
+        let format = candidates
             .first()
             .and_then(|l| {
                 l.metadata()

@@ -77,7 +77,9 @@ fn to_sdk(code: i32) -> Option<DType> {
     })
 }
 
+/// Checks the first 8 bytes (root offset and `TFL3` identifier) without reading the model.
 fn check_file(path: &Path) -> Result<()> {
+    use std::io::Read;
     let meta = std::fs::metadata(path).map_err(|e| Error::from_io(path, &e))?;
     if meta.is_dir() {
         return Err(Error::invalid_input(format!(
@@ -85,17 +87,17 @@ fn check_file(path: &Path) -> Result<()> {
             path.display()
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::from_io(path, &e))?;
     let not_tflite =
         |why: &str| Error::invalid_input(format!("{}: not a TFLite model: {why}", path.display()));
-    if bytes.len() < 8 {
-        return Err(not_tflite(&format!("only {} bytes", bytes.len())));
-    }
-    if &bytes[4..8] != b"TFL3" {
+    let mut header = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .map_err(|_| not_tflite(&format!("only {} bytes", meta.len())))?;
+    if &header[4..8] != b"TFL3" {
         return Err(not_tflite("no `TFL3` flatbuffer identifier"));
     }
-    let root = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-    if root + 4 > bytes.len() {
+    let root = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+    if root + 4 > meta.len() {
         return Err(not_tflite(
             "the root table lies past the end of the file (truncated?)",
         ));
