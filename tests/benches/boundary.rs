@@ -5,39 +5,13 @@
 //! `cargo bench -p cyxwiz-e2e --bench boundary` (after `cargo build --workspace --release`,
 //! which puts the plugin libraries next to the bench binary's profile directory).
 
+mod support;
+
 use cyxwiz_node::models::ModelWorker;
 use cyxwiz_sdk::{client::PluginLibrary, LoadOptions, Plugin as _, Tensor};
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
+use support::{target_dir, time};
 use tract_onnx::prelude::*;
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>")
-        .to_path_buf()
-}
-
-/// Median time per call over 7 rounds of `iters` calls.
-fn time(iters: u32, mut f: impl FnMut()) -> Duration {
-    for _ in 0..iters.min(100) {
-        f();
-    }
-    let mut rounds: Vec<Duration> = (0..7)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            start.elapsed() / iters
-        })
-        .collect();
-    rounds.sort();
-    rounds[3]
-}
 
 fn row(model: &str, path: &str, t: Duration, base: Duration) {
     println!(

@@ -6,37 +6,11 @@
 //! `cargo bench -p cyxwiz-e2e --bench onnx_runtimes --profile dev` (the plugins' dependencies
 //! are optimised in every profile, and ONNX Runtime is a prebuilt library).
 
+mod support;
+
 use cyxwiz_sdk::{client::PluginLibrary, serde_json::json, testkit, LoadOptions, Tensor};
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>")
-        .to_path_buf()
-}
-
-/// Median time per call over 7 rounds.
-fn time(iters: u32, mut f: impl FnMut()) -> Duration {
-    for _ in 0..iters.min(20) {
-        f();
-    }
-    let mut rounds: Vec<Duration> = (0..7)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            start.elapsed() / iters
-        })
-        .collect();
-    rounds.sort();
-    rounds[3]
-}
+use std::path::PathBuf;
+use support::{target_dir, time};
 
 fn main() {
     let models = testkit::models_dir();
