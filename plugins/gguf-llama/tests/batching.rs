@@ -7,51 +7,15 @@
 //! benchmark (`benches/tokens.rs`) shows the throughput at equal thread counts.
 #![allow(clippy::unwrap_used)]
 
-use cyxwiz_sdk::{
-    client::{LoadedModel, PluginLibrary},
-    serde_json::json,
-    testkit::{self, cdylib_path},
-    GenerateRequest, LoadOptions, SamplingParams,
-};
+mod common;
+
+use common::{greedy, load_with, run};
+use cyxwiz_sdk::{client::LoadedModel, serde_json::json, GenerateRequest};
 use std::time::Instant;
 
 fn load() -> LoadedModel {
-    let path = testkit::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "{} missing: run scripts/fetch-models.py",
-        path.display()
-    );
-    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_gguf_llama")).unwrap();
-    let options = LoadOptions {
-        // Batches of several tokens run on two threads; single-stream decoding on one.
-        options: json!({"slots": 4, "context_length": 512, "queue": 16, "threads_batch": 2}),
-        ..LoadOptions::default()
-    };
-    lib.load(&path, &options).unwrap()
-}
-
-fn greedy(prompt: &str, max_tokens: u32) -> GenerateRequest {
-    GenerateRequest {
-        prompt: prompt.into(),
-        params: SamplingParams {
-            max_tokens,
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        ..GenerateRequest::default()
-    }
-}
-
-fn run(model: &LoadedModel, request: &GenerateRequest) -> String {
-    let mut text = String::new();
-    model
-        .generate(request, &mut |piece: &str| {
-            text.push_str(piece);
-            true
-        })
-        .unwrap();
-    text
+    // Batches of several tokens run on two threads; single-stream decoding on one.
+    load_with(json!({"slots": 4, "context_length": 512, "queue": 16, "threads_batch": 2}))
 }
 
 const PROMPTS: [&str; 4] = [
@@ -67,14 +31,14 @@ fn concurrent_streams_share_batches_and_do_not_leak() {
     let requests: Vec<GenerateRequest> = PROMPTS.iter().map(|p| greedy(p, 48)).collect();
 
     let started = Instant::now();
-    let alone: Vec<String> = requests.iter().map(|r| run(&model, r)).collect();
+    let alone: Vec<String> = requests.iter().map(|r| run(&model, r).0).collect();
     let sequential = started.elapsed();
 
     let started = Instant::now();
     let together: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = requests
             .iter()
-            .map(|r| s.spawn(|| run(&model, r)))
+            .map(|r| s.spawn(|| run(&model, r).0))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });

@@ -4,23 +4,15 @@
 //! for the CPU while it measures.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{greedy, load_with, run, smollm2};
 use cyxwiz_sdk::{
-    client::{LoadedModel, PluginLibrary},
+    client::LoadedModel,
     serde_json::json,
-    testkit::{self, cdylib_path, Conformance, Sample},
+    testkit::{cdylib_path, Conformance, Sample},
     ChatMessage, ErrorKind, FinishReason, GenerateRequest, LoadOptions, SamplingParams,
 };
-use std::path::PathBuf;
-
-fn smollm2() -> PathBuf {
-    let path = testkit::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "{} missing: run scripts/fetch-models.py",
-        path.display()
-    );
-    path
-}
 
 fn options(slots: u32, queue: u32) -> LoadOptions {
     LoadOptions {
@@ -30,31 +22,7 @@ fn options(slots: u32, queue: u32) -> LoadOptions {
 }
 
 fn load(slots: u32, queue: u32) -> LoadedModel {
-    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_gguf_llama")).unwrap();
-    lib.load(&smollm2(), &options(slots, queue)).unwrap()
-}
-
-fn greedy(prompt: &str, max_tokens: u32) -> GenerateRequest {
-    GenerateRequest {
-        prompt: prompt.into(),
-        params: SamplingParams {
-            max_tokens,
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        ..GenerateRequest::default()
-    }
-}
-
-fn run(model: &LoadedModel, request: &GenerateRequest) -> (String, cyxwiz_sdk::GenerateOutput) {
-    let mut text = String::new();
-    let out = model
-        .generate(request, &mut |piece: &str| {
-            text.push_str(piece);
-            true
-        })
-        .unwrap();
-    (text, out)
+    load_with(options(slots, queue).options)
 }
 
 #[test]

@@ -1,0 +1,56 @@
+//! Helpers shared by the gguf-llama test binaries: the SmolLM2 model, loading it with given
+//! options, greedy requests, and collecting a generation's text.
+#![allow(dead_code)]
+
+use cyxwiz_sdk::{
+    client::{LoadedModel, PluginLibrary},
+    testkit::{self, cdylib_path},
+    GenerateOutput, GenerateRequest, LoadOptions, SamplingParams,
+};
+use std::path::PathBuf;
+
+/// SmolLM2-135M-Instruct Q4_1, fetched by `scripts/fetch-models.py`.
+pub fn smollm2() -> PathBuf {
+    let path = testkit::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/fetch-models.py",
+        path.display()
+    );
+    path
+}
+
+/// SmolLM2 loaded through the built plugin with these load options.
+pub fn load_with(options: cyxwiz_sdk::serde_json::Value) -> LoadedModel {
+    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_gguf_llama")).unwrap();
+    let options = LoadOptions {
+        options,
+        ..LoadOptions::default()
+    };
+    lib.load(&smollm2(), &options).unwrap()
+}
+
+/// A greedy completion request.
+pub fn greedy(prompt: &str, max_tokens: u32) -> GenerateRequest {
+    GenerateRequest {
+        prompt: prompt.into(),
+        params: SamplingParams {
+            max_tokens,
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        ..GenerateRequest::default()
+    }
+}
+
+/// Runs `request`, returning the streamed text and the outcome.
+pub fn run(model: &LoadedModel, request: &GenerateRequest) -> (String, GenerateOutput) {
+    let mut text = String::new();
+    let out = model
+        .generate(request, &mut |piece: &str| {
+            text.push_str(piece);
+            true
+        })
+        .unwrap();
+    (text, out)
+}
