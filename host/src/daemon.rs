@@ -1,15 +1,19 @@
 //! `cyxwiz-node run`: prepares the data directory, opens the store, discovers plugins, starts
-//! serving `/health` at once, loads the configured deployments in the background, and stops
+//! serving HTTP and the control socket at once, loads the configured deployments in the background, and stops
 //! cleanly on Ctrl-C or SIGTERM.
 
 use crate::{
     config::Config,
     deployments::Deployments,
     plugins::{search_dirs, PluginState, Registry},
-    server::{self, AppState},
+    server::{self, auth, control, AppState},
     store::{Store, StoreError},
 };
-use std::{future::Future, path::PathBuf, sync::Arc};
+use std::{
+    future::{Future, IntoFuture},
+    path::PathBuf,
+    sync::Arc,
+};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -100,10 +104,21 @@ pub async fn run(
     tracing::info!(loaded, failed, "plugins discovered");
 
     let deployments = Arc::new(Deployments::from_config(&config));
+    let auth_required = config.api.auth_required();
+    if auth_required && store.list_keys()?.iter().all(|k| k.revoked_at.is_some()) {
+        tracing::warn!(
+            "the API requires keys but none exists; create one with `cyxwiz-node keys create --name NAME`"
+        );
+    }
     let state = Arc::new(AppState {
         node_name: config.node.name.clone(),
         node_id,
         deployments: deployments.clone(),
+        registry: registry.clone(),
+        store: std::sync::Mutex::new(store),
+        metrics: Arc::default(),
+        limiter: auth::RateLimiter::default(),
+        auth_required,
         plugins_loaded: loaded,
         plugins_failed: failed,
         started: std::time::Instant::now(),
@@ -114,6 +129,27 @@ pub async fn run(
         let registry = registry.clone();
         tokio::task::spawn_blocking(move || deployments.load_pending(&registry))
     };
+
+    // One shutdown signal for every server.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let socket = control::socket_path(&config.data_dir);
+    let control_listener = control::bind(&socket).map_err(|source| DaemonError::Http {
+        addr: socket.display().to_string(),
+        source,
+    })?;
+    let control_server = tokio::spawn(
+        axum::serve(control_listener, control::router(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
 
     if config.api.enabled {
         let addr = format!("{}:{}", config.api.host, config.api.port);
@@ -127,8 +163,11 @@ pub async fn run(
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or(addr.clone());
+        if auth_required {
+            tracing::info!("API keys required on /v1");
+        }
         tracing::info!("listening on http://{bound}");
-        server::serve(listener, shutdown, state)
+        server::serve(listener, stopped(stop_rx.clone()), state, &config.api)
             .await
             .map_err(|source| DaemonError::Http {
                 addr: bound,
@@ -136,8 +175,10 @@ pub async fn run(
             })?;
     } else {
         tracing::info!("HTTP API disabled ([api] enabled = false)");
-        shutdown.await;
+        stopped(stop_rx.clone()).await;
     }
+    let _ = control_server.await;
+    let _ = std::fs::remove_file(&socket);
     loader.abort();
     tracing::info!("stopped");
     Ok(())

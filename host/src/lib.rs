@@ -6,17 +6,21 @@
 //! - [`plugins`]: plugin discovery and the format registry.
 //! - [`models`]: per-model worker threads, JSON tensors, model directory scans.
 //! - [`deployments`]: configured models and their lifecycle.
-//! - [`server`]: the HTTP endpoints.
+//! - [`openai`]: the OpenAI-compatible `/v1` API, one module per endpoint family.
+//! - [`server`]: the HTTP router (health, metrics, auth, limits) and the control socket.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`daemon`]: `cyxwiz-node run`, wiring the above together.
 //! - [`logging`]: tracing setup.
 //!
-//! Dependencies point one way: `daemon -> server -> deployments -> (models | plugins | store)`.
+//! Dependencies point one way: `daemon -> server -> openai -> deployments -> (models | plugins | store)`.
 
 pub mod config;
 pub mod daemon;
 pub mod deployments;
 pub mod logging;
+pub mod metrics;
 pub mod models;
+pub mod openai;
 pub mod plugins;
 pub mod server;
 pub mod store;

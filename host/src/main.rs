@@ -7,11 +7,13 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cyxwiz_node::{
     config::{show, Config, GlobalArgs, Source},
     daemon, logging,
-    models::{scan, tensor_json, ModelWorker},
+    models::{scan, tensor_json, Engine, ModelWorker},
     plugins::PluginState,
 };
 use cyxwiz_sdk::{Capabilities, ChatMessage, GenerateRequest, LoadOptions, SamplingParams};
 use std::{path::PathBuf, process::ExitCode};
+
+mod cmd;
 
 /// The CyxWiz server node: hosts model-runtime plugins and serves their models.
 #[derive(Parser, Debug)]
@@ -40,6 +42,19 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+    /// Deploy a model on the running node.
+    Deploy(cmd::deploy::DeployArgs),
+    /// Stop serving a deployment of the running node.
+    Undeploy {
+        /// Deployment name.
+        name: String,
+    },
+    /// Inspect the running node's deployments.
+    #[command(subcommand)]
+    Deployments(cmd::deploy::DeploymentsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,6 +173,12 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Config(ConfigCommand::Show) => {
             print!("{}", show::render(&config));
             Ok(())
+        }
+        Command::Keys(command) => cmd::keys::run(&config, command),
+        Command::Deploy(args) => cmd::deploy::deploy(&config, args),
+        Command::Undeploy { name } => cmd::deploy::undeploy(&config, &name),
+        Command::Deployments(cmd::deploy::DeploymentsCommand::List { json }) => {
+            cmd::deploy::list(&config, json)
         }
     }
 }
@@ -335,7 +356,7 @@ fn infer(config: &Config, args: InferArgs) -> Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let worker = ModelWorker::spawn(&name, &plugin, model, 1, 1)?;
+    let worker = ModelWorker::spawn(&name, &plugin, Engine::Plain(model), 1, 1, 1)?;
     let started = std::time::Instant::now();
     let outputs = worker.infer_blocking(inputs)?;
     let out = serde_json::json!({

@@ -7,7 +7,7 @@
 
 mod support;
 
-use cyxwiz_node::models::ModelWorker;
+use cyxwiz_node::models::{Engine, ModelWorker};
 use cyxwiz_sdk::{client::PluginLibrary, LoadOptions, Plugin as _, Tensor};
 use std::time::Duration;
 use support::{target_dir, time};
@@ -52,10 +52,13 @@ fn main() {
     let worker = ModelWorker::spawn(
         "scale",
         "example-scale",
-        lib.load(&scale_file, &LoadOptions::default())
-            .expect("load"),
+        Engine::Plain(
+            lib.load(&scale_file, &LoadOptions::default())
+                .expect("load"),
+        ),
         1,
         64,
+        1,
     )
     .expect("worker");
     let via_worker = time(50_000, || {
@@ -103,11 +106,14 @@ fn main() {
     let worker = ModelWorker::spawn(
         "squeezenet",
         "onnx-tract",
-        tract_lib
-            .load(&squeeze, &LoadOptions::default())
-            .expect("load"),
+        Engine::Plain(
+            tract_lib
+                .load(&squeeze, &LoadOptions::default())
+                .expect("load"),
+        ),
         1,
         4,
+        1,
     )
     .expect("worker");
     let via_worker = time(20, || {

@@ -5,7 +5,7 @@
 mod common;
 
 use cyxwiz_node::{
-    models::{ModelWorker, WorkerError},
+    models::{Engine, ModelWorker, WorkerError},
     plugins::{Registry, SearchDir},
 };
 use cyxwiz_sdk::{ErrorKind, LoadOptions, Tensor};
@@ -33,11 +33,13 @@ fn panicking_call_returns_panicked_and_the_host_keeps_serving() {
         .load(&panicky, None, &LoadOptions::default())
         .unwrap();
     assert_eq!(lib.metadata().name, "test-panic");
-    let worker = ModelWorker::spawn("panicky", "test-panic", model, 2, 8).unwrap();
+    let worker =
+        ModelWorker::spawn("panicky", "test-panic", Engine::Plain(model), 2, 8, 1).unwrap();
     let (_, model) = registry
         .load(&scale, None, &LoadOptions::default())
         .unwrap();
-    let other = ModelWorker::spawn("scale", "example-scale", model, 1, 8).unwrap();
+    let other =
+        ModelWorker::spawn("scale", "example-scale", Engine::Plain(model), 1, 8, 1).unwrap();
 
     for round in 0..3 {
         let err = worker

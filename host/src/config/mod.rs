@@ -77,6 +77,9 @@ pub struct DevicesSection {
     pub gpu_ids: Vec<u32>,
     /// Per-GPU memory cap in MiB; 0 means no cap.
     pub max_gpu_memory_mb: u64,
+    /// RAM the loaded models may use in all, in MiB; 0 means no cap. A deployment whose
+    /// files would not fit is refused.
+    pub max_ram_mb: u64,
 }
 
 /// `[api]`
@@ -89,6 +92,24 @@ pub struct ApiSection {
     pub host: String,
     /// Port to listen on; 0 picks a free one.
     pub port: u16,
+    /// Require an API key on loopback too (always required on other addresses).
+    pub require_auth: bool,
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Origins allowed by CORS (`*` for any); empty turns CORS off.
+    pub cors_origins: Vec<String>,
+}
+
+impl ApiSection {
+    /// Whether requests must carry an API key: always when listening beyond loopback.
+    pub fn auth_required(&self) -> bool {
+        let loopback = self.host == "localhost"
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        self.require_auth || !loopback
+    }
 }
 
 /// `[logging]`
@@ -135,19 +156,38 @@ pub struct DeploymentConfig {
     /// Threads per call; 0 lets the plugin choose.
     #[serde(default)]
     pub threads: u32,
-    /// Worker threads calling the model at once.
-    #[serde(default = "one")]
+    /// Other names clients may use for this model (e.g. `gpt-4o-mini`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Worker threads calling the model at once; 0 = automatic (the plugin's `slots` option
+    /// or 4 for text-generation models, so concurrent requests share its batches; 1 else).
+    #[serde(default)]
     pub workers: u32,
     /// Requests that may wait for a worker; beyond it callers are told the model is busy.
     #[serde(default = "default_queue")]
     pub queue_size: u32,
+    /// Dynamic batching: embedding inputs that arrive together run as one batch of at most
+    /// this many texts.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: u32,
+    /// Embedding pipelines: `mean` or `cls`; by default read from `1_Pooling/config.json`
+    /// next to the tokenizer, else `mean`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<String>,
+    /// Embedding pipelines: L2-normalise the vectors.
+    #[serde(default = "yes")]
+    pub normalize: bool,
     /// Plugin-specific load options, e.g. `{ input_shapes = { x = [-1, 3, 48, 192] } }`.
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
     pub options: toml::Table,
 }
 
-fn one() -> u32 {
-    1
+fn yes() -> bool {
+    true
+}
+
+fn default_max_batch() -> u32 {
+    32
 }
 
 fn default_queue() -> u32 {
@@ -242,6 +282,9 @@ impl Default for ApiSection {
             enabled: true,
             host: "127.0.0.1".to_string(),
             port: 8000,
+            require_auth: false,
+            max_body_bytes: 8 << 20,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -351,6 +394,12 @@ impl Config {
                 ),
             ));
         }
+        if self.api.max_body_bytes < 1024 {
+            return Err(self.key_error(
+                "api.max_body_bytes",
+                format!("must be at least 1024, got {}", self.api.max_body_bytes),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             return Err(self.key_error(
                 "logging.level",
@@ -381,11 +430,33 @@ impl Config {
                     "must be at least 1, got 0".into(),
                 ));
             }
-            if d.workers == 0 || d.workers > 256 {
+            if d.workers > 256 {
                 return Err(self.key_error(
                     &format!("deployments[{i}].workers"),
-                    format!("must be between 1 and 256, got {}", d.workers),
+                    format!("must be between 0 (automatic) and 256, got {}", d.workers),
                 ));
+            }
+            if !(1..=4096).contains(&d.max_batch) {
+                return Err(self.key_error(
+                    &format!("deployments[{i}].max_batch"),
+                    format!("must be between 1 and 4096, got {}", d.max_batch),
+                ));
+            }
+            if let Some(p) = &d.pooling {
+                if !matches!(p.as_str(), "mean" | "cls") {
+                    return Err(self.key_error(
+                        &format!("deployments[{i}].pooling"),
+                        format!("must be `mean` or `cls`, got `{p}`"),
+                    ));
+                }
+            }
+            for alias in &d.aliases {
+                if !names.insert(alias.as_str()) {
+                    return Err(self.key_error(
+                        &format!("deployments[{i}].aliases"),
+                        format!("`{alias}` is used twice"),
+                    ));
+                }
             }
         }
         Ok(())

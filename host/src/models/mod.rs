@@ -1,8 +1,9 @@
 //! Loaded models and the data around them: the per-model worker threads (`worker`), JSON
 //! tensors for the CLI and HTTP (`tensor_json`), and the scan of model directories (`scan`).
 
+pub mod embedding;
 pub mod scan;
 pub mod tensor_json;
 pub mod worker;
 
-pub use worker::{ModelWorker, WorkerError};
+pub use worker::{EmbedInput, Engine, ModelWorker, WorkerError};

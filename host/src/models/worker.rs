@@ -1,13 +1,21 @@
 //! One loaded model behind its own worker threads, fed by a bounded channel with one-shot
 //! replies (the backend actor of text-embeddings-inference). Plugin calls run only on these
 //! threads, never on the async runtime's, and each job carries its caller's tracing span.
+//!
+//! Embedding requests that are waiting together are run as one batch (dynamic batching): a
+//! worker that picks up an embedding job takes every other embedding job already queued, up
+//! to `max_batch` inputs, so batching adds no waiting time when the node is idle.
 
-use cyxwiz_sdk::{client::LoadedModel, Error as PluginError, ModelInfo, Tensor};
+use super::embedding::EmbeddingPipeline;
+use cyxwiz_sdk::{
+    client::LoadedModel, Capabilities, Embeddings, Error as PluginError, GenerateOutput,
+    GenerateRequest, ModelInfo, Tensor,
+};
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
     sync::Arc,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// Why a call to a model did not produce outputs.
 #[derive(Debug, thiserror::Error)]
@@ -20,20 +28,91 @@ pub enum WorkerError {
         /// Queue capacity.
         queue: usize,
     },
-    /// The workers are gone (node shutting down).
+    /// The workers are gone (node shutting down or model undeployed).
     #[error("model `{0}` is stopped")]
     Stopped(String),
+    /// The model cannot do what was asked.
+    #[error("model `{model}` does not support {what}")]
+    Unsupported {
+        /// Model name.
+        model: String,
+        /// What was asked.
+        what: &'static str,
+    },
     /// The plugin returned an error.
     #[error(transparent)]
     Model(#[from] PluginError),
 }
 
-type Reply = oneshot::Sender<Result<Vec<Tensor>, PluginError>>;
+/// Input of an embedding request.
+#[derive(Debug, Clone)]
+pub enum EmbedInput {
+    /// Texts, tokenized by the model.
+    Texts(Vec<String>),
+    /// Token ids, already tokenized.
+    Tokens(Vec<Vec<u32>>),
+}
+
+impl EmbedInput {
+    fn len(&self) -> usize {
+        match self {
+            EmbedInput::Texts(t) => t.len(),
+            EmbedInput::Tokens(t) => t.len(),
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, PluginError>>;
+
+enum Work {
+    Infer {
+        inputs: Vec<Tensor>,
+        reply: Reply<Vec<Tensor>>,
+    },
+    Generate {
+        request: GenerateRequest,
+        tokens: mpsc::UnboundedSender<String>,
+        reply: Reply<GenerateOutput>,
+    },
+    Embed {
+        input: EmbedInput,
+        reply: Reply<Embeddings>,
+    },
+}
 
 struct Job {
-    inputs: Vec<Tensor>,
+    work: Work,
     span: tracing::Span,
-    reply: Reply,
+}
+
+/// What a worker thread calls: a plugin model, or the host's embedding pipeline around one.
+pub enum Engine {
+    /// A model used as the plugin serves it.
+    Plain(LoadedModel),
+    /// A tensor model wrapped in tokenizer and pooling.
+    Embedding(Box<EmbeddingPipeline>),
+}
+
+impl Engine {
+    fn model(&self) -> &LoadedModel {
+        match self {
+            Engine::Plain(m) => m,
+            Engine::Embedding(p) => p.model(),
+        }
+    }
+}
+
+/// What a served model can be asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Abilities {
+    /// Tensor inference (`/v1/predict`).
+    pub infer: bool,
+    /// Text generation (chat and completions).
+    pub generate: bool,
+    /// Embeddings.
+    pub embed: bool,
+    /// Token-array embedding inputs.
+    pub embed_tokens: bool,
 }
 
 /// A model served by worker threads.
@@ -41,6 +120,7 @@ pub struct ModelWorker {
     name: String,
     plugin: String,
     info: ModelInfo,
+    abilities: Abilities,
     queue: usize,
     tx: crossbeam_channel::Sender<Job>,
 }
@@ -54,44 +134,189 @@ impl std::fmt::Debug for ModelWorker {
     }
 }
 
-fn run_job(model: &LoadedModel, job: Job) {
+/// Runs `f` and turns a panic in host code into an error (plugin panics are already caught
+/// at the ABI boundary).
+fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(PluginError::runtime("internal error in the model worker")))
+}
+
+fn run_one(engine: &Engine, job: Job) {
     let _entered = job.span.enter();
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        let views: Vec<_> = job.inputs.iter().map(Tensor::view).collect();
-        model.infer(&views)
-    }))
-    .unwrap_or_else(|_| Err(PluginError::runtime("internal error in the model worker")));
-    // The caller may have gone away; its reply is then dropped.
-    let _ = job.reply.send(result);
+    match job.work {
+        Work::Infer { inputs, reply } => {
+            let result = guarded(|| {
+                let views: Vec<_> = inputs.iter().map(Tensor::view).collect();
+                engine.model().infer(&views)
+            });
+            let _ = reply.send(result);
+        }
+        Work::Generate {
+            request,
+            tokens,
+            reply,
+        } => {
+            let result = guarded(|| {
+                let mut sink = |text: &str| tokens.send(text.to_string()).is_ok();
+                engine.model().generate(&request, &mut sink)
+            });
+            let _ = reply.send(result);
+        }
+        Work::Embed { input, reply } => {
+            let result = guarded(|| match (engine, input) {
+                (Engine::Embedding(p), EmbedInput::Texts(texts)) => {
+                    p.embed_ids(&p.tokenize(&texts)?)
+                }
+                (Engine::Embedding(p), EmbedInput::Tokens(ids)) => p.embed_ids(&ids),
+                (Engine::Plain(m), EmbedInput::Texts(texts)) => {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    m.embed(&refs)
+                }
+                (Engine::Plain(_), EmbedInput::Tokens(_)) => Err(PluginError::unsupported(
+                    "token-array input is not supported by this model; send text",
+                )),
+            });
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Runs several embedding jobs of a pipeline as one batch and splits the result.
+fn run_embed_batch(pipeline: &EmbeddingPipeline, jobs: Vec<(EmbedInput, Reply<Embeddings>)>) {
+    // Tokenize per job so one job's bad input fails only that job.
+    let mut ready: Vec<(Vec<Vec<u32>>, Reply<Embeddings>)> = Vec::new();
+    for (input, reply) in jobs {
+        let ids = match input {
+            EmbedInput::Texts(texts) => guarded(|| pipeline.tokenize(&texts)),
+            EmbedInput::Tokens(ids) => Ok(ids),
+        };
+        let too_long = ids.as_ref().ok().and_then(|ids| {
+            ids.iter().enumerate().find_map(|(i, t)| {
+                (t.len() > pipeline.max_tokens()).then(|| {
+                    PluginError::invalid_input(format!(
+                        "input {i} has {} tokens; this model accepts at most {}",
+                        t.len(),
+                        pipeline.max_tokens()
+                    ))
+                })
+            })
+        });
+        match (ids, too_long) {
+            (Ok(ids), None) => ready.push((ids, reply)),
+            (Ok(_), Some(e)) | (Err(e), _) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+    if ready.is_empty() {
+        return;
+    }
+    let all: Vec<Vec<u32>> = ready.iter().flat_map(|(ids, _)| ids.clone()).collect();
+    match guarded(|| pipeline.embed_ids(&all)) {
+        Ok(out) => {
+            let mut row = 0;
+            for (ids, reply) in ready {
+                let n = ids.len();
+                let data = out.data[row * out.dim..(row + n) * out.dim].to_vec();
+                let tokens = ids.iter().map(|t| t.len() as u32).sum();
+                row += n;
+                let _ = reply.send(Ok(Embeddings {
+                    dim: out.dim,
+                    data,
+                    prompt_tokens: tokens,
+                }));
+            }
+        }
+        Err(e) => {
+            for (_, reply) in ready {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+fn worker_loop(engine: &Engine, rx: &crossbeam_channel::Receiver<Job>, max_batch: usize) {
+    while let Ok(job) = rx.recv() {
+        let Engine::Embedding(pipeline) = engine else {
+            run_one(engine, job);
+            continue;
+        };
+        let Work::Embed { .. } = job.work else {
+            run_one(engine, job);
+            continue;
+        };
+        // Gather the embedding jobs already waiting, up to `max_batch` inputs.
+        let span = job.span.clone();
+        let mut batch = Vec::new();
+        let mut others = Vec::new();
+        let mut inputs = 0;
+        let mut next = Some(job);
+        while let Some(job) = next.take() {
+            match job.work {
+                Work::Embed { input, reply } => {
+                    inputs += input.len();
+                    batch.push((input, reply));
+                }
+                work => others.push(Job {
+                    work,
+                    span: job.span,
+                }),
+            }
+            if inputs < max_batch {
+                next = rx.try_recv().ok();
+            }
+        }
+        {
+            let _entered = span.enter();
+            tracing::debug!(jobs = batch.len(), inputs, "embedding batch");
+            run_embed_batch(pipeline, batch);
+        }
+        for job in others {
+            run_one(engine, job);
+        }
+    }
 }
 
 impl ModelWorker {
-    /// Starts `workers` threads serving `model`, with room for `queue` waiting requests.
+    /// Starts `workers` threads serving `engine`, with room for `queue` waiting requests.
     pub fn spawn(
         name: &str,
         plugin: &str,
-        model: LoadedModel,
+        engine: Engine,
         workers: usize,
         queue: usize,
+        max_batch: usize,
     ) -> std::io::Result<Self> {
-        let info = model.info().clone();
-        let model = Arc::new(model);
+        let info = engine.model().info().clone();
+        let caps = info.capabilities;
+        let abilities = match &engine {
+            Engine::Embedding(_) => Abilities {
+                infer: true,
+                generate: false,
+                embed: true,
+                embed_tokens: true,
+            },
+            Engine::Plain(_) => Abilities {
+                infer: caps.contains(Capabilities::TENSOR_INFERENCE),
+                generate: caps.contains(Capabilities::TEXT_GENERATION),
+                embed: caps.contains(Capabilities::EMBEDDINGS),
+                embed_tokens: false,
+            },
+        };
+        let engine = Arc::new(engine);
         let (tx, rx) = crossbeam_channel::bounded::<Job>(queue.max(1));
         for i in 0..workers.max(1) {
             let rx = rx.clone();
-            let model = model.clone();
+            let engine = engine.clone();
             std::thread::Builder::new()
                 .name(format!("model-{name}-{i}"))
-                .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        run_job(&model, job);
-                    }
-                })?;
+                .spawn(move || worker_loop(&engine, &rx, max_batch.max(1)))?;
         }
         Ok(Self {
             name: name.to_string(),
             plugin: plugin.to_string(),
             info,
+            abilities,
             queue: queue.max(1),
             tx,
         })
@@ -112,15 +337,20 @@ impl ModelWorker {
         &self.info
     }
 
-    fn submit(
-        &self,
-        inputs: Vec<Tensor>,
-    ) -> Result<oneshot::Receiver<Result<Vec<Tensor>, PluginError>>, WorkerError> {
-        let (reply, rx) = oneshot::channel();
+    /// What the model can be asked for.
+    pub fn abilities(&self) -> Abilities {
+        self.abilities
+    }
+
+    /// Requests waiting for a worker.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.len()
+    }
+
+    fn submit(&self, work: Work) -> Result<(), WorkerError> {
         let job = Job {
-            inputs,
+            work,
             span: tracing::Span::current(),
-            reply,
         };
         self.tx.try_send(job).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => WorkerError::Overloaded {
@@ -130,23 +360,84 @@ impl ModelWorker {
             crossbeam_channel::TrySendError::Disconnected(_) => {
                 WorkerError::Stopped(self.name.clone())
             }
-        })?;
-        Ok(rx)
+        })
     }
 
-    /// Runs inference on a worker thread and awaits the result.
-    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, WorkerError> {
-        let rx = self.submit(inputs)?;
+    fn require(&self, ok: bool, what: &'static str) -> Result<(), WorkerError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(WorkerError::Unsupported {
+                model: self.name.clone(),
+                what,
+            })
+        }
+    }
+
+    async fn wait<T>(
+        &self,
+        rx: oneshot::Receiver<Result<T, PluginError>>,
+    ) -> Result<T, WorkerError> {
         Ok(rx
             .await
             .map_err(|_| WorkerError::Stopped(self.name.clone()))??)
     }
 
+    /// Runs inference on a worker thread and awaits the result.
+    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, WorkerError> {
+        self.require(self.abilities.infer, "tensor inference")?;
+        let (reply, rx) = oneshot::channel();
+        self.submit(Work::Infer { inputs, reply })?;
+        self.wait(rx).await
+    }
+
     /// Runs inference on a worker thread and blocks until it is done (outside async code).
     pub fn infer_blocking(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, WorkerError> {
-        let rx = self.submit(inputs)?;
+        self.require(self.abilities.infer, "tensor inference")?;
+        let (reply, rx) = oneshot::channel();
+        self.submit(Work::Infer { inputs, reply })?;
         Ok(rx
             .blocking_recv()
             .map_err(|_| WorkerError::Stopped(self.name.clone()))??)
+    }
+
+    /// Starts a generation: text pieces arrive on the returned channel as they are made, and
+    /// the one-shot answers with how it ended. Dropping the piece receiver cancels it.
+    #[allow(clippy::type_complexity)]
+    pub fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<
+        (
+            mpsc::UnboundedReceiver<String>,
+            oneshot::Receiver<Result<GenerateOutput, PluginError>>,
+        ),
+        WorkerError,
+    > {
+        self.require(self.abilities.generate, "text generation")?;
+        let (tokens, pieces) = mpsc::unbounded_channel();
+        let (reply, done) = oneshot::channel();
+        self.submit(Work::Generate {
+            request,
+            tokens,
+            reply,
+        })?;
+        Ok((pieces, done))
+    }
+
+    /// Embeds texts or token arrays on a worker thread.
+    pub async fn embed(&self, input: EmbedInput) -> Result<Embeddings, WorkerError> {
+        self.require(self.abilities.embed, "embeddings")?;
+        if matches!(input, EmbedInput::Tokens(_)) {
+            self.require(self.abilities.embed_tokens, "token-array embedding input")?;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.submit(Work::Embed { input, reply })?;
+        self.wait(rx).await
+    }
+
+    /// Maps a finished generation's receiver error.
+    pub fn stopped(&self) -> WorkerError {
+        WorkerError::Stopped(self.name.clone())
     }
 }

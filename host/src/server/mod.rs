@@ -1,16 +1,33 @@
-//! The node's HTTP face for this wave: `GET /health`, plus OpenAI-shaped JSON errors for
-//! everything else. Servers take an already-bound listener so tests bind port 0.
+//! The node's HTTP face: `/health`, `/metrics`, the OpenAI-compatible `/v1` routes (behind
+//! [`auth`]), OpenAI-shaped errors for unknown routes and methods, the body-size limit, CORS,
+//! and request metrics. [`control`] is the operator's local socket. Servers take an
+//! already-bound listener so tests bind port 0.
 
-use crate::deployments::{DeploymentView, Deployments};
+pub mod auth;
+pub mod control;
+
+use crate::{
+    config::ApiSection,
+    deployments::{DeploymentView, Deployments, Status},
+    metrics::Metrics,
+    openai::{self, error::BodyLimit, ApiError},
+    plugins::Registry,
+    store::Store,
+};
 use axum::{
-    extract::State,
-    http::StatusCode,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{header, HeaderValue, Method, StatusCode},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
-    Json, Router,
+    Extension, Json, Router,
 };
 use serde_json::json;
-use std::{future::Future, sync::Arc};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// What the HTTP handlers share.
 #[derive(Debug)]
@@ -21,6 +38,16 @@ pub struct AppState {
     pub node_id: String,
     /// Deployments and their status.
     pub deployments: Arc<Deployments>,
+    /// The plugin registry deployments load through.
+    pub registry: Arc<Registry>,
+    /// The database (keys, audit log).
+    pub store: Mutex<Store>,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// Per-key rate windows.
+    pub limiter: auth::RateLimiter,
+    /// Whether `/v1` requests need a key.
+    pub auth_required: bool,
     /// Plugins loaded.
     pub plugins_loaded: usize,
     /// Plugin libraries skipped.
@@ -29,22 +56,20 @@ pub struct AppState {
     pub started: std::time::Instant,
 }
 
-/// An OpenAI-shaped error response.
-pub fn error_response(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"message": message, "type": kind, "param": null, "code": null}})),
-    )
-        .into_response()
+impl AppState {
+    /// Appends an audit event; a failure is logged, never fatal.
+    pub fn audit(&self, kind: &str, subject: &str, detail: &str) {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = store.audit(kind, subject, detail) {
+            tracing::warn!(error = %e, kind, "cannot write the audit log");
+        }
+    }
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let models: Vec<DeploymentView> = state.deployments.snapshot();
     let loading = state.deployments.loading();
-    let failed = models
-        .iter()
-        .filter(|m| m.status == crate::deployments::Status::Failed)
-        .count();
+    let failed = models.iter().filter(|m| m.status == Status::Failed).count();
     let status = if loading {
         "loading"
     } else if failed > 0 {
@@ -68,16 +93,93 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "not_found_error", "no such route")
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let snapshot = state.deployments.snapshot();
+    let text = state.metrics.render(&snapshot, |name| {
+        state.deployments.get(name).map_or(0, |w| w.queue_depth())
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    ApiError::no_route(method.as_str(), uri.path()).into_response()
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    let mut e = ApiError::invalid(format!("method {method} is not allowed on {}", uri.path()));
+    e.status = StatusCode::METHOD_NOT_ALLOWED;
+    e.into_response()
+}
+
+/// Counts every request by matched route and status.
+async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([
+                header::RETRY_AFTER,
+                header::HeaderName::from_static("x-ratelimit-limit-requests"),
+                header::HeaderName::from_static("x-ratelimit-remaining-requests"),
+                header::HeaderName::from_static("x-ratelimit-reset-requests"),
+            ]),
+    )
 }
 
 /// The router.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+pub fn router(state: Arc<AppState>, api: &ApiSection) -> Router {
+    let v1 = openai::routes().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_key,
+    ));
+    let router = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(v1)
         .fallback(not_found)
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(api.max_body_bytes))
+        .layer(Extension(BodyLimit(api.max_body_bytes)))
+        .with_state(state);
+    match cors(&api.cors_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes.
@@ -85,8 +187,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     state: Arc<AppState>,
+    api: &ApiSection,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state, api))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -96,11 +199,16 @@ mod tests {
     use super::*;
     use crate::config::{Config, DeploymentConfig};
 
-    fn state(deployments: Deployments) -> Arc<AppState> {
+    fn state(deployments: Deployments, dir: &std::path::Path) -> Arc<AppState> {
         Arc::new(AppState {
             node_name: "n".into(),
             node_id: "id".into(),
             deployments: Arc::new(deployments),
+            registry: Arc::new(Registry::discover(&[], Default::default())),
+            store: Mutex::new(Store::open(&dir.join("node.db")).unwrap()),
+            metrics: Arc::default(),
+            limiter: auth::RateLimiter::default(),
+            auth_required: false,
             plugins_loaded: 0,
             plugins_failed: 0,
             started: std::time::Instant::now(),
@@ -116,23 +224,28 @@ mod tests {
 
     #[tokio::test]
     async fn health_is_503_while_models_load_and_200_when_none_are_pending() {
+        let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.deployments.push(DeploymentConfig {
             name: "m".into(),
             path: "m.onnx".into(),
             plugin: None,
+            aliases: Vec::new(),
             threads: 0,
             workers: 1,
             queue_size: 1,
+            max_batch: 1,
+            pooling: None,
+            normalize: true,
             options: Default::default(),
         });
-        let response = health(State(state(Deployments::from_config(&config)))).await;
+        let response = health(State(state(Deployments::from_config(&config), dir.path()))).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let json = body(response).await;
         assert_eq!(json["status"], "loading");
         assert_eq!(json["models"][0]["status"], "pending");
 
-        let response = health(State(state(Deployments::default()))).await;
+        let response = health(State(state(Deployments::default(), dir.path()))).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(body(response).await["status"], "ok");
     }

@@ -18,6 +18,20 @@ const MIGRATIONS: &[&str] = &[
         detail  TEXT NOT NULL
     );
     CREATE INDEX audit_log_kind ON audit_log (kind, at);",
+    // 2: API keys, stored as SHA-256 hashes; names are unique among keys not revoked.
+    "CREATE TABLE api_keys (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        name          TEXT NOT NULL,
+        prefix        TEXT NOT NULL,
+        hash          TEXT NOT NULL UNIQUE,
+        models        TEXT NOT NULL DEFAULT '',
+        rpm           INTEGER NOT NULL DEFAULT 0,
+        created_at    TEXT NOT NULL,
+        last_used_at  TEXT,
+        request_count INTEGER NOT NULL DEFAULT 0,
+        revoked_at    TEXT
+    );
+    CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;",
 ];
 
 /// The schema version this build writes.

@@ -5,6 +5,7 @@
 //! `PRAGMA user_version` records how far a database has come. A database from a newer node
 //! is refused rather than misread.
 
+pub mod keys;
 mod migrations;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -64,7 +65,7 @@ impl Store {
         Ok(Self { conn, path: shown })
     }
 
-    fn wrap(&self, source: rusqlite::Error) -> StoreError {
+    pub(crate) fn wrap(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
             source,

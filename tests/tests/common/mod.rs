@@ -219,3 +219,14 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Config lines that make ONNX models load through ONNX Runtime (the library fetched by
+/// `scripts/fetch-models.py`), falling back to tract.
+pub fn prefer_onnx_runtime() -> String {
+    format!(
+        "[plugins.preference]\nonnx = [\"onnx-ort\", \"onnx-tract\"]\n\n[runtimes.onnx-ort]\nlibrary = \"{}\"\n",
+        models_dir()
+            .join("runtimes/onnxruntime/libonnxruntime.so.1.31.1")
+            .display()
+    )
+}

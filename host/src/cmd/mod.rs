@@ -1,0 +1,6 @@
+//! Subcommands of the binary that talk to the store or to the running daemon: `keys`
+//! (API keys in the database) and `deploy` / `undeploy` / `deployments` (the daemon's
+//! control socket).
+
+pub mod deploy;
+pub mod keys;

@@ -1,0 +1,56 @@
+//! The OpenAI-compatible API, one module per endpoint family: `models`, `chat`,
+//! `completions`, `embeddings`, and `predict` (tensors, for non-text models). `error` is the
+//! one place errors become HTTP; `generation` and `sse` are shared by chat and completions.
+
+pub mod chat;
+pub mod completions;
+pub mod embeddings;
+pub mod error;
+pub mod generation;
+pub mod models;
+pub mod predict;
+pub mod sse;
+
+use crate::{
+    deployments::Lookup,
+    models::ModelWorker,
+    server::{auth::Caller, AppState},
+};
+use axum::{
+    routing::{get, post},
+    Router,
+};
+pub use error::{ApiError, ApiJson};
+use std::sync::Arc;
+
+/// The state every handler gets.
+pub type Ctx = Arc<AppState>;
+
+impl AppState {
+    /// The serving worker of `name` (a deployment name or alias), if the caller may use it.
+    pub fn model(&self, caller: &Caller, name: &str) -> Result<Arc<ModelWorker>, ApiError> {
+        match self.deployments.lookup(name) {
+            Lookup::Ready(worker) => {
+                if caller.may_use(worker.name()) || caller.may_use(name) {
+                    Ok(worker)
+                } else {
+                    Err(ApiError::forbidden(format!(
+                        "this API key may not use model `{name}`"
+                    )))
+                }
+            }
+            other => Err(ApiError::from_lookup(other, name)),
+        }
+    }
+}
+
+/// The `/v1` routes.
+pub fn routes() -> Router<Ctx> {
+    Router::new()
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}", get(models::get))
+        .route("/v1/chat/completions", post(chat::create))
+        .route("/v1/completions", post(completions::create))
+        .route("/v1/embeddings", post(embeddings::create))
+        .route("/v1/predict", post(predict::create))
+}

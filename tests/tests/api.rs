@@ -1,0 +1,211 @@
+//! The HTTP API and the operator commands around it, on the real binary: revoking a key
+//! takes effect on the running node, models are deployed and undeployed at run time through
+//! the control socket, a client that drops a stream cancels its generation, and the audit
+//! log records it all.
+
+mod common;
+
+use common::{models_dir, stderr, stdout, Node, Running};
+use cyxwiz_node::store::Store;
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+/// POSTs JSON with an optional bearer key; returns status and body.
+fn post(running: &Running, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(&running.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn metric(running: &Running, line_prefix: &str) -> f64 {
+    let (_, text) = running.get("/metrics");
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn keys_deployments_and_cancellation_on_a_running_node() {
+    let node = Node::new();
+    let models = models_dir();
+    node.write_config(&format!(
+        r#"
+[api]
+require_auth = true
+
+{ort}
+[[deployments]]
+name = "chat"
+path = "{gguf}"
+threads = 2
+options = {{ slots = 2, context_length = 4096 }}
+"#,
+        gguf = models
+            .join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+            .display(),
+        ort = common::prefer_onnx_runtime(),
+    ));
+    let out = node.cli(&["keys", "create", "--name", "ops"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = stdout(&out).trim().to_string();
+    let running = node.start(&[]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while running.get("/health").0 != 200 {
+        assert!(Instant::now() < deadline, "chat never loaded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // No key: 401; the key: 200.
+    let body = r#"{"model":"chat","messages":[{"role":"user","content":"Hi"}],"max_tokens":4}"#;
+    let (status, text) = post(&running, "/v1/chat/completions", None, body);
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = post(&running, "/v1/chat/completions", Some(&key), body);
+    assert_eq!(status, 200, "{text}");
+
+    // A dropped stream cancels its generation: far fewer tokens than asked are generated.
+    let before = metric(
+        &running,
+        "cyxwiz_node_generated_tokens_total{model=\"chat\"}",
+    );
+    {
+        let body = r#"{"model":"chat","stream":true,"temperature":0,"max_tokens":3000,"messages":[{"role":"user","content":"Count from 1 to 10000, one number per line."}]}"#;
+        let mut stream = TcpStream::connect(&running.addr).unwrap();
+        write!(
+            stream,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while seen.windows(5).filter(|w| w == b"data:").count() < 5 {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "stream ended early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&seen);
+        assert!(head.contains("text/event-stream"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("x-accel-buffering: no"),
+            "{head}"
+        );
+    } // dropped: the connection closes
+    std::thread::sleep(Duration::from_secs(3));
+    let after = metric(
+        &running,
+        "cyxwiz_node_generated_tokens_total{model=\"chat\"}",
+    );
+    assert!(
+        after - before < 1000.0,
+        "generation went on after the client left: {before} -> {after} tokens"
+    );
+
+    // Run-time deploy through the control socket, served at once; undeploy stops it.
+    let minilm = models.join("minilm");
+    let out = node.cli(&[
+        "deploy",
+        minilm.to_str().unwrap(),
+        "--name",
+        "embed",
+        "--alias",
+        "text-embedding-3-small",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("deployed `embed` (embedding"),
+        "{}",
+        stdout(&out)
+    );
+    let emb = r#"{"model":"text-embedding-3-small","input":"hello"}"#;
+    let (status, text) = post(&running, "/v1/embeddings", Some(&key), emb);
+    assert_eq!(status, 200, "{text}");
+    let list = node.cli(&["deployments", "list"]);
+    let listing = stdout(&list);
+    assert!(
+        listing.contains("embed") && listing.contains("ready"),
+        "{listing}"
+    );
+    let dup = node.cli(&["deploy", minilm.to_str().unwrap(), "--name", "embed"]);
+    assert!(!dup.status.success());
+    assert_eq!(
+        stderr(&dup).trim(),
+        "error: a deployment named `embed` already exists"
+    );
+    let bad = node.cli(&[
+        "deploy",
+        node.data_dir().to_str().unwrap(),
+        "--name",
+        "junk",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("holds no model file"),
+        "{}",
+        stderr(&bad)
+    );
+    let out = node.cli(&["undeploy", "embed"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, text) = post(&running, "/v1/embeddings", Some(&key), emb);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("stopped"), "{text}");
+
+    // Revoking the key takes effect on the running node at once.
+    let out = node.cli(&["keys", "revoke", "ops"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, text) = post(&running, "/v1/chat/completions", Some(&key), body);
+    assert_eq!(status, 401, "{text}");
+
+    assert!(running.stop().success());
+    // Without a daemon the control commands fail in one line.
+    let out = node.cli(&["deployments", "list"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: cannot reach the running node") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    let store = Store::open(&node.data_dir().join("node.db")).unwrap();
+    let kinds: Vec<String> = store
+        .recent_audit(100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    for kind in [
+        "key_created",
+        "key_revoked",
+        "auth_failed",
+        "deployment_created",
+        "deployment_stopped",
+        "deployment_failed",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} not in {kinds:?}");
+    }
+}
