@@ -6,7 +6,7 @@ use crate::{
     config::Config,
     deployments::Deployments,
     plugins::{search_dirs, PluginState, Registry},
-    server::{self, auth, control, AppState},
+    server::{self, auth, control, tls, AppState},
     store::{Store, StoreError},
 };
 use std::{
@@ -166,13 +166,30 @@ pub async fn run(
         if auth_required {
             tracing::info!("API keys required on /v1");
         }
-        tracing::info!("listening on http://{bound}");
-        server::serve(listener, stopped(stop_rx.clone()), state, &config.api)
-            .await
-            .map_err(|source| DaemonError::Http {
-                addr: bound,
-                source,
+        let served = if config.api.tls.enabled {
+            let tls = tls::server_config(
+                &config.resolve(&config.api.tls.cert_path),
+                &config.resolve(&config.api.tls.key_path),
+            )
+            .map_err(|e| DaemonError::Http {
+                addr: bound.clone(),
+                source: std::io::Error::other(e.to_string()),
             })?;
+            let listener =
+                tls::TlsListener::new(listener, tls).map_err(|source| DaemonError::Http {
+                    addr: bound.clone(),
+                    source,
+                })?;
+            tracing::info!("listening on https://{bound}");
+            server::serve(listener, stopped(stop_rx.clone()), state, &config.api).await
+        } else {
+            tracing::info!("listening on http://{bound}");
+            server::serve(listener, stopped(stop_rx.clone()), state, &config.api).await
+        };
+        served.map_err(|source| DaemonError::Http {
+            addr: bound,
+            source,
+        })?;
     } else {
         tracing::info!("HTTP API disabled ([api] enabled = false)");
         stopped(stop_rx.clone()).await;

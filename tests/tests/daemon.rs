@@ -85,7 +85,11 @@ path = "model.panicky"
 
     let (status, body) = running.get_json("/no/such/route");
     assert_eq!(status, 404);
-    assert_eq!(body["error"]["type"], "not_found_error");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        body["error"]["message"],
+        "Unknown request URL: GET /no/such/route"
+    );
 
     let id_before = health["node"]["id"].as_str().unwrap().to_string();
     let log = running.drain_log();

@@ -5,28 +5,12 @@
 
 mod common;
 
-use common::{classifier, models_dir, stderr, stdout, Node};
+use common::{classifier, models_dir, stderr, stdout, venv_python, Node};
 use std::{
     path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
-
-/// The test venv's python (`CYXWIZ_VENV`, default `~/.cache/cyxwiz-venv`).
-pub fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("CYXWIZ_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/cyxwiz-venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "{} missing: run scripts/test (it creates the venv from tests/python/requirements.txt)",
-        python.display()
-    );
-    python
-}
 
 /// A config serving chat, embeddings and a tensor model.
 pub fn serving_config(require_auth: bool) -> String {
@@ -120,6 +104,25 @@ fn the_openai_python_sdk_passes_against_the_node() {
         "pytest failed:\n{}\n{}",
         stdout(&out),
         stderr(&out)
+    );
+
+    // The metrics the run produced pass promtool's checks.
+    let (status, metrics) = running.get("/metrics");
+    assert_eq!(status, 200);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/install-deps installs the `prometheus` package)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool: {}{}\n{metrics}",
+        stdout(&checked),
+        stderr(&checked)
     );
 
     // Key use is recorded, and auth failures are audited.

@@ -106,7 +106,9 @@ mod tests {
         assert_eq!(config.devices.gpu_ids, vec![0, 1]);
         assert_eq!(config.api.port, 8080);
         assert_eq!(config.api.host, "127.0.0.1", "unset keys keep defaults");
-        assert_eq!(config.deployments[0].workers, 1);
+        assert_eq!(config.deployments[0].workers, 0, "automatic");
+        assert_eq!(config.deployments[0].max_batch, 32);
+        assert!(config.deployments[0].normalize);
         assert!(matches!(config.source("api.port"), Source::File(_)));
         assert!(matches!(
             config.source("deployments[0].path"),

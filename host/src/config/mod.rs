@@ -98,6 +98,20 @@ pub struct ApiSection {
     pub max_body_bytes: usize,
     /// Origins allowed by CORS (`*` for any); empty turns CORS off.
     pub cors_origins: Vec<String>,
+    /// `[api.tls]`
+    pub tls: TlsSection,
+}
+
+/// `[api.tls]`: HTTPS with rustls.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Serve HTTPS instead of HTTP.
+    pub enabled: bool,
+    /// PEM certificate chain.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
 }
 
 impl ApiSection {
@@ -285,6 +299,7 @@ impl Default for ApiSection {
             require_auth: false,
             max_body_bytes: 8 << 20,
             cors_origins: Vec::new(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -393,6 +408,19 @@ impl Config {
                     self.api.host
                 ),
             ));
+        }
+        if self.api.tls.enabled {
+            for (key, path) in [
+                ("api.tls.cert_path", &self.api.tls.cert_path),
+                ("api.tls.key_path", &self.api.tls.key_path),
+            ] {
+                if path.as_os_str().is_empty() {
+                    return Err(self.key_error(
+                        key,
+                        "must name a PEM file when api.tls.enabled = true".into(),
+                    ));
+                }
+            }
         }
         if self.api.max_body_bytes < 1024 {
             return Err(self.key_error(

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod control;
+pub mod tls;
 
 use crate::{
     config::ApiSection,
@@ -182,13 +183,17 @@ pub fn router(state: Arc<AppState>, api: &ApiSection) -> Router {
     }
 }
 
-/// Serves HTTP on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Serves HTTP on `listener` (plain TCP or [`tls::TlsListener`]) until `shutdown` completes.
+pub async fn serve<L>(
+    listener: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
     state: Arc<AppState>,
     api: &ApiSection,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(state, api))
         .with_graceful_shutdown(shutdown)
         .await

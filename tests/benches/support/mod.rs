@@ -1,4 +1,5 @@
 //! Helpers shared by the bench binaries: where the built plugins are, and a median timer.
+#![allow(dead_code)] // each bench binary uses a different subset
 
 use std::{
     path::PathBuf,

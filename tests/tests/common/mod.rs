@@ -122,7 +122,11 @@ impl Node {
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
-                    if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let addr = line
+                        .split("listening on http://")
+                        .nth(1)
+                        .or_else(|| line.split("listening on https://").nth(1));
+                    if let Some(addr) = addr {
                         let addr = addr.trim().to_string();
                         log.push(line);
                         return Running {
@@ -229,4 +233,20 @@ pub fn prefer_onnx_runtime() -> String {
             .join("runtimes/onnxruntime/libonnxruntime.so.1.31.1")
             .display()
     )
+}
+
+/// The test venv's python (`CYXWIZ_VENV`, default `~/.cache/cyxwiz-venv`).
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("CYXWIZ_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/cyxwiz-venv")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: run scripts/test (it creates the venv from tests/python/requirements.txt)",
+        python.display()
+    );
+    python
 }

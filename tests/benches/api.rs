@@ -1,0 +1,206 @@
+//! The HTTP API's cost and the embedding pipeline's throughput, measured in one run:
+//! - `/v1/embeddings` with 16 concurrent clients (one sentence each) on the node, with
+//!   dynamic batching (`max_batch = 32`) and without (`max_batch = 1`), next to a Python
+//!   `onnxruntime` loop on the same int8 MiniLM (one sentence per call, and 16 per call);
+//! - chat tokens/s through `/v1/chat/completions` next to the gguf-llama plugin called
+//!   directly in this process, same model, threads, prompt and greedy sampling.
+//!
+//! Needs the venv of `scripts/python-env` (`CYXWIZ_BENCH_PYTHON` overrides its python).
+//! Run after `cargo build --workspace`:
+//! `cargo bench -p cyxwiz-e2e --bench api --profile dev` (dependencies are optimised in every
+//! profile; ONNX Runtime and llama.cpp are native code).
+
+mod support;
+
+use cyxwiz_sdk::{
+    client::PluginLibrary, serde_json, testkit, ChatMessage, GenerateRequest, LoadOptions,
+    SamplingParams,
+};
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+use support::target_dir;
+
+const THREADS: u32 = 2;
+const MAX_TOKENS: u32 = 128;
+const PROMPT: &str = "Write a short story about a robot who learns to paint.";
+
+fn python() -> PathBuf {
+    std::env::var_os("CYXWIZ_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/cyxwiz-venv/bin/python")
+        })
+}
+
+fn post(addr: &str, path: &str, body: &str) -> serde_json::Value {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let body = text.split("\r\n\r\n").nth(1).expect("body");
+    serde_json::from_str(body).expect("json")
+}
+
+fn main() {
+    let models = testkit::models_dir();
+    let gguf = models.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let data = tempfile::tempdir().expect("tempdir");
+    let config = data.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[plugins.preference]
+onnx = ["onnx-ort"]
+[runtimes.onnx-ort]
+library = "{ort}"
+[[deployments]]
+name = "chat"
+path = "{gguf}"
+threads = {THREADS}
+options = {{ slots = 1 }}
+[[deployments]]
+name = "embed"
+path = "{minilm}"
+threads = {THREADS}
+max_batch = 32
+[[deployments]]
+name = "embed-unbatched"
+path = "{minilm}"
+threads = {THREADS}
+max_batch = 1
+"#,
+            ort = models
+                .join("runtimes/onnxruntime/libonnxruntime.so.1.31.1")
+                .display(),
+            gguf = gguf.display(),
+            minilm = models.join("minilm").display(),
+        ),
+    )
+    .expect("config");
+    let mut node = Command::new(target_dir().join("cyxwiz-node"))
+        .args(["run", "--api-port", "0", "--config"])
+        .arg(&config)
+        .env("CYXWIZ_DATA_DIR", data.path())
+        .env("CYXWIZ_LOG_LEVEL", "warn,cyxwiz_node::daemon=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let mut lines = BufReader::new(node.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines.next().expect("node log").expect("line");
+        if let Some(a) = line.split("listening on http://").nth(1) {
+            break a.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("w");
+        let mut t = String::new();
+        s.read_to_string(&mut t).expect("r");
+        if t.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "models never loaded: {t}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    println!("## /v1/embeddings, all-MiniLM-L6-v2 int8, {THREADS} threads, 400 sentences");
+    let out = Command::new(python())
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_embeddings.py"))
+        .arg(format!("http://{addr}"))
+        .arg(&models)
+        .args(["embed", "embed-unbatched"])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rates: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let reference = rates["python onnxruntime, 1 per call"]
+        .as_f64()
+        .expect("rate");
+    println!("| path | embeddings/s | vs Python ORT 1/call |");
+    println!("|---|---:|---:|");
+    for (name, rate) in rates.as_object().expect("object") {
+        let rate = rate.as_f64().expect("rate");
+        println!("| {name} | {rate:.0} | {:.2}x |", rate / reference);
+    }
+
+    println!(
+        "\n## chat tokens/s, SmolLM2-135M Q4_1, {THREADS} threads, {MAX_TOKENS} tokens, greedy"
+    );
+    let lib = PluginLibrary::open(&target_dir().join("libcyxwiz_plugin_gguf_llama.so"))
+        .expect("gguf plugin");
+    let model = lib
+        .load(
+            &gguf,
+            &LoadOptions {
+                threads: THREADS,
+                options: serde_json::json!({"slots": 1}),
+                ..LoadOptions::default()
+            },
+        )
+        .expect("load");
+    let request = GenerateRequest {
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: PROMPT.into(),
+        }],
+        prompt: String::new(),
+        params: SamplingParams {
+            max_tokens: MAX_TOKENS,
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+    };
+    let body = serde_json::json!({
+        "model": "chat", "temperature": 0, "max_tokens": MAX_TOKENS,
+        "messages": [{"role": "user", "content": PROMPT}],
+    })
+    .to_string();
+    let mut direct = Vec::new();
+    let mut api = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let out = model
+            .generate(&request, &mut |_: &str| true)
+            .expect("generate");
+        direct.push(f64::from(out.completion_tokens) / start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let answer = post(&addr, "/v1/chat/completions", &body);
+        let tokens = answer["usage"]["completion_tokens"]
+            .as_f64()
+            .expect("usage");
+        api.push(tokens / start.elapsed().as_secs_f64());
+    }
+    direct.sort_by(f64::total_cmp);
+    api.sort_by(f64::total_cmp);
+    let (d, a) = (direct[2], api[2]);
+    println!("| path | tokens/s (median of 5) | vs direct |");
+    println!("|---|---:|---:|");
+    println!("| plugin called directly | {d:.1} | 1.00x |");
+    println!("| node /v1/chat/completions | {a:.1} | {:.2}x |", a / d);
+    let _ = node.kill();
+    let _ = node.wait();
+}
