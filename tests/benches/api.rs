@@ -26,6 +26,8 @@ use std::{
 use support::target_dir;
 
 const THREADS: u32 = 2;
+const CLIENTS: usize = 16;
+const PER_CLIENT: usize = 25;
 const MAX_TOKENS: u32 = 128;
 const PROMPT: &str = "Write a short story about a robot who learns to paint.";
 
@@ -51,6 +53,33 @@ fn post(addr: &str, path: &str, body: &str) -> serde_json::Value {
     stream.read_to_string(&mut text).expect("read");
     let body = text.split("\r\n\r\n").nth(1).expect("body");
     serde_json::from_str(body).expect("json")
+}
+
+/// Embeddings per second with CLIENTS threads each sending PER_CLIENT one-sentence requests.
+fn http_rate(addr: &str, model: &str) -> f64 {
+    let body = |i: usize| {
+        serde_json::json!({
+            "model": model,
+            "input": format!("Sentence number {i} about distributed machine learning nodes."),
+        })
+        .to_string()
+    };
+    post(addr, "/v1/embeddings", &body(0)); // warm-up
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..CLIENTS {
+            s.spawn(move || {
+                for j in 0..PER_CLIENT {
+                    let answer = post(addr, "/v1/embeddings", &body(c * PER_CLIENT + j));
+                    assert_eq!(
+                        answer["data"][0]["embedding"].as_array().map(Vec::len),
+                        Some(384)
+                    );
+                }
+            });
+        }
+    });
+    (CLIENTS * PER_CLIENT) as f64 / start.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -123,12 +152,22 @@ max_batch = 1
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    println!("## /v1/embeddings, all-MiniLM-L6-v2 int8, {THREADS} threads, 400 sentences");
+    println!(
+        "## /v1/embeddings, all-MiniLM-L6-v2 int8, {THREADS} threads, {CLIENTS} clients x {PER_CLIENT} requests of 1 sentence"
+    );
+    let mut rates: Vec<(String, f64)> = ["embed", "embed-unbatched"]
+        .iter()
+        .map(|m| {
+            (
+                format!("node `{m}`, {CLIENTS} concurrent clients"),
+                http_rate(&addr, m),
+            )
+        })
+        .collect();
     let out = Command::new(python())
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_embeddings.py"))
-        .arg(format!("http://{addr}"))
         .arg(&models)
-        .args(["embed", "embed-unbatched"])
+        .arg((CLIENTS * PER_CLIENT).to_string())
         .output()
         .expect("python runs");
     assert!(
@@ -136,15 +175,19 @@ max_batch = 1
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rates: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let reference = rates["python onnxruntime, 1 per call"]
-        .as_f64()
-        .expect("rate");
+    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for (name, rate) in reference.as_object().expect("object") {
+        rates.push((name.clone(), rate.as_f64().expect("rate")));
+    }
+    let base = rates
+        .iter()
+        .find(|(n, _)| n.contains("1 per call"))
+        .map(|(_, r)| *r)
+        .expect("reference");
     println!("| path | embeddings/s | vs Python ORT 1/call |");
     println!("|---|---:|---:|");
-    for (name, rate) in rates.as_object().expect("object") {
-        let rate = rate.as_f64().expect("rate");
-        println!("| {name} | {rate:.0} | {:.2}x |", rate / reference);
+    for (name, rate) in &rates {
+        println!("| {name} | {rate:.0} | {:.2}x |", rate / base);
     }
 
     println!(
