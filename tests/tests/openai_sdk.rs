@@ -72,6 +72,7 @@ fn create_key(node: &Node, args: &[&str]) -> String {
 #[test]
 fn the_openai_python_sdk_passes_against_the_node() {
     let python = venv_python();
+    let venv_bin = python.clone();
     let node = Node::new();
     node.write_config(&serving_config(true));
     let full = create_key(&node, &["--name", "full"]);
@@ -102,6 +103,23 @@ fn the_openai_python_sdk_passes_against_the_node() {
     assert!(
         out.status.success(),
         "pytest failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // A bounded schemathesis run against /openapi.json finds no 5xx answer.
+    let schemathesis = venv_bin.with_file_name("schemathesis");
+    let out = Command::new(&schemathesis)
+        .args(["run", &format!("http://{}/openapi.json", running.addr)])
+        .args(["--checks", "not_a_server_error", "--max-examples", "25"])
+        .args(["--phases", "coverage,fuzzing", "--seed", "1", "--no-color"])
+        .args(["--header", &format!("Authorization: Bearer {full}")])
+        .current_dir(node.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{}\n{}",
         stdout(&out),
         stderr(&out)
     );

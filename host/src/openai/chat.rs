@@ -1,6 +1,9 @@
 //! `POST /v1/chat/completions`: messages through the model's chat template, plain or streamed
 //! as server-sent events exactly as OpenAI sends them.
 
+use super::types::{
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChunkChoice, Delta, Usage,
+};
 use super::{
     generation::{self, SamplingFields},
     sse, ApiError, ApiJson, Caller, Ctx,
@@ -12,10 +15,11 @@ use axum::{
 };
 use cyxwiz_sdk::{ChatMessage, GenerateRequest};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// A chat message's content: a string or a list of parts.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Content {
     /// Plain text.
@@ -25,7 +29,7 @@ pub enum Content {
 }
 
 /// One message.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Message {
     /// `system`, `developer`, `user` or `assistant`.
     pub role: String,
@@ -38,7 +42,7 @@ pub struct Message {
 }
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatRequest {
     /// Model name or alias.
     pub model: String,
@@ -49,6 +53,7 @@ pub struct ChatRequest {
     pub sampling: SamplingFields,
     /// Everything else: unknown fields are ignored, known unsupported ones refused.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: serde_json::Map<String, Value>,
 }
 
@@ -130,7 +135,26 @@ fn messages(list: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-/// The handler.
+/// Chat completion, plain or streamed.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    operation_id = "createChatCompletion",
+    tag = "openai",
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The completion; with `stream: true` a `text/event-stream` of `ChatCompletionChunk` events ending with `data: [DONE]`",
+            content((ChatCompletion = "application/json"), (ChatCompletionChunk = "text/event-stream"))),
+        (status = 400, description = "Invalid request", body = super::types::ErrorBody),
+        (status = 401, description = "Missing or bad API key", body = super::types::ErrorBody),
+        (status = 403, description = "Key not allowed for this model", body = super::types::ErrorBody),
+        (status = 404, description = "Unknown model", body = super::types::ErrorBody),
+        (status = 413, description = "Body too large", body = super::types::ErrorBody),
+        (status = 429, description = "Rate limited or overloaded", body = super::types::ErrorBody),
+        (status = 503, description = "Model loading or stopped", body = super::types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(ctx): State<Ctx>,
     caller: Caller,
@@ -163,48 +187,50 @@ pub async fn create(
         let results = generation::collect(rx, n as usize).await?;
         let prompt_tokens = results.first().map_or(0, |(_, o)| o.prompt_tokens);
         let completion_tokens: u32 = results.iter().map(|(_, o)| o.completion_tokens).sum();
-        let choices: Vec<Value> = results
-            .iter()
+        let choices = results
+            .into_iter()
             .enumerate()
-            .map(|(i, (text, out))| {
-                json!({
-                    "index": i,
-                    "message": {"role": "assistant", "content": text, "refusal": null},
-                    "logprobs": null,
-                    "finish_reason": generation::finish_reason(out),
-                })
+            .map(|(index, (content, out))| ChatChoice {
+                index,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content,
+                    refusal: None,
+                },
+                logprobs: None,
+                finish_reason: generation::finish_reason(&out),
             })
             .collect();
-        return Ok(Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }))
+        return Ok(Json(ChatCompletion {
+            id,
+            object: "chat.completion",
+            created,
+            model,
+            system_fingerprint: None,
+            choices,
+            usage: Usage::new(prompt_tokens, completion_tokens),
+        })
         .into_response());
     }
 
     let include_usage = req.sampling.include_usage();
-    let chunk = move |choices: Value, usage: Option<Value>| {
-        let mut c = json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": choices,
-        });
-        if include_usage {
-            c["usage"] = usage.unwrap_or(Value::Null);
-        }
-        c
+    let chunk = move |choice: Option<ChunkChoice>, usage: Option<Usage>| {
+        let chunk = ChatCompletionChunk {
+            id: id.clone(),
+            object: "chat.completion.chunk",
+            created,
+            model: model.clone(),
+            system_fingerprint: None,
+            choices: choice.into_iter().collect(),
+            usage: include_usage.then_some(usage),
+        };
+        serde_json::to_value(chunk).ok()
+    };
+    let choice = |index: usize, delta: Delta, finish_reason: Option<&'static str>| ChunkChoice {
+        index,
+        delta,
+        logprobs: None,
+        finish_reason,
     };
     Ok(sse::stream(
         rx,
@@ -212,19 +238,32 @@ pub async fn create(
         n as usize,
         include_usage,
         move |event| match event {
-            sse::Event::Start(i) => Some(chunk(
-                json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
+            sse::Event::Start(i) => chunk(
+                Some(choice(
+                    i,
+                    Delta {
+                        role: Some("assistant"),
+                        content: Some(String::new()),
+                    },
+                    None,
+                )),
                 None,
-            )),
-            sse::Event::Text(i, text) => Some(chunk(
-                json!([{"index": i, "delta": {"content": text}, "logprobs": null, "finish_reason": null}]),
+            ),
+            sse::Event::Text(i, text) => chunk(
+                Some(choice(
+                    i,
+                    Delta {
+                        role: None,
+                        content: Some(text),
+                    },
+                    None,
+                )),
                 None,
-            )),
-            sse::Event::Finish(i, reason) => Some(chunk(
-                json!([{"index": i, "delta": {}, "logprobs": null, "finish_reason": reason}]),
-                None,
-            )),
-            sse::Event::Usage(usage) => Some(chunk(json!([]), Some(usage))),
+            ),
+            sse::Event::Finish(i, reason) => {
+                chunk(Some(choice(i, Delta::default(), Some(reason))), None)
+            }
+            sse::Event::Usage(usage) => chunk(None, Some(usage)),
         },
     ))
 }

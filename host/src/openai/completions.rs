@@ -1,6 +1,7 @@
 //! `POST /v1/completions`: raw prompts (a string or a list of strings), `n` choices each,
 //! plain or streamed.
 
+use super::types::{TextChoice, TextCompletion, Usage};
 use super::{
     generation::{self, SamplingFields},
     sse, ApiError, ApiJson, Caller, Ctx,
@@ -12,10 +13,11 @@ use axum::{
 };
 use cyxwiz_sdk::GenerateRequest;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// `prompt`: a string or a list of strings (token arrays are refused).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Prompt {
     /// One prompt.
@@ -25,7 +27,7 @@ pub enum Prompt {
 }
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     /// Model name or alias.
     pub model: String,
@@ -36,6 +38,7 @@ pub struct CompletionRequest {
     pub sampling: SamplingFields,
     /// Everything else.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: serde_json::Map<String, Value>,
 }
 
@@ -48,7 +51,26 @@ const UNSUPPORTED: &[&str] = &[
     "frequency_penalty",
 ];
 
-/// The handler.
+/// Text completion, plain or streamed.
+#[utoipa::path(
+    post,
+    path = "/v1/completions",
+    operation_id = "createCompletion",
+    tag = "openai",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The completion; with `stream: true` a `text/event-stream` of `TextCompletion` chunks ending with `data: [DONE]`",
+            content((TextCompletion = "application/json"), (TextCompletion = "text/event-stream"))),
+        (status = 400, description = "Invalid request", body = super::types::ErrorBody),
+        (status = 401, description = "Missing or bad API key", body = super::types::ErrorBody),
+        (status = 403, description = "Key not allowed for this model", body = super::types::ErrorBody),
+        (status = 404, description = "Unknown model", body = super::types::ErrorBody),
+        (status = 413, description = "Body too large", body = super::types::ErrorBody),
+        (status = 429, description = "Rate limited or overloaded", body = super::types::ErrorBody),
+        (status = 503, description = "Model loading or stopped", body = super::types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(ctx): State<Ctx>,
     caller: Caller,
@@ -115,47 +137,45 @@ pub async fn create(
             .map(|(_, o)| o.prompt_tokens)
             .sum();
         let completion_tokens: u32 = results.iter().map(|(_, o)| o.completion_tokens).sum();
-        let choices: Vec<Value> = results
-            .iter()
+        let choices = results
+            .into_iter()
             .enumerate()
-            .map(|(i, (text, out))| {
-                json!({
-                    "index": i,
-                    "text": text,
-                    "logprobs": null,
-                    "finish_reason": generation::finish_reason(out),
-                })
+            .map(|(index, (text, out))| TextChoice {
+                index,
+                text,
+                logprobs: None,
+                finish_reason: Some(generation::finish_reason(&out)),
             })
             .collect();
-        return Ok(Json(json!({
-            "id": id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }))
+        return Ok(Json(TextCompletion {
+            id,
+            object: "text_completion",
+            created,
+            model,
+            system_fingerprint: None,
+            choices,
+            usage: Some(Some(Usage::new(prompt_tokens, completion_tokens))),
+        })
         .into_response());
     }
     let include_usage = req.sampling.include_usage();
-    let chunk = move |choices: Value, usage: Option<Value>| {
-        let mut c = json!({
-            "id": id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": choices,
-        });
-        if include_usage {
-            c["usage"] = usage.unwrap_or(Value::Null);
-        }
-        c
+    let chunk = move |choice: Option<TextChoice>, usage: Option<Usage>| {
+        let chunk = TextCompletion {
+            id: id.clone(),
+            object: "text_completion",
+            created,
+            model: model.clone(),
+            system_fingerprint: None,
+            choices: choice.into_iter().collect(),
+            usage: include_usage.then_some(usage),
+        };
+        serde_json::to_value(chunk).ok()
+    };
+    let choice = |index: usize, text: String, finish_reason: Option<&'static str>| TextChoice {
+        index,
+        text,
+        logprobs: None,
+        finish_reason,
     };
     Ok(sse::stream(
         rx,
@@ -164,15 +184,11 @@ pub async fn create(
         include_usage,
         move |event| match event {
             sse::Event::Start(_) => None,
-            sse::Event::Text(i, text) => Some(chunk(
-                json!([{"index": i, "text": text, "logprobs": null, "finish_reason": null}]),
-                None,
-            )),
-            sse::Event::Finish(i, reason) => Some(chunk(
-                json!([{"index": i, "text": "", "logprobs": null, "finish_reason": reason}]),
-                None,
-            )),
-            sse::Event::Usage(usage) => Some(chunk(json!([]), Some(usage))),
+            sse::Event::Text(i, text) => chunk(Some(choice(i, text, None)), None),
+            sse::Event::Finish(i, reason) => {
+                chunk(Some(choice(i, String::new(), Some(reason))), None)
+            }
+            sse::Event::Usage(usage) => chunk(None, Some(usage)),
         },
     ))
 }

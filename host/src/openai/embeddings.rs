@@ -2,15 +2,16 @@
 //! arrays; vectors as JSON floats or base64 little-endian float32 (what the `openai` SDK asks
 //! for by default).
 
+use super::types::{Embedding, EmbeddingList, EmbeddingUsage, Vector};
 use super::{ApiError, ApiJson, Caller, Ctx};
 use crate::models::EmbedInput;
 use axum::{extract::State, Json};
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 /// `input` in its four forms.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Input {
     /// One text.
@@ -24,7 +25,7 @@ pub enum Input {
 }
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct EmbeddingRequest {
     /// Model name or alias.
     pub model: String,
@@ -44,12 +45,30 @@ pub struct EmbeddingRequest {
 /// Most inputs per request.
 const MAX_INPUTS: usize = 2048;
 
-/// The handler.
+/// Embeddings of texts or token arrays.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    operation_id = "createEmbedding",
+    tag = "openai",
+    request_body = EmbeddingRequest,
+    responses(
+        (status = 200, description = "One vector per input", body = EmbeddingList),
+        (status = 400, description = "Invalid request", body = super::types::ErrorBody),
+        (status = 401, description = "Missing or bad API key", body = super::types::ErrorBody),
+        (status = 403, description = "Key not allowed for this model", body = super::types::ErrorBody),
+        (status = 404, description = "Unknown model", body = super::types::ErrorBody),
+        (status = 413, description = "Body too large", body = super::types::ErrorBody),
+        (status = 429, description = "Rate limited or overloaded", body = super::types::ErrorBody),
+        (status = 503, description = "Model loading or stopped", body = super::types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(ctx): State<Ctx>,
     caller: Caller,
     ApiJson(req): ApiJson<EmbeddingRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EmbeddingList>, ApiError> {
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -106,23 +125,27 @@ pub async fn create(
             ));
         }
     }
-    let data: Vec<Value> = out
+    let data = out
         .rows()
         .enumerate()
-        .map(|(i, row)| {
-            let embedding = if base64 {
+        .map(|(index, row)| Embedding {
+            object: "embedding",
+            index,
+            embedding: if base64 {
                 let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(row)
-            };
-            json!({"object": "embedding", "index": i, "embedding": embedding})
+                Vector::Float(row.to_vec())
+            },
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": req.model,
-        "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
-    })))
+    Ok(Json(EmbeddingList {
+        object: "list",
+        data,
+        model: req.model,
+        usage: EmbeddingUsage {
+            prompt_tokens: out.prompt_tokens,
+            total_tokens: out.prompt_tokens,
+        },
+    }))
 }

@@ -9,9 +9,10 @@ use cyxwiz_sdk::{FinishReason, GenerateOutput, GenerateRequest, SamplingParams};
 use serde::Deserialize;
 use std::{sync::Arc, time::Instant};
 use tokio::sync::mpsc;
+use utoipa::ToSchema;
 
 /// `stop`: one string or a list.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Stop {
     /// One stop string.
@@ -21,7 +22,7 @@ pub enum Stop {
 }
 
 /// `stream_options`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct StreamOptions {
     /// Send a final chunk with usage.
     #[serde(default)]
@@ -30,7 +31,7 @@ pub struct StreamOptions {
 
 /// The sampling fields chat and completions share (OpenAI's, plus llama.cpp's `top_k`,
 /// `min_p` and `repeat_penalty`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct SamplingFields {
     /// Tokens to generate at most.
     pub max_tokens: Option<u32>,

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible API, one module per endpoint family: `models`, `chat`,
 //! `completions`, `embeddings`, and `predict` (tensors, for non-text models). `error` is the
-//! one place errors become HTTP; `generation` and `sse` are shared by chat and completions.
+//! one place errors become HTTP; `generation` and `sse` are shared by chat and completions;
+//! `types` holds the response bodies and `openapi` the document generated from them.
 
 pub mod chat;
 pub mod completions;
@@ -8,8 +9,10 @@ pub mod embeddings;
 pub mod error;
 pub mod generation;
 pub mod models;
+pub mod openapi;
 pub mod predict;
 pub mod sse;
+pub mod types;
 
 use crate::{
     deployments::Lookup,

@@ -2,27 +2,48 @@
 //! route the CyxWiz Engine uses). Body: `{"model": NAME, "inputs": {NAME: {dtype, shape,
 //! data}}}`.
 
+use super::types::Prediction;
 use super::{ApiError, ApiJson, Caller, Ctx};
 use crate::models::tensor_json;
 use axum::{extract::State, Json};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct PredictRequest {
     /// Model name or alias.
     pub model: String,
-    /// Input tensors by name.
+    /// Input tensors by name: `{dtype, shape, data}` or nested lists.
+    #[schema(value_type = Object)]
     pub inputs: Value,
 }
 
-/// The handler.
+/// Tensor inference for non-text models.
+#[utoipa::path(
+    post,
+    path = "/v1/predict",
+    operation_id = "predict",
+    tag = "cyxwiz",
+    request_body = PredictRequest,
+    responses(
+        (status = 200, description = "Output tensors", body = Prediction),
+        (status = 400, description = "Invalid request", body = super::types::ErrorBody),
+        (status = 401, description = "Missing or bad API key", body = super::types::ErrorBody),
+        (status = 403, description = "Key not allowed for this model", body = super::types::ErrorBody),
+        (status = 404, description = "Unknown model", body = super::types::ErrorBody),
+        (status = 413, description = "Body too large", body = super::types::ErrorBody),
+        (status = 429, description = "Rate limited or overloaded", body = super::types::ErrorBody),
+        (status = 503, description = "Model loading or stopped", body = super::types::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(ctx): State<Ctx>,
     caller: Caller,
     ApiJson(req): ApiJson<PredictRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Prediction>, ApiError> {
     let worker = ctx.model(&caller, &req.model)?;
     let inputs = tensor_json::parse_inputs(&req.inputs, worker.info())
         .map_err(|e| ApiError::invalid_param("inputs", e.0))?;
@@ -34,10 +55,10 @@ pub async fn create(
         }
         e
     })?;
-    Ok(Json(json!({
-        "object": "prediction",
-        "model": req.model,
-        "seconds": started.elapsed().as_secs_f64(),
-        "outputs": tensor_json::outputs_to_json(&outputs),
-    })))
+    Ok(Json(Prediction {
+        object: "prediction",
+        model: req.model,
+        seconds: started.elapsed().as_secs_f64(),
+        outputs: tensor_json::outputs_to_json(&outputs),
+    }))
 }

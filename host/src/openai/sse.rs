@@ -2,7 +2,10 @@
 //! `X-Accel-Buffering: no`, an error event if generation fails after the stream started, and
 //! `data: [DONE]` last. A client that disconnects drops the stream, which cancels generation.
 
-use super::generation::{finish_reason, Piece};
+use super::{
+    generation::{finish_reason, Piece},
+    types::Usage,
+};
 use axum::{
     http::{header, HeaderValue},
     response::{
@@ -10,7 +13,7 @@ use axum::{
         IntoResponse, Response,
     },
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::{convert::Infallible, time::Duration};
 use tokio::sync::mpsc;
 
@@ -23,8 +26,8 @@ pub enum Event {
     Text(usize, String),
     /// Choice `i` finished for this reason.
     Finish(usize, &'static str),
-    /// All choices finished; the usage object (only when asked for).
-    Usage(Value),
+    /// All choices finished; the token counts (only when asked for).
+    Usage(Usage),
 }
 
 /// Streams the pieces of `choices` generations, `per_prompt` of them per prompt (their
@@ -82,11 +85,7 @@ pub fn stream(
             }
         }
         if include_usage && finished == choices {
-            let usage = json!({
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            });
+            let usage = Usage::new(prompt_tokens, completion_tokens);
             if let Some(v) = render(Event::Usage(usage)) {
                 if !send(v).await {
                     return;

@@ -170,6 +170,7 @@ pub fn router(state: Arc<AppState>, api: &ApiSection) -> Router {
     let router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openai::openapi::document))
         .merge(v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
