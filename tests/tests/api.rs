@@ -15,7 +15,13 @@ use std::{
 
 /// POSTs JSON with an optional bearer key; returns status and body.
 fn post(running: &Running, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(&running.addr).unwrap();
+    let (status, _, body) = post_full(&running.addr, path, key, body);
+    (status, body)
+}
+
+/// POSTs JSON; returns status, head and body.
+fn post_full(addr: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
@@ -36,8 +42,8 @@ fn post(running: &Running, path: &str, key: Option<&str>, body: &str) -> (u16, S
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 fn metric(running: &Running, line_prefix: &str) -> f64 {
@@ -53,21 +59,25 @@ fn metric(running: &Running, line_prefix: &str) -> f64 {
 fn keys_deployments_and_cancellation_on_a_running_node() {
     let node = Node::new();
     let models = models_dir();
+    let gguf = models.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     node.write_config(&format!(
         r#"
 [api]
 require_auth = true
+
+[devices]
+max_ram_mb = 150
 
 {ort}
 [[deployments]]
 name = "chat"
 path = "{gguf}"
 threads = 2
+workers = 1
+queue_size = 1
 options = {{ slots = 2, context_length = 4096 }}
 "#,
-        gguf = models
-            .join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-            .display(),
+        gguf = gguf.display(),
         ort = common::prefer_onnx_runtime(),
     ));
     let out = node.cli(&["keys", "create", "--name", "ops"]);
@@ -86,6 +96,33 @@ options = {{ slots = 2, context_length = 4096 }}
     assert_eq!(status, 401, "{text}");
     let (status, text) = post(&running, "/v1/chat/completions", Some(&key), body);
     assert_eq!(status, 200, "{text}");
+
+    // One worker and one queue place: concurrent requests beyond them get 429 at once.
+    let answers: Vec<(u16, String, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (addr, key) = (&running.addr, &key);
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(30 * i));
+                    let body = r#"{"model":"chat","temperature":0,"max_tokens":200,"messages":[{"role":"user","content":"Write a long poem."}]}"#;
+                    post_full(addr, "/v1/chat/completions", Some(key), body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert!(
+        !refused.is_empty() && answers.iter().any(|a| a.0 == 200),
+        "{answers:?}"
+    );
+    for (_, head, body) in refused {
+        assert!(body.contains("\"code\":\"overloaded\""), "{body}");
+        assert!(
+            head.to_ascii_lowercase().contains("retry-after: 1"),
+            "{head}"
+        );
+    }
 
     // A dropped stream cancels its generation: far fewer tokens than asked are generated.
     let before = metric(
@@ -150,6 +187,14 @@ options = {{ slots = 2, context_length = 4096 }}
     assert!(
         listing.contains("embed") && listing.contains("ready"),
         "{listing}"
+    );
+    // The RAM budget refuses a model that would not fit, naming the numbers.
+    let over = node.cli(&["deploy", gguf.to_str().unwrap(), "--name", "chat2"]);
+    assert!(!over.status.success());
+    let err = stderr(&over);
+    assert!(
+        err.starts_with("error: loading `chat2` needs about") && err.contains("max_ram_mb"),
+        "{err}"
     );
     let dup = node.cli(&["deploy", minilm.to_str().unwrap(), "--name", "embed"]);
     assert!(!dup.status.success());

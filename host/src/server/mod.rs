@@ -255,4 +255,83 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(body(response).await["status"], "ok");
     }
+
+    async fn call(router: Router, request: axum::http::Request<axum::body::Body>) -> Response {
+        use tower::ServiceExt;
+        router.oneshot(request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn cors_answers_preflights_only_for_configured_origins() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = ApiSection {
+            cors_origins: vec!["https://app.example".into()],
+            ..ApiSection::default()
+        };
+        let preflight = |origin: &str| {
+            axum::http::Request::builder()
+                .method(Method::OPTIONS)
+                .uri("/v1/chat/completions")
+                .header(header::ORIGIN, origin)
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+                .header(
+                    header::ACCESS_CONTROL_REQUEST_HEADERS,
+                    "authorization,content-type",
+                )
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let app = router(state(Deployments::default(), dir.path()), &api);
+        let ok = call(app.clone(), preflight("https://app.example")).await;
+        assert_eq!(
+            ok.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
+        let other = call(app, preflight("https://evil.example")).await;
+        assert!(other
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none());
+
+        // Without configured origins there are no CORS headers at all.
+        let plain = router(
+            state(Deployments::default(), dir.path()),
+            &ApiSection::default(),
+        );
+        let response = call(plain, preflight("https://app.example")).await;
+        assert!(response
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_and_wrong_methods_get_openai_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(
+            state(Deployments::default(), dir.path()),
+            &ApiSection::default(),
+        );
+        let bad = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri("/v1/embeddings")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(r#"{"model": "m", "input": 5}"#))
+            .unwrap();
+        let response = call(app.clone(), bad).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let json = body(response).await;
+        assert_eq!(json["error"]["param"], "input", "{json}");
+        let wrong = axum::http::Request::builder()
+            .method(Method::GET)
+            .uri("/v1/embeddings")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = call(app, wrong).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            body(response).await["error"]["type"],
+            "invalid_request_error"
+        );
+    }
 }
