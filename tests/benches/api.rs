@@ -2,6 +2,8 @@
 //! - `/v1/embeddings` with 16 concurrent clients (one sentence each) on the node, with
 //!   dynamic batching (`max_batch = 32`) and without (`max_batch = 1`), next to a Python
 //!   `onnxruntime` loop on the same int8 MiniLM (one sentence per call, and 16 per call);
+//! - `/v1/predict` with 16 concurrent clients on the rapidocr classifier, with and without
+//!   dynamic batching of tensor requests;
 //! - chat tokens/s through `/v1/chat/completions` next to the gguf-llama plugin called
 //!   directly in this process, same model, threads, prompt and greedy sampling.
 //!
@@ -82,6 +84,31 @@ fn http_rate(addr: &str, model: &str) -> f64 {
     (CLIENTS * PER_CLIENT) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Predictions per second with CLIENTS threads each sending PER_CLIENT 1x3x48x192 images.
+fn predict_rate(addr: &str, model: &str) -> f64 {
+    let body = |i: usize| {
+        let value = (i % 10) as f32 / 10.0;
+        serde_json::json!({
+            "model": model,
+            "inputs": {"x": {"dtype": "float32", "shape": [1, 3, 48, 192], "data": vec![value; 3 * 48 * 192]}},
+        })
+        .to_string()
+    };
+    post(addr, "/v1/predict", &body(0)); // warm-up
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..CLIENTS {
+            s.spawn(move || {
+                for j in 0..PER_CLIENT {
+                    let answer = post(addr, "/v1/predict", &body(c * PER_CLIENT + j));
+                    assert!(answer["outputs"].is_object(), "{answer}");
+                }
+            });
+        }
+    });
+    (CLIENTS * PER_CLIENT) as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
     let models = testkit::models_dir();
     let gguf = models.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -110,12 +137,25 @@ name = "embed-unbatched"
 path = "{minilm}"
 threads = {THREADS}
 max_batch = 1
+[[deployments]]
+name = "cls"
+path = "{cls}"
+threads = {THREADS}
+max_batch = 32
+[[deployments]]
+name = "cls-unbatched"
+path = "{cls}"
+threads = {THREADS}
+max_batch = 1
 "#,
             ort = models
                 .join("runtimes/onnxruntime/libonnxruntime.so.1.31.1")
                 .display(),
             gguf = gguf.display(),
             minilm = models.join("minilm").display(),
+            cls = models
+                .join("rapidocr/ch_ppocr_mobile_v2.0_cls_infer.onnx")
+                .display(),
         ),
     )
     .expect("config");
@@ -189,6 +229,19 @@ max_batch = 1
     for (name, rate) in &rates {
         println!("| {name} | {rate:.0} | {:.2}x |", rate / base);
     }
+
+    println!(
+        "\n## /v1/predict, rapidocr classifier 1x3x48x192 (ONNX Runtime, {THREADS} threads), {CLIENTS} clients x {PER_CLIENT} requests"
+    );
+    println!("| path | predictions/s | vs unbatched |");
+    println!("|---|---:|---:|");
+    let unbatched = predict_rate(&addr, "cls-unbatched");
+    let batched = predict_rate(&addr, "cls");
+    println!("| node `cls-unbatched` (max_batch = 1) | {unbatched:.0} | 1.00x |");
+    println!(
+        "| node `cls` (max_batch = 32) | {batched:.0} | {:.2}x |",
+        batched / unbatched
+    );
 
     println!(
         "\n## chat tokens/s, SmolLM2-135M Q4_1, {THREADS} threads, {MAX_TOKENS} tokens, greedy"

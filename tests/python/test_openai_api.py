@@ -219,6 +219,35 @@ def test_predict_runs_a_tensor_model():
     assert r.status_code == 400 and r.json()["error"]["param"] == "inputs"
 
 
+def test_concurrent_predictions_equal_sequential_ones():
+    # Concurrent requests may be batched together by the node; answers must not change.
+    import threading
+
+    def ask(value):
+        r = raw("POST", "/v1/predict", json={"model": "classifier", "inputs": {
+            "x": {"dtype": "float32", "shape": [1, 3, 48, 192],
+                  "data": [value] * (3 * 48 * 192)}}})
+        assert r.status_code == 200, r.text
+        (tensor,) = r.json()["outputs"].values()
+        return np.array(tensor["data"], dtype=np.float32)
+
+    values = [i / 10 for i in range(12)]
+    sequential = [ask(v) for v in values]
+    concurrent = [None] * len(values)
+
+    def worker(i):
+        concurrent[i] = ask(values[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(values))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(sequential, concurrent):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert len({tuple(np.round(a, 4)) for a in sequential}) > 1, "inputs give different outputs"
+
+
 def test_metrics_count_requests_and_tokens():
     text = raw("GET", "/metrics", headers={}).text
     assert 'cyxwiz_node_http_requests_total{route="/v1/chat/completions",status="200"}' in text

@@ -2,13 +2,15 @@
 //! replies (the backend actor of text-embeddings-inference). Plugin calls run only on these
 //! threads, never on the async runtime's, and each job carries its caller's tracing span.
 //!
-//! Embedding requests that are waiting together are run as one batch (dynamic batching): a
-//! worker that picks up an embedding job takes every other embedding job already queued, up
-//! to `max_batch` inputs, so batching adds no waiting time when the node is idle.
+//! Requests that are waiting together are run as one batch (dynamic batching): a worker that
+//! picks up an embedding job takes every other embedding job already queued, up to
+//! `max_batch` inputs; a tensor job of a model whose inputs all have a dynamic first dimension
+//! takes the queued tensor jobs with the same input layout and runs them concatenated. Batching
+//! adds no waiting time when the node is idle.
 
 use super::embedding::EmbeddingPipeline;
 use cyxwiz_sdk::{
-    client::LoadedModel, Capabilities, Embeddings, Error as PluginError, GenerateOutput,
+    client::LoadedModel, Capabilities, DType, Embeddings, Error as PluginError, GenerateOutput,
     GenerateRequest, ModelInfo, Tensor,
 };
 use std::{
@@ -235,44 +237,191 @@ fn run_embed_batch(pipeline: &EmbeddingPipeline, jobs: Vec<(EmbedInput, Reply<Em
     }
 }
 
-fn worker_loop(engine: &Engine, rx: &crossbeam_channel::Receiver<Job>, max_batch: usize) {
-    while let Ok(job) = rx.recv() {
-        let Engine::Embedding(pipeline) = engine else {
-            run_one(engine, job);
-            continue;
-        };
-        let Work::Embed { .. } = job.work else {
-            run_one(engine, job);
-            continue;
-        };
-        // Gather the embedding jobs already waiting, up to `max_batch` inputs.
-        let span = job.span.clone();
-        let mut batch = Vec::new();
-        let mut others = Vec::new();
-        let mut inputs = 0;
-        let mut next = Some(job);
-        while let Some(job) = next.take() {
-            match job.work {
-                Work::Embed { input, reply } => {
-                    inputs += input.len();
-                    batch.push((input, reply));
+/// Takes `first` and the jobs already queued behind it that `size` accepts (it gives their
+/// input count), up to `max_batch` inputs; jobs it refuses are returned apart, in order.
+fn gather(
+    first: Job,
+    rx: &crossbeam_channel::Receiver<Job>,
+    max_batch: usize,
+    size: impl Fn(&Work) -> Option<usize>,
+) -> (Vec<Job>, Vec<Job>) {
+    let mut batch = Vec::new();
+    let mut others = Vec::new();
+    let mut inputs = 0;
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        match size(&job.work) {
+            Some(n) => {
+                inputs += n;
+                batch.push(job);
+            }
+            None => others.push(job),
+        }
+        if inputs < max_batch {
+            next = rx.try_recv().ok();
+        }
+    }
+    (batch, others)
+}
+
+/// Rows of a tensor job whose inputs all share one leading (batch) dimension, with the key
+/// that jobs must share to be concatenated: each input's name, dtype and trailing shape.
+fn tensor_rows(inputs: &[Tensor]) -> Option<(usize, Vec<(String, DType, Vec<i64>)>)> {
+    let rows = *inputs.first()?.shape.first()?;
+    if rows < 1 || inputs.iter().any(|t| t.shape.first() != Some(&rows)) {
+        return None;
+    }
+    let mut key: Vec<_> = inputs
+        .iter()
+        .map(|t| (t.name.clone(), t.dtype, t.shape[1..].to_vec()))
+        .collect();
+    key.sort_by(|a, b| a.0.cmp(&b.0));
+    Some((rows as usize, key))
+}
+
+/// Runs tensor jobs with the same input layout as one batch concatenated along the first
+/// dimension and splits the outputs by rows. Anything unexpected (a plugin error, an output
+/// whose first dimension is not the batch) falls back to running the jobs one by one, so a
+/// batch never changes what a request gets.
+fn run_infer_batch(model: &LoadedModel, jobs: Vec<(Vec<Tensor>, Reply<Vec<Tensor>>)>) {
+    let single = |inputs: Vec<Tensor>, reply: Reply<Vec<Tensor>>| {
+        let result = guarded(|| {
+            let views: Vec<_> = inputs.iter().map(Tensor::view).collect();
+            model.infer(&views)
+        });
+        let _ = reply.send(result);
+    };
+    if jobs.len() == 1 {
+        for (inputs, reply) in jobs {
+            single(inputs, reply);
+        }
+        return;
+    }
+    let rows: Vec<usize> = jobs
+        .iter()
+        .map(|(inputs, _)| tensor_rows(inputs).map_or(0, |(r, _)| r))
+        .collect();
+    let total: usize = rows.iter().sum();
+    let first = &jobs[0].0;
+    let merged: Vec<Tensor> = first
+        .iter()
+        .map(|t| {
+            let mut shape = t.shape.clone();
+            shape[0] = total as i64;
+            let mut data = Vec::with_capacity(t.data.len() * jobs.len());
+            for (inputs, _) in &jobs {
+                if let Some(same) = inputs.iter().find(|u| u.name == t.name) {
+                    data.extend_from_slice(&same.data);
                 }
-                work => others.push(Job {
-                    work,
-                    span: job.span,
-                }),
             }
-            if inputs < max_batch {
-                next = rx.try_recv().ok();
+            Tensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape,
+                data,
+            }
+        })
+        .collect();
+    let outputs = guarded(|| {
+        let views: Vec<_> = merged.iter().map(Tensor::view).collect();
+        model.infer(&views)
+    });
+    let splittable = outputs.as_ref().is_ok_and(|outs| {
+        outs.iter()
+            .all(|o| o.shape.first() == Some(&(total as i64)) && o.data.len() % total.max(1) == 0)
+    });
+    match outputs {
+        Ok(outs) if splittable => {
+            let mut start = 0;
+            for ((_, reply), n) in jobs.into_iter().zip(rows) {
+                let part = outs
+                    .iter()
+                    .map(|o| {
+                        let row_bytes = o.data.len() / total;
+                        let mut shape = o.shape.clone();
+                        shape[0] = n as i64;
+                        Tensor {
+                            name: o.name.clone(),
+                            dtype: o.dtype,
+                            shape,
+                            data: o.data[start * row_bytes..(start + n) * row_bytes].to_vec(),
+                        }
+                    })
+                    .collect();
+                start += n;
+                let _ = reply.send(Ok(part));
             }
         }
-        {
-            let _entered = span.enter();
-            tracing::debug!(jobs = batch.len(), inputs, "embedding batch");
-            run_embed_batch(pipeline, batch);
+        _ => {
+            tracing::debug!(
+                jobs = jobs.len(),
+                "batch not splittable; running one by one"
+            );
+            for (inputs, reply) in jobs {
+                single(inputs, reply);
+            }
         }
-        for job in others {
-            run_one(engine, job);
+    }
+}
+
+fn worker_loop(
+    engine: &Engine,
+    rx: &crossbeam_channel::Receiver<Job>,
+    max_batch: usize,
+    batch_tensors: bool,
+) {
+    while let Ok(job) = rx.recv() {
+        let span = job.span.clone();
+        match (&job.work, engine) {
+            (Work::Embed { .. }, Engine::Embedding(pipeline)) => {
+                let (batch, others) = gather(job, rx, max_batch, |w| match w {
+                    Work::Embed { input, .. } => Some(input.len()),
+                    _ => None,
+                });
+                {
+                    let _entered = span.enter();
+                    tracing::debug!(jobs = batch.len(), "embedding batch");
+                    let batch = batch
+                        .into_iter()
+                        .filter_map(|j| match j.work {
+                            Work::Embed { input, reply } => Some((input, reply)),
+                            _ => None,
+                        })
+                        .collect();
+                    run_embed_batch(pipeline, batch);
+                }
+                for job in others {
+                    run_one(engine, job);
+                }
+            }
+            (Work::Infer { inputs, .. }, _) if batch_tensors => {
+                let Some((_, key)) = tensor_rows(inputs) else {
+                    run_one(engine, job);
+                    continue;
+                };
+                let (batch, others) = gather(job, rx, max_batch, |w| match w {
+                    Work::Infer { inputs, .. } => tensor_rows(inputs)
+                        .filter(|(_, k)| *k == key)
+                        .map(|(r, _)| r),
+                    _ => None,
+                });
+                {
+                    let _entered = span.enter();
+                    tracing::debug!(jobs = batch.len(), "tensor batch");
+                    let batch = batch
+                        .into_iter()
+                        .filter_map(|j| match j.work {
+                            Work::Infer { inputs, reply } => Some((inputs, reply)),
+                            _ => None,
+                        })
+                        .collect();
+                    run_infer_batch(engine.model(), batch);
+                }
+                for job in others {
+                    run_one(engine, job);
+                }
+            }
+            _ => run_one(engine, job),
         }
     }
 }
@@ -303,6 +452,12 @@ impl ModelWorker {
                 embed_tokens: false,
             },
         };
+        // Tensor requests are batched when every input has a dynamic first dimension.
+        let batch_tensors = max_batch > 1
+            && matches!(engine, Engine::Plain(_))
+            && abilities.infer
+            && !info.inputs.is_empty()
+            && info.inputs.iter().all(|s| s.shape.first() == Some(&-1));
         let engine = Arc::new(engine);
         let (tx, rx) = crossbeam_channel::bounded::<Job>(queue.max(1));
         for i in 0..workers.max(1) {
@@ -310,7 +465,7 @@ impl ModelWorker {
             let engine = engine.clone();
             std::thread::Builder::new()
                 .name(format!("model-{name}-{i}"))
-                .spawn(move || worker_loop(&engine, &rx, max_batch.max(1)))?;
+                .spawn(move || worker_loop(&engine, &rx, max_batch.max(1), batch_tensors))?;
         }
         Ok(Self {
             name: name.to_string(),
