@@ -264,9 +264,12 @@ fn gather(
     (batch, others)
 }
 
+/// Each input's name, dtype and shape after the first dimension.
+type BatchKey = Vec<(String, DType, Vec<i64>)>;
+
 /// Rows of a tensor job whose inputs all share one leading (batch) dimension, with the key
 /// that jobs must share to be concatenated: each input's name, dtype and trailing shape.
-fn tensor_rows(inputs: &[Tensor]) -> Option<(usize, Vec<(String, DType, Vec<i64>)>)> {
+fn tensor_rows(inputs: &[Tensor]) -> Option<(usize, BatchKey)> {
     let rows = *inputs.first()?.shape.first()?;
     if rows < 1 || inputs.iter().any(|t| t.shape.first() != Some(&rows)) {
         return None;
