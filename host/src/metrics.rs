@@ -170,7 +170,7 @@ impl Metrics {
         drop(inner);
         let ready: Vec<&DeploymentView> = deployments
             .iter()
-            .filter(|d| d.status == Status::Ready)
+            .filter(|d| matches!(d.status, Status::Ready | Status::Running))
             .collect();
         header(
             &mut out,

@@ -146,6 +146,10 @@ options = {{ slots = 2, context_length = 4096 }}
             assert!(n > 0, "stream ended early");
             seen.extend_from_slice(&buf[..n]);
         }
+        // While it streams, the deployment is running.
+        let list = node.cli(&["deployments", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        assert_eq!(list[0]["status"], "running", "{list}");
         let head = String::from_utf8_lossy(&seen);
         assert!(head.contains("text/event-stream"), "{head}");
         assert!(

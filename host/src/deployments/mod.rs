@@ -1,5 +1,6 @@
 //! Model deployments: a model file or directory, the plugin serving it, a public name and
-//! aliases, with a status lifecycle (Pending -> Loading -> Ready -> Stopped | Failed).
+//! aliases, with a status lifecycle (Pending -> Loading -> Ready <-> Running -> Stopped |
+//! Failed; Running while requests are in flight).
 //! Deployments come from `[[deployments]]` at start and from run-time deploy/undeploy calls;
 //! both go through [`Deployments::load`].
 //!
@@ -31,8 +32,10 @@ pub enum Status {
     Pending,
     /// A plugin is loading the model.
     Loading,
-    /// Loaded and serving.
+    /// Loaded and idle.
     Ready,
+    /// Loaded and answering requests.
+    Running,
     /// Undeployed; its memory is released once in-flight requests finish.
     Stopped,
     /// Loading failed; see the message.
@@ -286,7 +289,10 @@ impl Deployments {
                 path: d.path.clone(),
                 plugin: d.worker.as_ref().map(|w| w.plugin().to_string()),
                 kind: d.kind,
-                status: d.status,
+                status: match &d.worker {
+                    Some(w) if d.status == Status::Ready && w.in_flight() > 0 => Status::Running,
+                    _ => d.status,
+                },
                 message: d.message.clone(),
                 memory_bytes: d.worker.as_ref().map_or(0, |w| w.info().memory_bytes),
                 created: d.created,

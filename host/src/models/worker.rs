@@ -15,7 +15,10 @@ use cyxwiz_sdk::{
 };
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,7 +67,27 @@ impl EmbedInput {
     }
 }
 
-type Reply<T> = oneshot::Sender<Result<T, PluginError>>;
+/// The answer channel of one request. It also counts the request as in flight until the
+/// answer is sent (or the job is dropped).
+struct Reply<T> {
+    tx: oneshot::Sender<Result<T, PluginError>>,
+    _counted: InFlight,
+}
+
+impl<T> Reply<T> {
+    fn send(self, value: Result<T, PluginError>) -> Result<(), Result<T, PluginError>> {
+        self.tx.send(value)
+    }
+}
+
+/// One request counted in flight until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 enum Work {
     Infer {
@@ -125,6 +148,7 @@ pub struct ModelWorker {
     abilities: Abilities,
     queue: usize,
     tx: crossbeam_channel::Sender<Job>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for ModelWorker {
@@ -477,6 +501,7 @@ impl ModelWorker {
             abilities,
             queue: queue.max(1),
             tx,
+            in_flight: Arc::default(),
         })
     }
 
@@ -503,6 +528,23 @@ impl ModelWorker {
     /// Requests waiting for a worker.
     pub fn queue_depth(&self) -> usize {
         self.tx.len()
+    }
+
+    /// Requests submitted and not yet answered (waiting or running).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn reply_channel<T>(&self) -> (Reply<T>, oneshot::Receiver<Result<T, PluginError>>) {
+        let (tx, rx) = oneshot::channel();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        (
+            Reply {
+                tx,
+                _counted: InFlight(self.in_flight.clone()),
+            },
+            rx,
+        )
     }
 
     fn submit(&self, work: Work) -> Result<(), WorkerError> {
@@ -544,7 +586,7 @@ impl ModelWorker {
     /// Runs inference on a worker thread and awaits the result.
     pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, WorkerError> {
         self.require(self.abilities.infer, "tensor inference")?;
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = self.reply_channel();
         self.submit(Work::Infer { inputs, reply })?;
         self.wait(rx).await
     }
@@ -552,7 +594,7 @@ impl ModelWorker {
     /// Runs inference on a worker thread and blocks until it is done (outside async code).
     pub fn infer_blocking(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, WorkerError> {
         self.require(self.abilities.infer, "tensor inference")?;
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = self.reply_channel();
         self.submit(Work::Infer { inputs, reply })?;
         Ok(rx
             .blocking_recv()
@@ -574,7 +616,7 @@ impl ModelWorker {
     > {
         self.require(self.abilities.generate, "text generation")?;
         let (tokens, pieces) = mpsc::unbounded_channel();
-        let (reply, done) = oneshot::channel();
+        let (reply, done) = self.reply_channel();
         self.submit(Work::Generate {
             request,
             tokens,
@@ -589,7 +631,7 @@ impl ModelWorker {
         if matches!(input, EmbedInput::Tokens(_)) {
             self.require(self.abilities.embed_tokens, "token-array embedding input")?;
         }
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = self.reply_channel();
         self.submit(Work::Embed { input, reply })?;
         self.wait(rx).await
     }

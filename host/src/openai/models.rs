@@ -21,7 +21,7 @@ fn entry(id: &str, d: &DeploymentView) -> Model {
 }
 
 fn visible(caller: &Caller) -> impl Fn(&&DeploymentView) -> bool + '_ {
-    move |d| d.status == Status::Ready && caller.may_use(&d.name)
+    move |d| matches!(d.status, Status::Ready | Status::Running) && caller.may_use(&d.name)
 }
 
 /// The models the caller may use.
