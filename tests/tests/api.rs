@@ -74,7 +74,8 @@ name = "chat"
 path = "{gguf}"
 threads = 2
 workers = 1
-queue_size = 1
+queue_size = 4
+max_concurrent_requests = 2
 options = {{ slots = 2, context_length = 4096 }}
 "#,
         gguf = gguf.display(),
@@ -97,7 +98,7 @@ options = {{ slots = 2, context_length = 4096 }}
     let (status, text) = post(&running, "/v1/chat/completions", Some(&key), body);
     assert_eq!(status, 200, "{text}");
 
-    // One worker and one queue place: concurrent requests beyond them get 429 at once.
+    // Two requests admitted at once: concurrent requests beyond them get 429 at once.
     let answers: Vec<(u16, String, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|i| {
@@ -118,6 +119,7 @@ options = {{ slots = 2, context_length = 4096 }}
     );
     for (_, head, body) in refused {
         assert!(body.contains("\"code\":\"overloaded\""), "{body}");
+        assert!(body.contains("at its limit of 2 concurrent requests"), "{body}");
         assert!(
             head.to_ascii_lowercase().contains("retry-after: 1"),
             "{head}"

@@ -180,6 +180,10 @@ pub struct DeploymentConfig {
     /// Requests that may wait for a worker; beyond it callers are told the model is busy.
     #[serde(default = "default_queue")]
     pub queue_size: u32,
+    /// Requests admitted at once (running or waiting); beyond it 429 at once. 0 = workers +
+    /// queue_size.
+    #[serde(default)]
+    pub max_concurrent_requests: u32,
     /// Dynamic batching: embedding inputs that arrive together run as one batch of at most
     /// this many texts.
     #[serde(default = "default_max_batch")]

@@ -245,7 +245,8 @@ fn load_worker(
         config.queue_size as usize,
         config.max_batch as usize,
     )
-    .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    .map_err(|e| format!("cannot start worker threads: {e}"))?
+    .with_admission_limit(config.max_concurrent_requests as usize);
     Ok((worker, kind))
 }
 

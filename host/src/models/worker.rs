@@ -33,6 +33,14 @@ pub enum WorkerError {
         /// Queue capacity.
         queue: usize,
     },
+    /// The model already admits its `max_concurrent_requests`.
+    #[error("model `{model}` is at its limit of {limit} concurrent requests")]
+    AtCapacity {
+        /// Model name.
+        model: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The workers are gone (node shutting down or model undeployed).
     #[error("model `{0}` is stopped")]
     Stopped(String),
@@ -149,6 +157,7 @@ pub struct ModelWorker {
     queue: usize,
     tx: crossbeam_channel::Sender<Job>,
     in_flight: Arc<AtomicUsize>,
+    admit: usize,
 }
 
 impl std::fmt::Debug for ModelWorker {
@@ -502,6 +511,7 @@ impl ModelWorker {
             queue: queue.max(1),
             tx,
             in_flight: Arc::default(),
+            admit: 0,
         })
     }
 
@@ -530,6 +540,13 @@ impl ModelWorker {
         self.tx.len()
     }
 
+    /// Admits at most `limit` requests at once (running or waiting); 0 = no limit besides the
+    /// queue.
+    pub fn with_admission_limit(mut self, limit: usize) -> Self {
+        self.admit = limit;
+        self
+    }
+
     /// Requests submitted and not yet answered (waiting or running).
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
@@ -548,6 +565,13 @@ impl ModelWorker {
     }
 
     fn submit(&self, work: Work) -> Result<(), WorkerError> {
+        // The request being submitted is already counted in `in_flight`.
+        if self.admit > 0 && self.in_flight() > self.admit {
+            return Err(WorkerError::AtCapacity {
+                model: self.name.clone(),
+                limit: self.admit,
+            });
+        }
         let job = Job {
             work,
             span: tracing::Span::current(),

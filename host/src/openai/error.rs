@@ -178,7 +178,9 @@ impl IntoResponse for ApiError {
 impl From<WorkerError> for ApiError {
     fn from(e: WorkerError) -> Self {
         match e {
-            WorkerError::Overloaded { .. } => Self::overloaded(e.to_string()),
+            WorkerError::Overloaded { .. } | WorkerError::AtCapacity { .. } => {
+                Self::overloaded(e.to_string())
+            }
             WorkerError::Stopped(_) => Self::unavailable(e.to_string()),
             WorkerError::Unsupported { .. } => Self::invalid_param("model", e.to_string()),
             WorkerError::Model(e) => match e.kind {

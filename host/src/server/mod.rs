@@ -240,6 +240,7 @@ mod tests {
             threads: 0,
             workers: 1,
             queue_size: 1,
+            max_concurrent_requests: 0,
             max_batch: 1,
             pooling: None,
             normalize: true,
