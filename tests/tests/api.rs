@@ -119,7 +119,10 @@ options = {{ slots = 2, context_length = 4096 }}
     );
     for (_, head, body) in refused {
         assert!(body.contains("\"code\":\"overloaded\""), "{body}");
-        assert!(body.contains("at its limit of 2 concurrent requests"), "{body}");
+        assert!(
+            body.contains("at its limit of 2 concurrent requests"),
+            "{body}"
+        );
         assert!(
             head.to_ascii_lowercase().contains("retry-after: 1"),
             "{head}"

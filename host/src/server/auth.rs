@@ -1,5 +1,6 @@
 //! API-key authentication and per-key rate limits for `/v1`: `Authorization: Bearer KEY`
-//! checked against the store's hashes on every request (so revocation is immediate), a
+//! checked against the store's hashes on every request (so revocation is immediate; when
+//! auth is not required an unknown key is treated as no key), a
 //! fixed one-minute window per key with OpenAI's `x-ratelimit-*` headers, `Retry-After` on
 //! 429, and audit events for failures and limit hits.
 
@@ -155,6 +156,9 @@ pub async fn require_key(
     };
     let record = match found {
         Ok(Some(record)) => Arc::new(record),
+        // Without required auth an unknown key is anonymous (OpenAI clients always send
+        // one); a known key still brings its limits and model list.
+        Ok(None) if !state.auth_required => return next.run(req).await,
         Ok(None) => {
             state.audit(
                 "auth_failed",

@@ -250,3 +250,52 @@ pub fn venv_python() -> PathBuf {
     );
     python
 }
+
+/// A config serving chat, embeddings and a tensor model.
+pub fn serving_config(require_auth: bool) -> String {
+    let models = models_dir();
+    format!(
+        r#"
+[api]
+require_auth = {require_auth}
+
+{ort}
+[[deployments]]
+name = "chat"
+aliases = ["smollm2"]
+path = "{gguf}"
+threads = 2
+options = {{ slots = 4, context_length = 2048 }}
+
+[[deployments]]
+name = "embed"
+path = "{minilm}"
+
+[[deployments]]
+name = "classifier"
+path = "{cls}"
+plugin = "onnx-tract"
+options = {{ input_shapes = {{ x = [-1, 3, 48, 192] }} }}
+"#,
+        ort = prefer_onnx_runtime(),
+        gguf = models
+            .join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+            .display(),
+        minilm = models.join("minilm").display(),
+        cls = classifier().display(),
+    )
+}
+
+/// Waits until `/health` says every model is ready.
+pub fn wait_ready(running: &Running) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = running.get_json("/health");
+        if status == 200 {
+            assert_eq!(body["status"], "ok", "a model failed to load: {body}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "models never loaded: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
