@@ -19,6 +19,7 @@
 mod embed;
 mod engine;
 mod gguf;
+mod logs;
 mod slot;
 
 use cyxwiz_sdk::{
@@ -40,7 +41,7 @@ fn backend() -> Result<&'static LlamaBackend> {
     static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
-            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            logs::install();
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
