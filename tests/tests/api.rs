@@ -66,7 +66,7 @@ fn keys_deployments_and_cancellation_on_a_running_node() {
 require_auth = true
 
 [devices]
-max_ram_mb = 150
+max_ram_mb = 320
 
 {ort}
 [[deployments]]

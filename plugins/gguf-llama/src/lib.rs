@@ -174,8 +174,14 @@ impl Plugin for GgufLlama {
                 metadata.push((key.to_string(), v));
             }
         }
+        // Weights plus the f16 KV cache of every slot (K and V, one row of n_embd * kv/heads per
+        // layer and cell); compute buffers come on top and are not counted.
+        let kv_width = u64::try_from(model.n_embd()).unwrap_or(0) * u64::from(model.n_head_kv())
+            / u64::from(model.n_head().max(1));
+        let kv_cache =
+            2 * 2 * u64::from(slots) * u64::from(context) * u64::from(model.n_layer()) * kv_width;
         let info = ModelInfo {
-            memory_bytes: model.size(),
+            memory_bytes: model.size() + kv_cache,
             capabilities: Self::CAPABILITIES,
             context_length: context,
             embedding_dim: u32::try_from(model.n_embd()).unwrap_or(0),
