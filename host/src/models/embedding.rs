@@ -1,11 +1,12 @@
 //! The text-embedding pipeline over any tensor plugin: a `tokenizer.json` (Hugging Face
 //! `tokenizers`), a BERT-style tensor model (`input_ids`, `attention_mask`, optional
 //! `token_type_ids`), pooling (mean over the attention mask, or the CLS token) and optional
-//! L2 normalisation. Batches are padded to their longest member, never to a fixed length.
+//! L2 normalisation. Batches are padded to their longest member, never to a fixed length, and
+//! inputs longer than the tokenizer's limit are refused.
 
 use cyxwiz_sdk::{client::LoadedModel, DType, Embeddings, Error as PluginError, Tensor};
 use std::path::{Path, PathBuf};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer};
+use tokenizers::Tokenizer;
 
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,13 +127,9 @@ impl EmbeddingPipeline {
             .map(|t| t.max_length)
             .unwrap_or(512)
             .clamp(8, 8192);
-        // The file's padding is fixed-length (128 for MiniLM); pad each batch to its longest.
-        let pad = tokenizer.get_padding().cloned().unwrap_or_default();
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            pad_to_multiple_of: None,
-            ..pad
-        }));
+        // The file pads to a fixed length (128 for MiniLM); `embed_ids` pads each batch to its
+        // longest input instead, so the tokenizer pads nothing.
+        tokenizer.with_padding(None);
         // Over-long inputs are refused with their length, not silently cut.
         tokenizer
             .with_truncation(None)
@@ -177,28 +174,29 @@ impl EmbeddingPipeline {
         &self.model
     }
 
-    /// Longest input in tokens; longer inputs are refused.
-    pub fn max_tokens(&self) -> usize {
-        self.max_tokens
-    }
-
     /// Tokenizes texts into id lists (with special tokens), for callers that batch by input.
     pub fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, PluginError> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| PluginError::invalid_input(format!("cannot tokenize: {e}")))?;
-        Ok(encodings
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Refuses inputs longer than the model accepts, naming the first.
+    pub fn check_lengths(&self, inputs: &[Vec<u32>]) -> Result<(), PluginError> {
+        match inputs
             .iter()
-            .map(|e| {
-                e.get_ids()
-                    .iter()
-                    .zip(e.get_attention_mask())
-                    .filter(|(_, m)| **m == 1)
-                    .map(|(id, _)| *id)
-                    .collect()
-            })
-            .collect())
+            .enumerate()
+            .find(|(_, ids)| ids.len() > self.max_tokens)
+        {
+            Some((i, ids)) => Err(PluginError::invalid_input(format!(
+                "input {i} has {} tokens; this model accepts at most {}",
+                ids.len(),
+                self.max_tokens
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Embeds pre-tokenized inputs (each already with its special tokens), one vector each.
@@ -210,27 +208,14 @@ impl EmbeddingPipeline {
                 prompt_tokens: 0,
             });
         }
-        for (i, input) in inputs.iter().enumerate() {
-            if input.len() > self.max_tokens {
-                return Err(PluginError::invalid_input(format!(
-                    "input {i} has {} tokens; this model accepts at most {}",
-                    input.len(),
-                    self.max_tokens
-                )));
-            }
-        }
+        self.check_lengths(inputs)?;
         let batch = inputs.len();
-        let seq = inputs
-            .iter()
-            .map(|ids| ids.len().min(self.max_tokens))
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let seq = inputs.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let mut ids = vec![0i64; batch * seq];
         let mut mask = vec![0i64; batch * seq];
         let mut tokens = 0u32;
         for (row, input) in inputs.iter().enumerate() {
-            for (col, id) in input.iter().take(self.max_tokens).enumerate() {
+            for (col, id) in input.iter().enumerate() {
                 ids[row * seq + col] = i64::from(*id);
                 mask[row * seq + col] = 1;
                 tokens += 1;

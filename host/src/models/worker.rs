@@ -176,16 +176,19 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginErr
         .unwrap_or_else(|_| Err(PluginError::runtime("internal error in the model worker")))
 }
 
+/// Runs one tensor inference and answers it.
+fn infer_one(model: &LoadedModel, inputs: Vec<Tensor>, reply: Reply<Vec<Tensor>>) {
+    let result = guarded(|| {
+        let views: Vec<_> = inputs.iter().map(Tensor::view).collect();
+        model.infer(&views)
+    });
+    let _ = reply.send(result);
+}
+
 fn run_one(engine: &Engine, job: Job) {
     let _entered = job.span.enter();
     match job.work {
-        Work::Infer { inputs, reply } => {
-            let result = guarded(|| {
-                let views: Vec<_> = inputs.iter().map(Tensor::view).collect();
-                engine.model().infer(&views)
-            });
-            let _ = reply.send(result);
-        }
+        Work::Infer { inputs, reply } => infer_one(engine.model(), inputs, reply),
         Work::Generate {
             request,
             tokens,
@@ -197,22 +200,21 @@ fn run_one(engine: &Engine, job: Job) {
             });
             let _ = reply.send(result);
         }
-        Work::Embed { input, reply } => {
-            let result = guarded(|| match (engine, input) {
-                (Engine::Embedding(p), EmbedInput::Texts(texts)) => {
-                    p.embed_ids(&p.tokenize(&texts)?)
-                }
-                (Engine::Embedding(p), EmbedInput::Tokens(ids)) => p.embed_ids(&ids),
-                (Engine::Plain(m), EmbedInput::Texts(texts)) => {
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    m.embed(&refs)
-                }
-                (Engine::Plain(_), EmbedInput::Tokens(_)) => Err(PluginError::unsupported(
-                    "token-array input is not supported by this model; send text",
-                )),
-            });
-            let _ = reply.send(result);
-        }
+        Work::Embed { input, reply } => match engine {
+            Engine::Embedding(p) => run_embed_batch(p, vec![(input, reply)]),
+            Engine::Plain(m) => {
+                let result = guarded(|| match input {
+                    EmbedInput::Texts(texts) => {
+                        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                        m.embed(&refs)
+                    }
+                    EmbedInput::Tokens(_) => Err(PluginError::unsupported(
+                        "token-array input is not supported by this model; send text",
+                    )),
+                });
+                let _ = reply.send(result);
+            }
+        },
     }
 }
 
@@ -224,21 +226,11 @@ fn run_embed_batch(pipeline: &EmbeddingPipeline, jobs: Vec<(EmbedInput, Reply<Em
         let ids = match input {
             EmbedInput::Texts(texts) => guarded(|| pipeline.tokenize(&texts)),
             EmbedInput::Tokens(ids) => Ok(ids),
-        };
-        let too_long = ids.as_ref().ok().and_then(|ids| {
-            ids.iter().enumerate().find_map(|(i, t)| {
-                (t.len() > pipeline.max_tokens()).then(|| {
-                    PluginError::invalid_input(format!(
-                        "input {i} has {} tokens; this model accepts at most {}",
-                        t.len(),
-                        pipeline.max_tokens()
-                    ))
-                })
-            })
-        });
-        match (ids, too_long) {
-            (Ok(ids), None) => ready.push((ids, reply)),
-            (Ok(_), Some(e)) | (Err(e), _) => {
+        }
+        .and_then(|ids| pipeline.check_lengths(&ids).map(|()| ids));
+        match ids {
+            Ok(ids) => ready.push((ids, reply)),
+            Err(e) => {
                 let _ = reply.send(Err(e));
             }
         }
@@ -320,16 +312,9 @@ fn tensor_rows(inputs: &[Tensor]) -> Option<(usize, BatchKey)> {
 /// whose first dimension is not the batch) falls back to running the jobs one by one, so a
 /// batch never changes what a request gets.
 fn run_infer_batch(model: &LoadedModel, jobs: Vec<(Vec<Tensor>, Reply<Vec<Tensor>>)>) {
-    let single = |inputs: Vec<Tensor>, reply: Reply<Vec<Tensor>>| {
-        let result = guarded(|| {
-            let views: Vec<_> = inputs.iter().map(Tensor::view).collect();
-            model.infer(&views)
-        });
-        let _ = reply.send(result);
-    };
     if jobs.len() == 1 {
         for (inputs, reply) in jobs {
-            single(inputs, reply);
+            infer_one(model, inputs, reply);
         }
         return;
     }
@@ -394,7 +379,7 @@ fn run_infer_batch(model: &LoadedModel, jobs: Vec<(Vec<Tensor>, Reply<Vec<Tensor
                 "batch not splittable; running one by one"
             );
             for (inputs, reply) in jobs {
-                single(inputs, reply);
+                infer_one(model, inputs, reply);
             }
         }
     }
