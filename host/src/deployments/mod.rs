@@ -129,6 +129,18 @@ struct Deployment {
 }
 
 impl Deployment {
+    fn pending(config: DeploymentConfig, path: PathBuf) -> Self {
+        Self {
+            config,
+            path,
+            status: Status::Pending,
+            message: String::new(),
+            worker: None,
+            kind: Kind::Unknown,
+            created: now(),
+        }
+    }
+
     fn answers_to(&self, name: &str) -> bool {
         self.config.name == name || self.config.aliases.iter().any(|a| a == name)
     }
@@ -256,15 +268,7 @@ impl Deployments {
         let list = config
             .deployments
             .iter()
-            .map(|d| Deployment {
-                path: config.resolve(&d.path),
-                config: d.clone(),
-                status: Status::Pending,
-                message: String::new(),
-                worker: None,
-                kind: Kind::Unknown,
-                created: now(),
-            })
+            .map(|d| Deployment::pending(d.clone(), config.resolve(&d.path)))
             .collect();
         Self {
             inner: RwLock::new(list),
@@ -447,15 +451,7 @@ impl Deployments {
                 }
             }
             list.retain(|d| d.config.name != config.name);
-            list.push(Deployment {
-                path: config.path.clone(),
-                config: config.clone(),
-                status: Status::Pending,
-                message: String::new(),
-                worker: None,
-                kind: Kind::Unknown,
-                created: now(),
-            });
+            list.push(Deployment::pending(config.clone(), config.path.clone()));
         }
         self.load(&config.name, registry)?;
         self.snapshot()

@@ -145,13 +145,7 @@ fn messages(list: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
     responses(
         (status = 200, description = "The completion; with `stream: true` a `text/event-stream` of `ChatCompletionChunk` events ending with `data: [DONE]`",
             content((ChatCompletion = "application/json"), (ChatCompletionChunk = "text/event-stream"))),
-        (status = 400, description = "Invalid request", body = super::types::ErrorBody),
-        (status = 401, description = "Missing or bad API key", body = super::types::ErrorBody),
-        (status = 403, description = "Key not allowed for this model", body = super::types::ErrorBody),
-        (status = 404, description = "Unknown model", body = super::types::ErrorBody),
-        (status = 413, description = "Body too large", body = super::types::ErrorBody),
-        (status = 429, description = "Rate limited or overloaded", body = super::types::ErrorBody),
-        (status = 503, description = "Model loading or stopped", body = super::types::ErrorBody),
+        super::openapi::ModelCallErrors,
     ),
     security(("bearer" = []))
 )]

@@ -3,10 +3,43 @@
 
 use super::{chat, completions, embeddings, models, predict, types};
 use axum::Json;
+use std::collections::BTreeMap;
 use utoipa::{
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
-    Modify, OpenApi,
+    openapi::{
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+        ContentBuilder, Ref, RefOr, Response, ResponseBuilder,
+    },
+    IntoResponses, Modify, OpenApi,
 };
+
+/// The error answers every call on a model can give, each an [`types::ErrorBody`].
+pub struct ModelCallErrors;
+
+impl IntoResponses for ModelCallErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            (400, "Invalid request"),
+            (401, "Missing or bad API key"),
+            (403, "Key not allowed for this model"),
+            (404, "Unknown model"),
+            (413, "Body too large"),
+            (429, "Rate limited or overloaded"),
+            (503, "Model loading or stopped"),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", content)
+                .build();
+            (status.to_string(), response.into())
+        })
+        .collect()
+    }
+}
 
 struct BearerAuth;
 

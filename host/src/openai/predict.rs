@@ -29,13 +29,7 @@ pub struct PredictRequest {
     request_body = PredictRequest,
     responses(
         (status = 200, description = "Output tensors", body = Prediction),
-        (status = 400, description = "Invalid request", body = super::types::ErrorBody),
-        (status = 401, description = "Missing or bad API key", body = super::types::ErrorBody),
-        (status = 403, description = "Key not allowed for this model", body = super::types::ErrorBody),
-        (status = 404, description = "Unknown model", body = super::types::ErrorBody),
-        (status = 413, description = "Body too large", body = super::types::ErrorBody),
-        (status = 429, description = "Rate limited or overloaded", body = super::types::ErrorBody),
-        (status = 503, description = "Model loading or stopped", body = super::types::ErrorBody),
+        super::openapi::ModelCallErrors,
     ),
     security(("bearer" = []))
 )]
