@@ -25,22 +25,13 @@ use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
-use support::target_dir;
+use support::{bench_python, target_dir};
 
 const THREADS: u32 = 2;
 const CLIENTS: usize = 16;
 const PER_CLIENT: usize = 25;
 const MAX_TOKENS: u32 = 128;
 const PROMPT: &str = "Write a short story about a robot who learns to paint.";
-
-fn python() -> PathBuf {
-    std::env::var_os("CYXWIZ_BENCH_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                .join(".cache/cyxwiz-venv/bin/python")
-        })
-}
 
 fn post(addr: &str, path: &str, body: &str) -> serde_json::Value {
     let mut stream = TcpStream::connect(addr).expect("connect");
@@ -204,7 +195,7 @@ max_batch = 1
             )
         })
         .collect();
-    let out = Command::new(python())
+    let out = Command::new(bench_python())
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/bench_embeddings.py"))
         .arg(&models)
         .arg((CLIENTS * PER_CLIENT).to_string())

@@ -10,16 +10,11 @@ mod support;
 
 use cyxwiz_sdk::{client::PluginLibrary, serde_json::json, testkit, LoadOptions, Tensor};
 use std::path::PathBuf;
-use support::{target_dir, time};
+use support::{bench_python, target_dir, time};
 
 fn main() {
     let models = testkit::models_dir();
-    let python = std::env::var_os("CYXWIZ_BENCH_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                .join(".cache/cyxwiz-venv/bin/python")
-        });
+    let python = bench_python();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/ort_reference.py");
     let library = models.join("runtimes/onnxruntime/libonnxruntime.so.1.31.1");
     let tract = PluginLibrary::open(&target_dir().join("libcyxwiz_plugin_onnx_tract.so"))

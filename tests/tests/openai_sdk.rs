@@ -19,7 +19,6 @@ fn create_key(node: &Node, args: &[&str]) -> String {
 #[test]
 fn the_openai_python_sdk_passes_against_the_node() {
     let python = venv_python();
-    let venv_bin = python.clone();
     let node = Node::new();
     node.write_config(&serving_config(true));
     let full = create_key(&node, &["--name", "full"]);
@@ -29,7 +28,7 @@ fn the_openai_python_sdk_passes_against_the_node() {
     wait_ready(&running);
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(python)
+    let out = Command::new(&python)
         .args([
             "-m",
             "pytest",
@@ -55,7 +54,7 @@ fn the_openai_python_sdk_passes_against_the_node() {
     );
 
     // A bounded schemathesis run against /openapi.json finds no 5xx answer.
-    let schemathesis = venv_bin.with_file_name("schemathesis");
+    let schemathesis = python.with_file_name("schemathesis");
     let out = Command::new(&schemathesis)
         .args(["run", &format!("http://{}/openapi.json", running.addr)])
         .args(["--checks", "not_a_server_error", "--max-examples", "25"])

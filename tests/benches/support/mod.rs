@@ -15,6 +15,17 @@ pub fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The Python that runs the reference measurements: `CYXWIZ_BENCH_PYTHON`, else the venv of
+/// `scripts/python-env`.
+pub fn bench_python() -> PathBuf {
+    std::env::var_os("CYXWIZ_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/cyxwiz-venv/bin/python")
+        })
+}
+
 /// Median time per call over 7 rounds of `iters` calls, after a short warm-up.
 pub fn time(iters: u32, mut f: impl FnMut()) -> Duration {
     for _ in 0..iters.min(100) {
