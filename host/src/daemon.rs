@@ -1,10 +1,15 @@
-//! `cyxwiz-node run`: prepares the data directory, opens the store, discovers plugins, starts
-//! serving HTTP and the control socket at once, loads the configured deployments in the background, and stops
-//! cleanly on Ctrl-C or SIGTERM.
+//! `cyxwiz-node run`: prepares the data directory, opens the store, probes the hardware,
+//! discovers plugins, starts serving HTTP, gRPC and the control socket at once, samples system
+//! metrics, joins the central server when one is configured, loads the configured deployments
+//! in the background, and stops cleanly on Ctrl-C or SIGTERM.
 
 use crate::{
+    central::{self, CentralLink},
     config::Config,
     deployments::Deployments,
+    devices::{Gpus, Inventory},
+    grpc::{self, GrpcState},
+    metrics::sampler::{run_sampler, MetricsSettings},
     plugins::{search_dirs, PluginState, Registry},
     server::{self, auth, control, tls, AppState},
     store::{Store, StoreError},
@@ -29,6 +34,9 @@ pub enum DaemonError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// gRPC could not start.
+    #[error(transparent)]
+    Grpc(#[from] grpc::GrpcError),
     /// The HTTP listener could not be bound or failed.
     #[error("HTTP API on {addr}: {source}")]
     Http {
@@ -87,12 +95,28 @@ pub async fn run(
     let node_id = store.node_id()?;
     store.audit("node_started", &node_id, &config.node.name)?;
     tracing::info!(node = %config.node.name, id = %node_id, data_dir = %config.data_dir.display(), "starting");
-    if !config.central_server.address.is_empty() {
-        tracing::warn!(
-            address = %config.central_server.address,
-            "network mode is not available in this build yet; running standalone"
-        );
-    }
+    let central = Arc::new(CentralLink::new(node_id, &config.central_server.address));
+
+    // NVML is probed once here; the sampler reuses the handle.
+    let (gpus, inventory) = tokio::task::spawn_blocking(|| {
+        let gpus = Arc::new(Gpus::init());
+        let inventory = Inventory::probe_with(&gpus);
+        (gpus, inventory)
+    })
+    .await
+    .map_err(|e| DaemonError::Http {
+        addr: "hardware probe".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let inventory = Arc::new(inventory);
+    tracing::info!(
+        cpu = %inventory.cpu_model,
+        cores = inventory.cpu_cores,
+        ram_mib = inventory.ram_total_bytes >> 20,
+        gpus = inventory.gpus.len(),
+        gpu_probe = %inventory.gpu_probe,
+        "hardware"
+    );
 
     let registry = Arc::new(discover_plugins(&config));
     let failed = registry
@@ -110,13 +134,15 @@ pub async fn run(
             "the API requires keys but none exists; create one with `cyxwiz-node keys create --name NAME`"
         );
     }
+    let metrics: Arc<crate::metrics::Metrics> = Arc::default();
     let state = Arc::new(AppState {
         node_name: config.node.name.clone(),
-        node_id,
+        central: central.clone(),
+        grpc_ports: config.grpc.ports.clone(),
         deployments: deployments.clone(),
         registry: registry.clone(),
         store: std::sync::Mutex::new(store),
-        metrics: Arc::default(),
+        metrics: metrics.clone(),
         limiter: auth::RateLimiter::default(),
         auth_required,
         plugins_loaded: loaded,
@@ -138,6 +164,64 @@ pub async fn run(
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let sampler = tokio::spawn(run_sampler(
+        MetricsSettings {
+            interval: std::time::Duration::from_secs(config.metrics.interval_seconds),
+            retention: std::time::Duration::from_secs(config.metrics.retention_days * 86_400),
+        },
+        Store::open(&config.database_path())?,
+        gpus,
+        metrics.clone(),
+        stop_rx.clone(),
+    ));
+
+    let config = Arc::new(config);
+    let grpc_done = if config.grpc.ports.is_empty() {
+        tracing::info!("gRPC disabled ([grpc] ports = [])");
+        None
+    } else {
+        let grpc_state = Arc::new(GrpcState {
+            app: state.clone(),
+            config: config.clone(),
+            inventory: inventory.clone(),
+        });
+        let (bound, done) = {
+            let rx = stop_rx.clone();
+            grpc::serve(grpc_state, move || stopped(rx.clone())).await?
+        };
+        let scheme = if config.grpc.tls.enabled {
+            "grpcs"
+        } else {
+            "grpc"
+        };
+        for addr in &bound {
+            tracing::info!("gRPC listening on {scheme}://{addr}");
+        }
+        Some(tokio::spawn(done))
+    };
+
+    let client = if config.central_server.address.is_empty() {
+        tracing::info!("standalone mode: no central server configured");
+        None
+    } else {
+        if config.grpc.ports.is_empty() {
+            tracing::warn!("gRPC is off, so the central server cannot assign jobs to this node");
+        }
+        Some(tokio::spawn(central::run(
+            central::ClientContext {
+                sources: central::InfoSources {
+                    config: (*config).clone(),
+                    registry: registry.clone(),
+                    inventory: inventory.clone(),
+                    metrics: metrics.clone(),
+                },
+                link: central.clone(),
+                database: config.database_path(),
+            },
+            stop_rx.clone(),
+        )))
     };
 
     let socket = control::socket_path(&config.data_dir);
@@ -196,6 +280,13 @@ pub async fn run(
     }
     let _ = control_server.await;
     let _ = std::fs::remove_file(&socket);
+    if let Some(done) = grpc_done {
+        let _ = done.await;
+    }
+    if let Some(client) = client {
+        let _ = client.await;
+    }
+    let _ = sampler.await;
     loader.abort();
     tracing::info!("stopped");
     Ok(())

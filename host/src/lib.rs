@@ -8,15 +8,22 @@
 //! - [`deployments`]: configured models and their lifecycle.
 //! - [`openai`]: the OpenAI-compatible `/v1` API, one module per endpoint family.
 //! - [`server`]: the HTTP router (health, metrics, auth, limits) and the control socket.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics, the system sampler and its history.
+//! - [`devices`]: the hardware inventory (CPU, memory, disks, interfaces, NVIDIA GPUs).
+//! - [`grpc`]: the CyxWiz gRPC services (NodeService.AssignJob, DeploymentService,
+//!   InferenceService) on the same deployments as the HTTP API.
+//! - [`central`]: the central-server client (registration, heartbeats, reconnection).
 //! - [`daemon`]: `cyxwiz-node run`, wiring the above together.
 //! - [`logging`]: tracing setup.
 //!
 //! Dependencies point one way: `daemon -> server -> openai -> deployments -> (models | plugins | store)`.
 
+pub mod central;
 pub mod config;
 pub mod daemon;
 pub mod deployments;
+pub mod devices;
+pub mod grpc;
 pub mod logging;
 pub mod metrics;
 pub mod models;

@@ -55,6 +55,12 @@ enum Command {
     /// Inspect the running node's deployments.
     #[command(subcommand)]
     Deployments(cmd::deploy::DeploymentsCommand),
+    /// The running node: id, central-server connection, last heartbeat and error, ports.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,6 +186,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Deployments(cmd::deploy::DeploymentsCommand::List { json }) => {
             cmd::deploy::list(&config, json)
         }
+        Command::Status { json } => cmd::status::run(&config, json),
     }
 }
 

@@ -29,6 +29,17 @@ pub struct GlobalArgs {
     )]
     pub central: Option<String>,
 
+    /// The operator's CyxWiz account token (JWT) for the central server
+    /// (`central_server.auth_token`)
+    #[arg(
+        long,
+        env = "CYXWIZ_AUTH_TOKEN",
+        global = true,
+        value_name = "JWT",
+        hide_env_values = true
+    )]
+    pub auth_token: Option<String>,
+
     /// Log level or tracing filter (`logging.level`)
     #[arg(long, env = "CYXWIZ_LOG_LEVEL", global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -44,6 +55,17 @@ pub struct GlobalArgs {
     /// Port the HTTP API listens on; 0 picks a free port (`api.port`)
     #[arg(long, env = "CYXWIZ_API_PORT", global = true, value_name = "PORT")]
     pub api_port: Option<u16>,
+
+    /// gRPC ports, comma-separated, the first registered with the central server; `off` turns
+    /// gRPC off (`grpc.ports`)
+    #[arg(
+        long,
+        env = "CYXWIZ_GRPC_PORTS",
+        global = true,
+        value_name = "PORTS",
+        value_parser = parse_ports
+    )]
+    pub grpc_ports: Option<PortList>,
 
     /// Extra plugin directory, searched first; repeat or separate with `:` (`plugins.dirs`)
     #[arg(
@@ -64,6 +86,26 @@ pub struct GlobalArgs {
         value_delimiter = ':'
     )]
     pub model_dirs: Vec<PathBuf>,
+}
+
+/// A list of ports from the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortList(pub Vec<u16>);
+
+/// Parses `50052,50055` or `off`.
+fn parse_ports(text: &str) -> Result<PortList, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "off" || text == "none" {
+        return Ok(PortList(Vec::new()));
+    }
+    text.split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("`{p}` is not a port; expected e.g. 50052,50055 or off"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(PortList)
 }
 
 /// Where clap took `id` from, looking through the subcommand chain (global flags given after
@@ -105,6 +147,14 @@ pub(super) fn apply(args: &GlobalArgs, matches: &ArgMatches, config: &mut Config
             "CYXWIZ_CENTRAL_SERVER",
         );
     }
+    if args.auth_token.is_some() {
+        set(
+            "central_server.auth_token",
+            "auth_token",
+            "--auth-token",
+            "CYXWIZ_AUTH_TOKEN",
+        );
+    }
     if args.log_level.is_some() {
         set(
             "logging.level",
@@ -126,6 +176,14 @@ pub(super) fn apply(args: &GlobalArgs, matches: &ArgMatches, config: &mut Config
     }
     if args.api_port.is_some() {
         set("api.port", "api_port", "--api-port", "CYXWIZ_API_PORT");
+    }
+    if args.grpc_ports.is_some() {
+        set(
+            "grpc.ports",
+            "grpc_ports",
+            "--grpc-ports",
+            "CYXWIZ_GRPC_PORTS",
+        );
     }
     if !args.plugin_dirs.is_empty() {
         set(
@@ -149,6 +207,9 @@ pub(super) fn apply(args: &GlobalArgs, matches: &ArgMatches, config: &mut Config
     if let Some(v) = &args.central {
         config.central_server.address = v.clone();
     }
+    if let Some(v) = &args.auth_token {
+        config.central_server.auth_token = v.clone();
+    }
     if let Some(v) = &args.log_level {
         config.logging.level = v.clone();
     }
@@ -160,6 +221,9 @@ pub(super) fn apply(args: &GlobalArgs, matches: &ArgMatches, config: &mut Config
     }
     if let Some(v) = args.api_port {
         config.api.port = v;
+    }
+    if let Some(ports) = &args.grpc_ports {
+        config.grpc.ports = ports.0.clone();
     }
     let mut dirs = args.plugin_dirs.clone();
     dirs.append(&mut config.plugins.dirs);

@@ -55,6 +55,11 @@ pub struct NodeSection {
     pub name: String,
     /// Jobs run at once.
     pub max_concurrent_jobs: u32,
+    /// Region reported to the central server (e.g. `eu-west`); empty = not stated.
+    pub region: String,
+    /// Wallet that receives this node's earnings; the central server also uses it to
+    /// recognise the node across restarts.
+    pub wallet_address: String,
 }
 
 /// `[central_server]`
@@ -65,8 +70,93 @@ pub struct CentralSection {
     pub address: String,
     /// Seconds between heartbeats.
     pub heartbeat_interval_seconds: u64,
-    /// Seconds before the first reconnection attempt.
+    /// Seconds before the first reconnection attempt; later attempts back off
+    /// exponentially (with jitter) up to 5 minutes.
     pub reconnect_delay_seconds: u64,
+    /// The operator's CyxWiz account token (a JWT), sent as `authorization: Bearer`;
+    /// `CYXWIZ_AUTH_TOKEN` overrides it. Never shown by `config show`.
+    pub auth_token: String,
+    /// IP address the central server should dial this node at; empty = the local address of
+    /// the route to the central server.
+    pub advertise_address: String,
+}
+
+/// `[grpc]`: the node's gRPC services (NodeService.AssignJob, DeploymentService,
+/// InferenceService), one router bound on every listed port.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcSection {
+    /// Address to listen on.
+    pub host: String,
+    /// Ports to serve on; the first is registered with the central server, which dials it
+    /// + 3 for AssignJob. Empty turns gRPC off.
+    pub ports: Vec<u16>,
+    /// `CreateDeployment` may load models only from the model directories (`[models] dirs`
+    /// and the data dir's `models/`) unless this is true: the protocol has no caller
+    /// authentication on this service.
+    pub allow_any_model_path: bool,
+    /// `[grpc.tls]`: serve gRPC over TLS (rustls).
+    pub tls: TlsSection,
+}
+
+/// `[jobs]`: which network jobs (NodeService.AssignJob) this node accepts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSection {
+    /// Accept jobs from the central server at all.
+    pub accept_network_jobs: bool,
+    /// Job types accepted: `training`, `inference`, `evaluation`, `preprocessing`.
+    pub allowed_job_types: Vec<String>,
+    /// Largest `estimated_memory` accepted, in MiB; 0 = the machine's RAM.
+    pub max_memory_mb: u64,
+    /// Longest `estimated_duration` accepted, in seconds; 0 = no limit.
+    pub max_duration_seconds: u64,
+    /// Jobs that may wait for a free slot (`[node] max_concurrent_jobs` run at once).
+    pub max_queued_jobs: u32,
+}
+
+/// `[metrics]`: system metrics sampling and history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Seconds between samples (CPU, RAM, network, GPU).
+    pub interval_seconds: u64,
+    /// Days of history kept in the database (older points are downsampled, then deleted).
+    pub retention_days: u64,
+}
+
+/// `[pricing]`: the price list sent to the central server with the node's registration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingSection {
+    /// `hourly`, `per_epoch`, `per_job` or `per_inference`.
+    pub billing_model: String,
+    /// Price per hour (USD).
+    pub price_per_hour: f64,
+    /// Price per training epoch.
+    pub price_per_epoch: f64,
+    /// Base price per job.
+    pub price_per_job_base: f64,
+    /// Price per inference request.
+    pub price_per_inference: f64,
+    /// Smallest charge.
+    pub minimum_charge: f64,
+    /// Shortest billable reservation, in minutes.
+    pub minimum_duration_minutes: u32,
+    /// Discount for reservations of an hour or more (0..1).
+    pub discount_1h_plus: f64,
+    /// Discount for reservations of a day or more (0..1).
+    pub discount_24h_plus: f64,
+    /// Bulk discount (0..1).
+    pub discount_bulk: f64,
+    /// Payment in CYXWIZ tokens.
+    pub accepts_cyxwiz_token: bool,
+    /// Payment in SOL.
+    pub accepts_sol: bool,
+    /// Payment in USDC.
+    pub accepts_usdc: bool,
+    /// Free minutes offered.
+    pub free_tier_minutes: u32,
 }
 
 /// `[devices]`
@@ -222,6 +312,14 @@ pub struct Config {
     pub central_server: CentralSection,
     /// `[devices]`
     pub devices: DevicesSection,
+    /// `[grpc]`
+    pub grpc: GrpcSection,
+    /// `[jobs]`
+    pub jobs: JobsSection,
+    /// `[metrics]`
+    pub metrics: MetricsSection,
+    /// `[pricing]`
+    pub pricing: PricingSection,
     /// `[api]`
     pub api: ApiSection,
     /// `[logging]`
@@ -280,6 +378,8 @@ impl Default for NodeSection {
         Self {
             name: format!("cyxwiz-node-{host}"),
             max_concurrent_jobs: 1,
+            region: String::new(),
+            wallet_address: String::new(),
         }
     }
 }
@@ -290,6 +390,64 @@ impl Default for CentralSection {
             address: String::new(),
             heartbeat_interval_seconds: 10,
             reconnect_delay_seconds: 5,
+            auth_token: String::new(),
+            advertise_address: String::new(),
+        }
+    }
+}
+
+/// The job types of the protocol's `JobType`, as written in `[jobs] allowed_job_types`.
+pub const JOB_TYPES: [&str; 4] = ["training", "inference", "evaluation", "preprocessing"];
+
+impl Default for GrpcSection {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".to_string(),
+            ports: vec![50052, 50053, 50055, 50056, 50057],
+            allow_any_model_path: false,
+            tls: TlsSection::default(),
+        }
+    }
+}
+
+impl Default for JobsSection {
+    fn default() -> Self {
+        Self {
+            accept_network_jobs: true,
+            allowed_job_types: JOB_TYPES.iter().map(|t| t.to_string()).collect(),
+            max_memory_mb: 0,
+            max_duration_seconds: 0,
+            max_queued_jobs: 4,
+        }
+    }
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            interval_seconds: 5,
+            retention_days: 7,
+        }
+    }
+}
+
+impl Default for PricingSection {
+    fn default() -> Self {
+        Self {
+            billing_model: "hourly".to_string(),
+            price_per_hour: 0.10,
+            price_per_epoch: 0.0,
+            price_per_job_base: 0.0,
+            price_per_inference: 0.0,
+            minimum_charge: 0.0,
+            minimum_duration_minutes: 10,
+            discount_1h_plus: 0.0,
+            discount_24h_plus: 0.0,
+            discount_bulk: 0.0,
+            accepts_cyxwiz_token: true,
+            accepts_sol: true,
+            accepts_usdc: true,
+            free_tier_minutes: 0,
         }
     }
 }
@@ -404,6 +562,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_network()?;
         if self.api.host.parse::<std::net::IpAddr>().is_err() && self.api.host != "localhost" {
             return Err(self.key_error(
                 "api.host",
@@ -492,6 +651,103 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Checks `[central_server]`, `[grpc]`, `[jobs]`, `[metrics]` and `[pricing]`.
+    fn validate_network(&self) -> Result<(), ConfigError> {
+        let advertise = &self.central_server.advertise_address;
+        if !advertise.is_empty() && advertise.parse::<std::net::IpAddr>().is_err() {
+            return Err(self.key_error(
+                "central_server.advertise_address",
+                format!("must be an IP address or empty, got `{advertise}`"),
+            ));
+        }
+        if self.grpc.host.parse::<std::net::IpAddr>().is_err() {
+            return Err(self.key_error(
+                "grpc.host",
+                format!(
+                    "must be an IP address such as 0.0.0.0, got `{}`",
+                    self.grpc.host
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for port in &self.grpc.ports {
+            if *port == 0 || !seen.insert(*port) {
+                return Err(self.key_error(
+                    "grpc.ports",
+                    format!("must be distinct non-zero ports, got {:?}", self.grpc.ports),
+                ));
+            }
+        }
+        if let Some(first) = self.grpc.ports.first() {
+            if *first > u16::MAX - 3 {
+                return Err(self.key_error(
+                    "grpc.ports",
+                    format!("the first port + 3 must be a port too, got {first}"),
+                ));
+            }
+        }
+        if self.grpc.tls.enabled {
+            for (key, path) in [
+                ("grpc.tls.cert_path", &self.grpc.tls.cert_path),
+                ("grpc.tls.key_path", &self.grpc.tls.key_path),
+            ] {
+                if path.as_os_str().is_empty() {
+                    return Err(self.key_error(
+                        key,
+                        "must name a PEM file when grpc.tls.enabled = true".into(),
+                    ));
+                }
+            }
+        }
+        for t in &self.jobs.allowed_job_types {
+            if !JOB_TYPES.contains(&t.as_str()) {
+                return Err(self.key_error(
+                    "jobs.allowed_job_types",
+                    format!("must list some of {}, got `{t}`", JOB_TYPES.join(", ")),
+                ));
+            }
+        }
+        if !(1..=3600).contains(&self.metrics.interval_seconds) {
+            return Err(self.key_error(
+                "metrics.interval_seconds",
+                format!(
+                    "must be between 1 and 3600 seconds, got {}",
+                    self.metrics.interval_seconds
+                ),
+            ));
+        }
+        if !(1..=365).contains(&self.metrics.retention_days) {
+            return Err(self.key_error(
+                "metrics.retention_days",
+                format!(
+                    "must be between 1 and 365 days, got {}",
+                    self.metrics.retention_days
+                ),
+            ));
+        }
+        if !matches!(
+            self.pricing.billing_model.as_str(),
+            "hourly" | "per_epoch" | "per_job" | "per_inference"
+        ) {
+            return Err(self.key_error(
+                "pricing.billing_model",
+                format!(
+                    "must be hourly, per_epoch, per_job or per_inference, got `{}`",
+                    self.pricing.billing_model
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The directories models may be loaded from over gRPC: `[models] dirs` and the data
+    /// dir's `models/`.
+    pub fn model_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.models.dirs.iter().map(|d| self.resolve(d)).collect();
+        dirs.push(self.models_dir());
+        dirs
     }
 
     /// The data directory's `plugins/`.

@@ -2,6 +2,9 @@
 
 use super::Config;
 
+/// Keys whose values are never printed.
+const SECRETS: [&str; 1] = ["central_server.auth_token"];
+
 /// Renders `config` as commented TOML: `key = value  # source`.
 pub fn render(config: &Config) -> String {
     let mut out = format!(
@@ -26,7 +29,15 @@ pub fn render(config: &Config) -> String {
                 out.push_str(&format!("\n[{section}]\n"));
                 for (key, v) in keys {
                     let dotted = format!("{section}.{key}");
-                    out.push_str(&format!("{key} = {v}  # {}\n", config.source(&dotted)));
+                    let shown = match v {
+                        toml::Value::String(s)
+                            if SECRETS.contains(&dotted.as_str()) && !s.is_empty() =>
+                        {
+                            "\"<redacted>\"".to_string()
+                        }
+                        v => v.to_string(),
+                    };
+                    out.push_str(&format!("{key} = {shown}  # {}\n", config.source(&dotted)));
                 }
             }
             toml::Value::Array(items) => {

@@ -77,6 +77,12 @@ pub struct DeploymentView {
     pub memory_bytes: u64,
     /// Unix time it was created.
     pub created: u64,
+    /// Requests answered since it was loaded.
+    pub requests: u64,
+    /// Their mean latency in milliseconds.
+    pub mean_latency_ms: f64,
+    /// Seconds since it was loaded (0 when not loaded).
+    pub uptime_seconds: f64,
 }
 
 /// Why a deploy or undeploy call was refused.
@@ -288,7 +294,8 @@ impl Deployments {
     pub fn snapshot(&self) -> Vec<DeploymentView> {
         self.read()
             .iter()
-            .map(|d| DeploymentView {
+            .map(|d| (d, d.worker.as_ref().map(|w| w.stats())))
+            .map(|(d, stats)| DeploymentView {
                 name: d.config.name.clone(),
                 aliases: d.config.aliases.clone(),
                 path: d.path.clone(),
@@ -301,6 +308,9 @@ impl Deployments {
                 message: d.message.clone(),
                 memory_bytes: d.worker.as_ref().map_or(0, |w| w.info().memory_bytes),
                 created: d.created,
+                requests: stats.map_or(0, |s| s.answered),
+                mean_latency_ms: stats.map_or(0.0, |s| s.mean_latency_ms),
+                uptime_seconds: stats.map_or(0.0, |s| s.uptime_seconds),
             })
             .collect()
     }
@@ -471,6 +481,17 @@ impl Deployments {
         d.status = Status::Stopped;
         d.message = String::new();
         d.worker = None;
+        Ok(())
+    }
+
+    /// Forgets a deployment: stops it if it is serving and removes it from the list.
+    pub fn remove(&self, name: &str) -> Result<(), DeployError> {
+        let mut list = self.write();
+        let before = list.len();
+        list.retain(|d| d.config.name != name);
+        if list.len() == before {
+            return Err(DeployError::NotFound(name.to_string()));
+        }
         Ok(())
     }
 

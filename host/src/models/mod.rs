@@ -6,4 +6,4 @@ pub mod scan;
 pub mod tensor_json;
 pub mod worker;
 
-pub use worker::{EmbedInput, Engine, ModelWorker, WorkerError};
+pub use worker::{EmbedInput, Engine, ModelWorker, RequestStats, WorkerError};

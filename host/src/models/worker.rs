@@ -16,7 +16,7 @@ use cyxwiz_sdk::{
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
 };
@@ -88,13 +88,39 @@ impl<T> Reply<T> {
     }
 }
 
-/// One request counted in flight until dropped.
-struct InFlight(Arc<AtomicUsize>);
+/// Requests of one model: in flight now, answered so far, and their total time.
+#[derive(Debug, Default)]
+struct Counters {
+    in_flight: AtomicUsize,
+    answered: AtomicU64,
+    busy_micros: AtomicU64,
+}
+
+/// One request counted in flight until dropped, then counted as answered with its time.
+struct InFlight {
+    counters: Arc<Counters>,
+    since: std::time::Instant,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let c = &self.counters;
+        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        c.answered.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        c.busy_micros.fetch_add(micros, Ordering::Relaxed);
     }
+}
+
+/// Request statistics of a model since it was loaded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestStats {
+    /// Requests answered (successfully or not).
+    pub answered: u64,
+    /// Mean time from submission to answer, in milliseconds.
+    pub mean_latency_ms: f64,
+    /// Seconds since the model was loaded.
+    pub uptime_seconds: f64,
 }
 
 enum Work {
@@ -156,7 +182,8 @@ pub struct ModelWorker {
     abilities: Abilities,
     queue: usize,
     tx: crossbeam_channel::Sender<Job>,
-    in_flight: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
+    loaded_at: std::time::Instant,
     admit: usize,
 }
 
@@ -495,7 +522,8 @@ impl ModelWorker {
             abilities,
             queue: queue.max(1),
             tx,
-            in_flight: Arc::default(),
+            counters: Arc::default(),
+            loaded_at: std::time::Instant::now(),
             admit: 0,
         })
     }
@@ -534,16 +562,34 @@ impl ModelWorker {
 
     /// Requests submitted and not yet answered (waiting or running).
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.counters.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered since loading, and their mean latency.
+    pub fn stats(&self) -> RequestStats {
+        let answered = self.counters.answered.load(Ordering::Relaxed);
+        let micros = self.counters.busy_micros.load(Ordering::Relaxed);
+        RequestStats {
+            answered,
+            mean_latency_ms: if answered == 0 {
+                0.0
+            } else {
+                micros as f64 / answered as f64 / 1000.0
+            },
+            uptime_seconds: self.loaded_at.elapsed().as_secs_f64(),
+        }
     }
 
     fn reply_channel<T>(&self) -> (Reply<T>, oneshot::Receiver<Result<T, PluginError>>) {
         let (tx, rx) = oneshot::channel();
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         (
             Reply {
                 tx,
-                _counted: InFlight(self.in_flight.clone()),
+                _counted: InFlight {
+                    counters: self.counters.clone(),
+                    since: std::time::Instant::now(),
+                },
             },
             rx,
         )

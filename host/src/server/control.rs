@@ -1,8 +1,8 @@
 //! The operator's control socket: a Unix socket `control.sock` in the data directory (mode
 //! 0600, so only the node's user can reach it) serving a small HTTP API that the CLI's
 //! `deploy`, `undeploy` and `deployments list` use on the running daemon:
-//! `GET /deployments`, `POST /deployments` (a `[[deployments]]` entry as JSON) and
-//! `DELETE /deployments/{name}`.
+//! `GET /status`, `GET /deployments`, `POST /deployments` (a `[[deployments]]` entry as JSON)
+//! and `DELETE /deployments/{name}`.
 
 use super::AppState;
 use crate::{config::DeploymentConfig, deployments::DeployError, openai::ApiError};
@@ -82,9 +82,34 @@ async fn remove(State(state): State<Arc<AppState>>, Path(name): Path<String>) ->
     }
 }
 
+async fn status(State(state): State<Arc<AppState>>) -> Response {
+    let deployments = state.deployments.snapshot();
+    let count =
+        |s: crate::deployments::Status| deployments.iter().filter(|d| d.status == s).count();
+    Json(json!({
+        "node": {
+            "id": state.central.node_id(),
+            "name": state.node_name,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": state.started.elapsed().as_secs(),
+        },
+        "central": state.central.status(),
+        "grpc_ports": state.grpc_ports,
+        "deployments": {
+            "total": deployments.len(),
+            "ready": count(crate::deployments::Status::Ready) + count(crate::deployments::Status::Running),
+            "loading": count(crate::deployments::Status::Loading) + count(crate::deployments::Status::Pending),
+            "failed": count(crate::deployments::Status::Failed),
+        },
+        "plugins": {"loaded": state.plugins_loaded, "failed": state.plugins_failed},
+    }))
+    .into_response()
+}
+
 /// The control router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/status", get(status))
         .route("/deployments", get(list).post(create))
         .route("/deployments/{name}", delete(remove))
         .with_state(state)

@@ -35,8 +35,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub struct AppState {
     /// Node name.
     pub node_name: String,
-    /// Persistent node id.
-    pub node_id: String,
+    /// The node id (adopted from the central server once registered) and the central link.
+    pub central: Arc<crate::central::CentralLink>,
+    /// Ports the gRPC services listen on (empty: off).
+    pub grpc_ports: Vec<u16>,
     /// Deployments and their status.
     pub deployments: Arc<Deployments>,
     /// The plugin registry deployments load through.
@@ -81,7 +83,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     let body = json!({
         "status": status,
         "reason": if loading { "models are loading" } else if failed > 0 { "some models failed to load" } else { "" },
-        "node": {"name": state.node_name, "id": state.node_id, "version": env!("CARGO_PKG_VERSION")},
+        "node": {"name": state.node_name, "id": state.central.node_id(), "version": env!("CARGO_PKG_VERSION")},
         "uptime_seconds": state.started.elapsed().as_secs(),
         "plugins": {"loaded": state.plugins_loaded, "failed": state.plugins_failed},
         "models": models,
@@ -208,7 +210,8 @@ mod tests {
     fn state(deployments: Deployments, dir: &std::path::Path) -> Arc<AppState> {
         Arc::new(AppState {
             node_name: "n".into(),
-            node_id: "id".into(),
+            central: Arc::new(crate::central::CentralLink::new("id".into(), "")),
+            grpc_ports: Vec::new(),
             deployments: Arc::new(deployments),
             registry: Arc::new(Registry::discover(&[], Default::default())),
             store: Mutex::new(Store::open(&dir.join("node.db")).unwrap()),

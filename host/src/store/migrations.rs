@@ -32,6 +32,21 @@ const MIGRATIONS: &[&str] = &[
         revoked_at    TEXT
     );
     CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;",
+    // 3: sampled system metrics; `resolution` is the seconds a point covers (the sample
+    // interval, then 60 or 600 once downsampled). GPU columns are NULL without GPUs.
+    "CREATE TABLE metric_samples (
+        ts                    INTEGER NOT NULL,
+        resolution            INTEGER NOT NULL,
+        cpu_percent           REAL NOT NULL,
+        ram_used_bytes        INTEGER NOT NULL,
+        ram_total_bytes       INTEGER NOT NULL,
+        net_rx_bps            REAL NOT NULL,
+        net_tx_bps            REAL NOT NULL,
+        gpu_percent           REAL,
+        gpu_memory_used_bytes INTEGER,
+        gpu_power_watts       REAL
+    );
+    CREATE INDEX metric_samples_ts ON metric_samples (ts);",
 ];
 
 /// The schema version this build writes.

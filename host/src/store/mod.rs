@@ -3,9 +3,11 @@
 //!
 //! Migrations are numbered SQL scripts applied in order inside one transaction each;
 //! `PRAGMA user_version` records how far a database has come. A database from a newer node
-//! is refused rather than misread.
+//! is refused rather than misread. Each thread that writes (the sampler) opens its own
+//! connection: WAL and a 5 s busy timeout let them share the file.
 
 pub mod keys;
+pub mod metrics;
 mod migrations;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -93,6 +95,18 @@ impl Store {
             .map_err(|e| self.wrap(e))?;
         // Another process may have won the race; read back what is stored.
         Ok(self.meta("node_id")?.unwrap_or(id))
+    }
+
+    /// Replaces the node id with the one the central server assigned.
+    pub fn set_node_id(&self, id: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO node_meta (key, value) VALUES ('node_id', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![id],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(())
     }
 
     /// A value from the key-value table.

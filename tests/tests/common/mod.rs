@@ -88,7 +88,9 @@ impl Node {
                 cmd.env_remove(key);
             }
         }
+        // gRPC off unless a test asks for ports: parallel nodes would fight over the defaults.
         cmd.env("CYXWIZ_DATA_DIR", self.data.path())
+            .env("CYXWIZ_GRPC_PORTS", "off")
             .env("NO_COLOR", "1");
         cmd
     }

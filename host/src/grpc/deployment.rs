@@ -1,0 +1,429 @@
+//! `DeploymentService` on the node's deployment manager: the deployments it creates are the
+//! ones the HTTP API serves, and models deployed by config, CLI or HTTP are listed here too.
+//! A deployment's id is its model name.
+
+use super::{convert, error, GrpcState};
+use crate::{config::DeploymentConfig as NodeDeployment, deployments::DeploymentView};
+use cyxwiz_proto::protocol::{
+    deployment_service_server::DeploymentService, CreateDeploymentRequest,
+    CreateDeploymentResponse, DeleteDeploymentRequest, DeleteDeploymentResponse, Deployment,
+    DeploymentConfig, DeploymentMetricPoint, DeploymentStatus, DeploymentType,
+    GetDeploymentMetricsRequest, GetDeploymentMetricsResponse, GetDeploymentRequest,
+    GetDeploymentResponse, ListDeploymentsRequest, ListDeploymentsResponse, ModelInfo, StatusCode,
+    StopDeploymentRequest, StopDeploymentResponse,
+};
+use std::{path::PathBuf, sync::Arc};
+use tonic::{Request, Response, Status};
+
+/// The node's `DeploymentService`.
+#[derive(Clone)]
+pub struct DeploymentSvc(pub Arc<GrpcState>);
+
+/// Largest page `ListDeployments` returns.
+const MAX_PAGE: usize = 1000;
+
+impl DeploymentSvc {
+    fn view(&self, id: &str) -> Result<DeploymentView, Status> {
+        if id.is_empty() {
+            return Err(Status::invalid_argument("deployment_id is empty"));
+        }
+        self.0
+            .app
+            .deployments
+            .snapshot()
+            .into_iter()
+            .find(|d| d.name == id || d.aliases.iter().any(|a| a == id))
+            .ok_or_else(|| Status::not_found(format!("no deployment `{id}` on this node")))
+    }
+
+    /// The protocol's view of a deployment.
+    fn message(&self, view: &DeploymentView) -> Deployment {
+        let state = &self.0;
+        let started = view.created;
+        let status = convert::deployment_status(view.status);
+        let failed = view.status == crate::deployments::Status::Failed;
+        Deployment {
+            deployment_id: view.name.clone(),
+            config: Some(DeploymentConfig {
+                deployment_id: view.name.clone(),
+                r#type: DeploymentType::LocalNode as i32,
+                model: Some(ModelInfo {
+                    model_id: view.name.clone(),
+                    name: view.name.clone(),
+                    format: format_code(&convert::format_of(view)),
+                    local_path: view.path.display().to_string(),
+                    size_bytes: i64::try_from(view.memory_bytes).unwrap_or(i64::MAX),
+                    metadata: view
+                        .plugin
+                        .iter()
+                        .map(|p| ("plugin".to_string(), p.clone()))
+                        .chain([(
+                            "kind".to_string(),
+                            format!("{:?}", view.kind).to_lowercase(),
+                        )])
+                        .collect(),
+                    ..Default::default()
+                }),
+                node_id: state.app.central.node_id(),
+                port: i32::from(state.config.api.port),
+                ..Default::default()
+            }),
+            status: status as i32,
+            assigned_node: None,
+            status_message: view.message.clone(),
+            created_at: i64::try_from(view.created).unwrap_or(0),
+            started_at: i64::try_from(started).unwrap_or(0),
+            stopped_at: 0,
+            endpoint_url: state.endpoint_url(),
+            uptime_seconds: view.uptime_seconds as i64,
+            total_requests: i64::try_from(view.requests).unwrap_or(i64::MAX),
+            avg_latency_ms: view.mean_latency_ms,
+            error: failed.then(|| error::proto(&Status::failed_precondition(view.message.clone()))),
+            ..Default::default()
+        }
+    }
+}
+
+/// `ModelFormat` for a format or extension name.
+fn format_code(format: &str) -> i32 {
+    use cyxwiz_proto::protocol::ModelFormat as F;
+    (match format {
+        "onnx" => F::Onnx,
+        "gguf" => F::Gguf,
+        "pt" | "pth" => F::Pytorch,
+        "pb" => F::Tensorflow,
+        "safetensors" => F::Safetensors,
+        "tflite" => F::Tflite,
+        "jit" | "torchscript" => F::Torchscript,
+        "cyxmodel" => F::Cyxmodel,
+        _ => F::Unknown,
+    }) as i32
+}
+
+/// A `runtime_params` value as JSON: numbers and booleans as such, anything else a string.
+fn param_value(text: &str) -> serde_json::Value {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
+        _ => serde_json::Value::String(text.to_string()),
+    }
+}
+
+/// Whether `path` lies inside one of `dirs` (after resolving links).
+fn inside(path: &std::path::Path, dirs: &[PathBuf]) -> bool {
+    let Ok(real) = path.canonicalize() else {
+        return false;
+    };
+    dirs.iter()
+        .filter_map(|d| d.canonicalize().ok())
+        .any(|d| real.starts_with(d))
+}
+
+/// A valid deployment name: letters, digits and `-_.:/`, at most 128 characters.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+}
+
+/// The node's deployment entry for a protocol `DeploymentConfig`.
+fn node_deployment(state: &GrpcState, config: &DeploymentConfig) -> Result<NodeDeployment, Status> {
+    let model = config
+        .model
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("config.model is missing"))?;
+    if model.local_path.is_empty() {
+        return Err(Status::invalid_argument(if model.source_url.is_empty() {
+            "config.model.local_path is empty".to_string()
+        } else {
+            "config.model.local_path is empty: this node deploys local files only, it does not download from source_url".to_string()
+        }));
+    }
+    let path = PathBuf::from(&model.local_path);
+    if !path.is_absolute() {
+        return Err(Status::invalid_argument(format!(
+            "config.model.local_path must be absolute, got `{}`",
+            model.local_path
+        )));
+    }
+    if !path.exists() {
+        return Err(Status::not_found(format!(
+            "{}: no such file or directory on this node",
+            path.display()
+        )));
+    }
+    let dirs = state.config.model_dirs();
+    if !state.config.grpc.allow_any_model_path && !inside(&path, &dirs) {
+        return Err(Status::permission_denied(format!(
+            "{} is outside the model directories ({}); add its directory to [models] dirs or set [grpc] allow_any_model_path = true",
+            path.display(),
+            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let name = [&config.deployment_id, &model.name, &model.model_id]
+        .into_iter()
+        .find(|n| !n.is_empty())
+        .cloned()
+        .unwrap_or_else(|| format!("dep-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    if !valid_name(&name) {
+        return Err(Status::invalid_argument(format!(
+            "deployment name `{name}` must be 1-128 letters, digits or -_.:/"
+        )));
+    }
+    let mut options = serde_json::Map::new();
+    let mut plugin = None;
+    for (key, value) in &config.runtime_params {
+        if key == "plugin" {
+            plugin = Some(value.clone());
+        } else {
+            options.insert(key.clone(), param_value(value));
+        }
+    }
+    if config.context_size > 0 {
+        options.insert("context_length".into(), config.context_size.into());
+    }
+    let options: toml::Table = serde_json::from_value(serde_json::Value::Object(options))
+        .map_err(|e| Status::invalid_argument(format!("config.runtime_params: {e}")))?;
+    Ok(NodeDeployment {
+        name,
+        path,
+        plugin,
+        threads: u32::try_from(config.threads.max(0)).unwrap_or(0),
+        aliases: Vec::new(),
+        workers: 0,
+        queue_size: 64,
+        max_concurrent_requests: 0,
+        max_batch: u32::try_from(config.batch_size)
+            .ok()
+            .filter(|b| *b > 0)
+            .unwrap_or(32),
+        pooling: None,
+        normalize: true,
+        options,
+    })
+}
+
+#[tonic::async_trait]
+impl DeploymentService for DeploymentSvc {
+    async fn create_deployment(
+        &self,
+        request: Request<CreateDeploymentRequest>,
+    ) -> Result<Response<CreateDeploymentResponse>, Status> {
+        let request = request.into_inner();
+        let config = request
+            .config
+            .ok_or_else(|| Status::invalid_argument("CreateDeploymentRequest.config is missing"))?;
+        if !matches!(
+            DeploymentType::try_from(config.r#type),
+            Ok(DeploymentType::Unknown | DeploymentType::LocalNode | DeploymentType::Embedded)
+        ) {
+            return Err(Status::invalid_argument(
+                "this node serves LOCAL_NODE deployments; NETWORK deployments are placed by the central server",
+            ));
+        }
+        let entry = node_deployment(&self.0, &config)?;
+        let name = entry.name.clone();
+        let path = entry.path.display().to_string();
+        let app = self.0.app.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || app.deployments.deploy(entry, &app.registry))
+                .await
+                .map_err(|e| Status::internal(format!("deployment task failed: {e}")))?;
+        match outcome {
+            Ok(view) => {
+                self.0
+                    .app
+                    .audit("deployment_created", &name, &format!("grpc: {path}"));
+                Ok(Response::new(CreateDeploymentResponse {
+                    status: StatusCode::StatusSuccess as i32,
+                    deployment: Some(self.message(&view)),
+                    error: None,
+                }))
+            }
+            Err(e) => {
+                self.0.app.audit("deployment_failed", &name, &e.to_string());
+                Err(error::deploy(e))
+            }
+        }
+    }
+
+    async fn get_deployment(
+        &self,
+        request: Request<GetDeploymentRequest>,
+    ) -> Result<Response<GetDeploymentResponse>, Status> {
+        let view = self.view(&request.into_inner().deployment_id)?;
+        Ok(Response::new(GetDeploymentResponse {
+            deployment: Some(self.message(&view)),
+            error: None,
+        }))
+    }
+
+    async fn list_deployments(
+        &self,
+        request: Request<ListDeploymentsRequest>,
+    ) -> Result<Response<ListDeploymentsResponse>, Status> {
+        let r = request.into_inner();
+        let type_ok = matches!(
+            DeploymentType::try_from(r.type_filter),
+            Ok(DeploymentType::Unknown | DeploymentType::LocalNode)
+        );
+        let offset: usize = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token
+                .parse()
+                .map_err(|_| Status::invalid_argument("page_token is not one this node issued"))?
+        };
+        let size = match usize::try_from(r.page_size) {
+            Ok(0) | Err(_) => MAX_PAGE,
+            Ok(n) => n.min(MAX_PAGE),
+        };
+        let matching: Vec<Deployment> = self
+            .0
+            .app
+            .deployments
+            .snapshot()
+            .iter()
+            .filter(|_| type_ok)
+            .map(|v| self.message(v))
+            .filter(|d| {
+                r.status_filter == DeploymentStatus::Unknown as i32 || d.status == r.status_filter
+            })
+            .collect();
+        let total = matching.len();
+        let page: Vec<Deployment> = matching.into_iter().skip(offset).take(size).collect();
+        let next = offset + page.len();
+        Ok(Response::new(ListDeploymentsResponse {
+            deployments: page,
+            next_page_token: if next < total {
+                next.to_string()
+            } else {
+                String::new()
+            },
+            total_count: i32::try_from(total).unwrap_or(i32::MAX),
+            error: None,
+        }))
+    }
+
+    async fn stop_deployment(
+        &self,
+        request: Request<StopDeploymentRequest>,
+    ) -> Result<Response<StopDeploymentResponse>, Status> {
+        let id = request.into_inner().deployment_id;
+        let view = self.view(&id)?;
+        self.0
+            .app
+            .deployments
+            .undeploy(&view.name)
+            .map_err(error::deploy)?;
+        self.0.app.audit("deployment_stopped", &view.name, "grpc");
+        let view = self.view(&view.name)?;
+        let mut message = self.message(&view);
+        message.stopped_at = i64::try_from(now()).unwrap_or(0);
+        Ok(Response::new(StopDeploymentResponse {
+            status: StatusCode::StatusSuccess as i32,
+            deployment: Some(message),
+            error: None,
+        }))
+    }
+
+    async fn delete_deployment(
+        &self,
+        request: Request<DeleteDeploymentRequest>,
+    ) -> Result<Response<DeleteDeploymentResponse>, Status> {
+        let id = request.into_inner().deployment_id;
+        let view = self.view(&id)?;
+        self.0
+            .app
+            .deployments
+            .remove(&view.name)
+            .map_err(error::deploy)?;
+        self.0.app.audit("deployment_deleted", &view.name, "grpc");
+        Ok(Response::new(DeleteDeploymentResponse {
+            status: StatusCode::StatusSuccess as i32,
+            error: None,
+        }))
+    }
+
+    async fn get_deployment_metrics(
+        &self,
+        request: Request<GetDeploymentMetricsRequest>,
+    ) -> Result<Response<GetDeploymentMetricsResponse>, Status> {
+        let r = request.into_inner();
+        let view = self.view(&r.deployment_id)?;
+        let end = if r.end_time > 0 { r.end_time } else { i64::MAX };
+        let start = r.start_time.max(i64::try_from(view.created).unwrap_or(0));
+        // Node-wide CPU, GPU and memory over the deployment's life; the request figures are
+        // the deployment's own totals, on the newest point only (they are not sampled).
+        let mut points: Vec<DeploymentMetricPoint> = self
+            .0
+            .history(start, end, 10_000)?
+            .into_iter()
+            .map(|p| DeploymentMetricPoint {
+                timestamp: p.ts,
+                cpu_usage: p.cpu_percent,
+                gpu_usage: p.gpu_percent.unwrap_or(0.0),
+                memory_usage: if p.ram_total_bytes > 0 {
+                    100.0 * p.ram_used_bytes as f64 / p.ram_total_bytes as f64
+                } else {
+                    0.0
+                },
+                ..Default::default()
+            })
+            .collect();
+        let now = i64::try_from(now()).unwrap_or(0);
+        if end >= now {
+            let mut last = points.last().cloned().unwrap_or_default();
+            last.timestamp = now;
+            last.request_count = i64::try_from(view.requests).unwrap_or(i64::MAX);
+            last.avg_latency_ms = view.mean_latency_ms;
+            last.throughput_rps = if view.uptime_seconds > 0.0 {
+                view.requests as f64 / view.uptime_seconds
+            } else {
+                0.0
+            };
+            points.push(last);
+        }
+        Ok(Response::new(GetDeploymentMetricsResponse {
+            metrics: points,
+            error: None,
+        }))
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_params_and_paths() {
+        assert!(valid_name("minilm"));
+        assert!(valid_name("org/model:v1"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+        assert_eq!(param_value("4"), serde_json::json!(4));
+        assert_eq!(param_value("true"), serde_json::json!(true));
+        assert_eq!(param_value("x"), serde_json::json!("x"));
+        assert_eq!(param_value("[1]"), serde_json::json!("[1]"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.onnx");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(inside(&file, &[dir.path().to_path_buf()]));
+        assert!(!inside(&file, &[dir.path().join("other")]));
+        assert!(!inside(
+            &dir.path().join("sub/../../etc/passwd"),
+            &[dir.path().to_path_buf()]
+        ));
+        assert_eq!(
+            format_code("gguf"),
+            cyxwiz_proto::protocol::ModelFormat::Gguf as i32
+        );
+    }
+}

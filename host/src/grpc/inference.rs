@@ -1,0 +1,73 @@
+//! `InferenceService`: tensor inference on a deployment through the same model workers the
+//! HTTP `/v1/predict` uses (and so the same queues, limits and batching).
+
+use super::{convert, error, GrpcState};
+use crate::deployments::Lookup;
+use cyxwiz_proto::protocol::{
+    inference_service_server::InferenceService, GetModelInfoRequest, GetModelInfoResponse,
+    InferRequest, InferResponse, StatusCode,
+};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The node's `InferenceService`.
+#[derive(Clone)]
+pub struct InferenceSvc(pub Arc<GrpcState>);
+
+impl InferenceSvc {
+    fn worker(&self, id: &str) -> Result<Arc<crate::models::ModelWorker>, Status> {
+        if id.is_empty() {
+            return Err(Status::invalid_argument("deployment_id is empty"));
+        }
+        match self.0.app.deployments.lookup(id) {
+            Lookup::Ready(w) => Ok(w),
+            other => Err(error::lookup(id, other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl InferenceService for InferenceSvc {
+    async fn infer(
+        &self,
+        request: Request<InferRequest>,
+    ) -> Result<Response<InferResponse>, Status> {
+        let r = request.into_inner();
+        let worker = self.worker(&r.deployment_id)?;
+        if r.inputs.is_empty() {
+            return Err(Status::invalid_argument("inputs is empty"));
+        }
+        let inputs = r
+            .inputs
+            .into_iter()
+            .map(convert::tensor_in)
+            .collect::<Result<Vec<_>, _>>()?;
+        let started = std::time::Instant::now();
+        let outputs = worker.infer(inputs).await.map_err(error::worker)?;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let outputs = outputs
+            .into_iter()
+            .map(convert::tensor_out)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(InferResponse {
+            status: StatusCode::StatusSuccess as i32,
+            outputs,
+            latency_ms,
+            error: None,
+        }))
+    }
+
+    async fn get_model_info(
+        &self,
+        request: Request<GetModelInfoRequest>,
+    ) -> Result<Response<GetModelInfoResponse>, Status> {
+        let worker = self.worker(&request.into_inner().deployment_id)?;
+        let info = worker.info();
+        Ok(Response::new(GetModelInfoResponse {
+            status: StatusCode::StatusSuccess as i32,
+            input_specs: info.inputs.iter().map(convert::tensor_info).collect(),
+            output_specs: info.outputs.iter().map(convert::tensor_info).collect(),
+            error: None,
+        }))
+    }
+}

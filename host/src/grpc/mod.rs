@@ -1,0 +1,161 @@
+//! The node's gRPC services (`cyxwiz.protocol`): `NodeService` (AssignJob, GetNodeMetrics),
+//! `DeploymentService` and `InferenceService`, in one tonic router bound on every port of
+//! `[grpc] ports` (the ecosystem dials 50052, 50055 = registered port + 3, 50056, 50057; any
+//! service answers on any of them), plaintext or TLS.
+
+mod convert;
+mod deployment;
+pub mod error;
+mod inference;
+mod node;
+
+pub use node::{policy_refusal, NO_EXECUTOR};
+
+use crate::{config::Config, devices::Inventory, server::AppState};
+use cyxwiz_proto::protocol::{
+    deployment_service_server::DeploymentServiceServer,
+    inference_service_server::InferenceServiceServer, node_service_server::NodeServiceServer,
+};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use tonic::Status;
+
+/// Largest gRPC message accepted or sent (tensors travel as bytes).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// What the gRPC services share.
+pub struct GrpcState {
+    /// The HTTP side's state: deployments, registry, store, node identity.
+    pub app: Arc<AppState>,
+    /// The effective configuration (policy, model directories, ports).
+    pub config: Arc<Config>,
+    /// The hardware probed at start.
+    pub inventory: Arc<Inventory>,
+}
+
+impl GrpcState {
+    /// The base URL of this node's OpenAI-compatible HTTP API.
+    pub fn endpoint_url(&self) -> String {
+        let api = &self.config.api;
+        let scheme = if api.tls.enabled { "https" } else { "http" };
+        format!("{scheme}://{}:{}/v1", api.host, api.port)
+    }
+
+    /// Metrics history points in `[start, end]`.
+    fn history(
+        &self,
+        start: i64,
+        end: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::metrics::HistoryPoint>, Status> {
+        let store = self.app.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.metric_history(start, end, limit).map_err(|e| {
+            tracing::error!(error = %e, "cannot read the metrics history");
+            Status::internal("cannot read the metrics history; see the node log")
+        })
+    }
+}
+
+/// Why gRPC could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    /// A port could not be bound.
+    #[error("gRPC on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS files are unusable.
+    #[error("gRPC TLS: {0}")]
+    Tls(String),
+}
+
+fn router(
+    state: &Arc<GrpcState>,
+    tls: Option<&tonic::transport::ServerTlsConfig>,
+) -> Result<tonic::transport::server::Router, GrpcError> {
+    let mut builder = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(600))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.clone())
+            .map_err(|e| GrpcError::Tls(e.to_string()))?;
+    }
+    Ok(builder
+        .add_service(
+            NodeServiceServer::new(node::NodeSvc(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            DeploymentServiceServer::new(deployment::DeploymentSvc(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            InferenceServiceServer::new(inference::InferenceSvc(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        ))
+}
+
+fn tls_config(config: &Config) -> Result<Option<tonic::transport::ServerTlsConfig>, GrpcError> {
+    if !config.grpc.tls.enabled {
+        return Ok(None);
+    }
+    let read = |path: &std::path::Path| {
+        let path = config.resolve(path);
+        std::fs::read(&path).map_err(|e| GrpcError::Tls(format!("{}: {e}", path.display())))
+    };
+    let cert = read(&config.grpc.tls.cert_path)?;
+    let key = read(&config.grpc.tls.key_path)?;
+    Ok(Some(
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key)),
+    ))
+}
+
+/// Binds every configured port and serves until `stop` resolves. Returns the bound addresses
+/// and a future that ends when all servers have stopped.
+pub async fn serve<F>(
+    state: Arc<GrpcState>,
+    stop: impl Fn() -> F,
+) -> Result<(Vec<SocketAddr>, impl Future<Output = ()>), GrpcError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let config = state.config.clone();
+    let tls = tls_config(&config)?;
+    // `Config::validate` checked the address.
+    let ip: std::net::IpAddr = config
+        .grpc
+        .host
+        .parse()
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let mut bound = Vec::new();
+    let mut servers = Vec::new();
+    for port in &config.grpc.ports {
+        let addr = SocketAddr::new(ip, *port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| GrpcError::Bind { addr, source })?;
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let router = router(&state, tls.as_ref())?;
+        bound.push(addr);
+        let signal = stop();
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                tracing::error!(%addr, error = %e, "gRPC server failed");
+            }
+        }));
+    }
+    let done = async move {
+        for s in servers {
+            let _ = s.await;
+        }
+    };
+    Ok((bound, done))
+}

@@ -1,0 +1,286 @@
+//! `NodeService` as a node serves it: `AssignJob` (the central scheduler dials registered
+//! port + 3) judged against the operator's `[jobs]` policy, and `GetNodeMetrics` from the
+//! metrics history. The other methods belong to the central server.
+
+use super::{error, GrpcState};
+use crate::config::Config;
+use cyxwiz_proto::protocol::{
+    node_service_server::NodeService, AssignJobRequest, AssignJobResponse, DeviceType,
+    GetNodeMetricsRequest, GetNodeMetricsResponse, HeartbeatRequest, HeartbeatResponse,
+    JobAcceptedRequest, JobAcceptedResponse, JobConfig, JobType, MetricPoint, RegisterNodeRequest,
+    RegisterNodeResponse, ReportCompletionRequest, ReportCompletionResponse, ReportProgressRequest,
+    ReportProgressResponse, StatusCode,
+};
+use std::sync::Arc;
+use tonic::{Code, Request, Response, Status};
+
+/// The node side of `NodeService`.
+#[derive(Clone)]
+pub struct NodeSvc(pub Arc<GrpcState>);
+
+/// The reason a job is declined, or `None` when policy allows it.
+pub fn policy_refusal(
+    config: &Config,
+    has_gpu: bool,
+    ram_total: u64,
+    our_id: &str,
+    node_id: &str,
+    job: &JobConfig,
+) -> Option<(Code, String)> {
+    let jobs = &config.jobs;
+    if !node_id.is_empty() && node_id != our_id {
+        return Some((
+            Code::InvalidArgument,
+            format!("the job is addressed to node {node_id}; this node is {our_id}"),
+        ));
+    }
+    if !jobs.accept_network_jobs {
+        return Some((
+            Code::PermissionDenied,
+            "this node does not accept network jobs ([jobs] accept_network_jobs = false)".into(),
+        ));
+    }
+    let kind = match JobType::try_from(job.job_type) {
+        Ok(JobType::Training) => "training",
+        Ok(JobType::Inference) => "inference",
+        Ok(JobType::Evaluation) => "evaluation",
+        Ok(JobType::Preprocessing) => "preprocessing",
+        _ => {
+            return Some((
+                Code::InvalidArgument,
+                format!("unknown job type {}", job.job_type),
+            ))
+        }
+    };
+    if !jobs.allowed_job_types.iter().any(|t| t == kind) {
+        return Some((
+            Code::PermissionDenied,
+            format!(
+                "{kind} jobs are not accepted by this node ([jobs] allowed_job_types = {:?})",
+                jobs.allowed_job_types
+            ),
+        ));
+    }
+    match DeviceType::try_from(job.required_device) {
+        Ok(DeviceType::DeviceCuda) if !has_gpu => {
+            return Some((
+                Code::FailedPrecondition,
+                "the job requires a CUDA GPU and this node has none".into(),
+            ))
+        }
+        Ok(DeviceType::DeviceOpencl | DeviceType::DeviceMetal | DeviceType::DeviceVulkan) => {
+            return Some((
+                Code::FailedPrecondition,
+                format!(
+                    "the job requires a {} device; this node offers CPU and CUDA only",
+                    DeviceType::try_from(job.required_device)
+                        .map(|d| d.as_str_name())
+                        .unwrap_or("?")
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let cap_mb = if jobs.max_memory_mb > 0 {
+        jobs.max_memory_mb
+    } else {
+        ram_total >> 20
+    };
+    let wanted_mb = u64::try_from(job.estimated_memory).unwrap_or(0) >> 20;
+    if wanted_mb > cap_mb {
+        return Some((
+            Code::ResourceExhausted,
+            format!(
+                "the job needs {wanted_mb} MiB and this node accepts at most {cap_mb} MiB ([jobs] max_memory_mb)"
+            ),
+        ));
+    }
+    let duration = u64::try_from(job.estimated_duration).unwrap_or(0);
+    if jobs.max_duration_seconds > 0 && duration > jobs.max_duration_seconds {
+        return Some((
+            Code::ResourceExhausted,
+            format!(
+                "the job would run {duration} s and this node accepts at most {} s ([jobs] max_duration_seconds)",
+                jobs.max_duration_seconds
+            ),
+        ));
+    }
+    // No job runs or waits on this node (there is no executor yet), so the queue
+    // (`max_concurrent_jobs` + `max_queued_jobs`) always has room.
+    None
+}
+
+/// Why every job that passes the policy is still declined: this build has no job executor.
+pub const NO_EXECUTOR: &str = "job execution is not enabled on this node";
+
+const CENTRAL_ONLY: &str = "served by the CyxWiz central server, not by a node";
+
+#[tonic::async_trait]
+impl NodeService for NodeSvc {
+    async fn register_node(
+        &self,
+        _: Request<RegisterNodeRequest>,
+    ) -> Result<Response<RegisterNodeResponse>, Status> {
+        Err(Status::unimplemented(CENTRAL_ONLY))
+    }
+
+    async fn heartbeat(
+        &self,
+        _: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        Err(Status::unimplemented(CENTRAL_ONLY))
+    }
+
+    async fn assign_job(
+        &self,
+        request: Request<AssignJobRequest>,
+    ) -> Result<Response<AssignJobResponse>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let request = request.into_inner();
+        let job = request
+            .job
+            .ok_or_else(|| Status::invalid_argument("AssignJobRequest.job is missing"))?;
+        if job.job_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "AssignJobRequest.job.job_id is empty",
+            ));
+        }
+        let state = &self.0;
+        let our_id = state.app.central.node_id();
+        let (code, reason) = policy_refusal(
+            &state.config,
+            !state.inventory.gpus.is_empty(),
+            state.inventory.ram_total_bytes,
+            &our_id,
+            &request.node_id,
+            &job,
+        )
+        .unwrap_or((Code::Unimplemented, NO_EXECUTOR.to_string()));
+        tracing::info!(job = %job.job_id, %peer, %reason, "declined a network job");
+        state.app.audit(
+            "job_declined",
+            &job.job_id,
+            &format!("from {peer}: {reason}"),
+        );
+        Ok(Response::new(AssignJobResponse {
+            status: StatusCode::StatusError as i32,
+            job_id: job.job_id,
+            accepted: false,
+            error: Some(error::refusal(code, reason)),
+            estimated_start_time: String::new(),
+        }))
+    }
+
+    async fn report_progress(
+        &self,
+        _: Request<ReportProgressRequest>,
+    ) -> Result<Response<ReportProgressResponse>, Status> {
+        Err(Status::unimplemented(CENTRAL_ONLY))
+    }
+
+    async fn report_completion(
+        &self,
+        _: Request<ReportCompletionRequest>,
+    ) -> Result<Response<ReportCompletionResponse>, Status> {
+        Err(Status::unimplemented(CENTRAL_ONLY))
+    }
+
+    async fn get_node_metrics(
+        &self,
+        request: Request<GetNodeMetricsRequest>,
+    ) -> Result<Response<GetNodeMetricsResponse>, Status> {
+        let r = request.into_inner();
+        let our_id = self.0.app.central.node_id();
+        if !r.node_id.is_empty() && r.node_id != our_id {
+            return Err(Status::not_found(format!(
+                "this node is {our_id}, not {}",
+                r.node_id
+            )));
+        }
+        let end = if r.end_time > 0 { r.end_time } else { i64::MAX };
+        if r.start_time > end {
+            return Err(Status::invalid_argument("start_time is after end_time"));
+        }
+        let points = self
+            .0
+            .history(r.start_time, end, 10_000)?
+            .into_iter()
+            .map(|p| MetricPoint {
+                timestamp: p.ts,
+                cpu_usage: p.cpu_percent,
+                gpu_usage: p.gpu_percent.unwrap_or(0.0),
+                memory_usage: if p.ram_total_bytes > 0 {
+                    100.0 * p.ram_used_bytes as f64 / p.ram_total_bytes as f64
+                } else {
+                    0.0
+                },
+                // Megabits per second, received plus sent.
+                network_throughput: (p.net_rx_bps + p.net_tx_bps) * 8.0 / 1e6,
+                power_consumption: p.gpu_power_watts.unwrap_or(0.0),
+            })
+            .collect();
+        Ok(Response::new(GetNodeMetricsResponse {
+            metrics: points,
+            error: None,
+        }))
+    }
+
+    async fn notify_job_accepted(
+        &self,
+        _: Request<JobAcceptedRequest>,
+    ) -> Result<Response<JobAcceptedResponse>, Status> {
+        Err(Status::unimplemented(CENTRAL_ONLY))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(kind: JobType, device: DeviceType, memory: i64) -> JobConfig {
+        JobConfig {
+            job_id: "j".into(),
+            job_type: kind as i32,
+            required_device: device as i32,
+            estimated_memory: memory,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn policy_names_the_rule_that_declines() {
+        let mut config = Config::default();
+        let ok = job(JobType::Training, DeviceType::DeviceCpu, 1 << 30);
+        assert_eq!(policy_refusal(&config, false, 8 << 30, "me", "", &ok), None);
+        assert_eq!(
+            policy_refusal(&config, false, 8 << 30, "me", "me", &ok),
+            None
+        );
+        let (code, why) = policy_refusal(&config, false, 8 << 30, "me", "other", &ok).unwrap();
+        assert_eq!(code, Code::InvalidArgument);
+        assert!(why.contains("addressed to node other"));
+        let gpu = job(JobType::Training, DeviceType::DeviceCuda, 0);
+        assert!(policy_refusal(&config, false, 8 << 30, "me", "", &gpu)
+            .unwrap()
+            .1
+            .contains("CUDA"));
+        assert_eq!(policy_refusal(&config, true, 8 << 30, "me", "", &gpu), None);
+        let big = job(JobType::Training, DeviceType::DeviceCpu, 16 << 30);
+        assert!(policy_refusal(&config, false, 8 << 30, "me", "", &big)
+            .unwrap()
+            .1
+            .contains("needs 16384 MiB"));
+        config.jobs.allowed_job_types = vec!["inference".into()];
+        assert!(policy_refusal(&config, false, 8 << 30, "me", "", &ok)
+            .unwrap()
+            .1
+            .contains("training jobs are not accepted"));
+        config.jobs.accept_network_jobs = false;
+        assert!(policy_refusal(&config, false, 8 << 30, "me", "", &ok)
+            .unwrap()
+            .1
+            .contains("accept_network_jobs = false"));
+    }
+}
