@@ -178,6 +178,31 @@ pub async fn run(
     ));
 
     let config = Arc::new(config);
+    // The HTTP port is bound first so gRPC answers can point at it.
+    let http = if config.api.enabled {
+        let addr = format!("{}:{}", config.api.host, config.api.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| DaemonError::Http {
+                addr: addr.clone(),
+                source,
+            })?;
+        let bound = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or(addr.clone());
+        Some((listener, bound))
+    } else {
+        None
+    };
+    let endpoint_url = http.as_ref().map_or_else(String::new, |(_, bound)| {
+        let scheme = if config.api.tls.enabled {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{bound}/v1")
+    });
     let grpc_done = if config.grpc.ports.is_empty() {
         tracing::info!("gRPC disabled ([grpc] ports = [])");
         None
@@ -186,6 +211,7 @@ pub async fn run(
             app: state.clone(),
             config: config.clone(),
             inventory: inventory.clone(),
+            endpoint_url,
         });
         let (bound, done) = {
             let rx = stop_rx.clone();
@@ -235,18 +261,7 @@ pub async fn run(
             .into_future(),
     );
 
-    if config.api.enabled {
-        let addr = format!("{}:{}", config.api.host, config.api.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|source| DaemonError::Http {
-                addr: addr.clone(),
-                source,
-            })?;
-        let bound = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or(addr.clone());
+    if let Some((listener, bound)) = http {
         if auth_required {
             tracing::info!("API keys required on /v1");
         }

@@ -65,7 +65,12 @@ impl DeploymentSvc {
                     ..Default::default()
                 }),
                 node_id: state.app.central.node_id(),
-                port: i32::from(state.config.api.port),
+                port: state
+                    .endpoint_url
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim_end_matches("/v1").parse().ok())
+                    .unwrap_or(0),
                 ..Default::default()
             }),
             status: status as i32,
@@ -74,7 +79,7 @@ impl DeploymentSvc {
             created_at: i64::try_from(view.created).unwrap_or(0),
             started_at: i64::try_from(started).unwrap_or(0),
             stopped_at: 0,
-            endpoint_url: state.endpoint_url(),
+            endpoint_url: state.endpoint_url.clone(),
             uptime_seconds: view.uptime_seconds as i64,
             total_requests: i64::try_from(view.requests).unwrap_or(i64::MAX),
             avg_latency_ms: view.mean_latency_ms,
@@ -100,10 +105,16 @@ fn format_code(format: &str) -> i32 {
     }) as i32
 }
 
-/// A `runtime_params` value as JSON: numbers and booleans as such, anything else a string.
+/// A `runtime_params` value as a load option: numbers, booleans and JSON objects or arrays
+/// (e.g. `input_shapes = {"x": [-1, 3, 48, 192]}`) as such, anything else a string.
 fn param_value(text: &str) -> serde_json::Value {
     match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
+        Ok(
+            v @ (serde_json::Value::Number(_)
+            | serde_json::Value::Bool(_)
+            | serde_json::Value::Object(_)
+            | serde_json::Value::Array(_)),
+        ) => v,
         _ => serde_json::Value::String(text.to_string()),
     }
 }
@@ -411,7 +422,9 @@ mod tests {
         assert_eq!(param_value("4"), serde_json::json!(4));
         assert_eq!(param_value("true"), serde_json::json!(true));
         assert_eq!(param_value("x"), serde_json::json!("x"));
-        assert_eq!(param_value("[1]"), serde_json::json!("[1]"));
+        assert_eq!(param_value("[1]"), serde_json::json!([1]));
+        assert_eq!(param_value("{\"x\": [-1]}"), serde_json::json!({"x": [-1]}));
+        assert_eq!(param_value("{oops"), serde_json::json!("{oops"));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("m.onnx");
         std::fs::write(&file, b"x").unwrap();

@@ -30,16 +30,11 @@ pub struct GrpcState {
     pub config: Arc<Config>,
     /// The hardware probed at start.
     pub inventory: Arc<Inventory>,
+    /// The base URL of this node's HTTP API (`http://host:port/v1`), empty when it is off.
+    pub endpoint_url: String,
 }
 
 impl GrpcState {
-    /// The base URL of this node's OpenAI-compatible HTTP API.
-    pub fn endpoint_url(&self) -> String {
-        let api = &self.config.api;
-        let scheme = if api.tls.enabled { "https" } else { "http" };
-        format!("{scheme}://{}:{}/v1", api.host, api.port)
-    }
-
     /// Metrics history points in `[start, end]`.
     fn history(
         &self,

@@ -468,7 +468,9 @@ mod tests {
             "missing reading left out"
         );
         assert!(
-            !text.contains("cyxwiz_node_cpu_usage_percent "),
+            !text
+                .lines()
+                .any(|l| l.starts_with("cyxwiz_node_cpu_usage_percent ")),
             "NaN left out"
         );
         assert!(text.contains("# TYPE cyxwiz_node_cpu_usage_percent gauge"));
