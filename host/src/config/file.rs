@@ -122,7 +122,7 @@ mod tests {
         let err = read_str("[node]\nnmae = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("config.toml"), "{err}");
         assert!(
-            err.contains("`node.nmae`") && err.contains("expected `name`"),
+            err.contains("`node.nmae`") && err.contains("`name`"),
             "{err}"
         );
         assert!(!err.contains('\n'), "{err}");
