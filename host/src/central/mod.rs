@@ -370,7 +370,15 @@ pub async fn run(ctx: ClientContext, mut stop: tokio::sync::watch::Receiver<bool
                     });
                     tracing::info!(%address, id = %id, "registered with the central server");
                     attempt = 0;
-                    heartbeats(&ctx, &mut client, &mut stop).await
+                    let before = ctx.link.status().heartbeats;
+                    match heartbeats(&ctx, &mut client, &mut stop).await {
+                        // Forgotten right after registering: the server is confused; back off
+                        // rather than re-register in a tight loop.
+                        Ended::Forgotten if ctx.link.status().heartbeats == before => Ended::Lost(
+                            "the central server forgot the node right after registering it".into(),
+                        ),
+                        other => other,
+                    }
                 }
             },
         };
