@@ -375,11 +375,7 @@ impl DeploymentService for DeploymentSvc {
                 timestamp: p.ts,
                 cpu_usage: p.cpu_percent,
                 gpu_usage: p.gpu_percent.unwrap_or(0.0),
-                memory_usage: if p.ram_total_bytes > 0 {
-                    100.0 * p.ram_used_bytes as f64 / p.ram_total_bytes as f64
-                } else {
-                    0.0
-                },
+                memory_usage: p.memory_percent(),
                 ..Default::default()
             })
             .collect();

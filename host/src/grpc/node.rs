@@ -211,11 +211,7 @@ impl NodeService for NodeSvc {
                 timestamp: p.ts,
                 cpu_usage: p.cpu_percent,
                 gpu_usage: p.gpu_percent.unwrap_or(0.0),
-                memory_usage: if p.ram_total_bytes > 0 {
-                    100.0 * p.ram_used_bytes as f64 / p.ram_total_bytes as f64
-                } else {
-                    0.0
-                },
+                memory_usage: p.memory_percent(),
                 // Megabits per second, received plus sent.
                 network_throughput: (p.net_rx_bps + p.net_tx_bps) * 8.0 / 1e6,
                 power_consumption: p.gpu_power_watts.unwrap_or(0.0),

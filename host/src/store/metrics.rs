@@ -37,6 +37,17 @@ pub struct HistoryPoint {
     pub gpu_power_watts: Option<f64>,
 }
 
+impl HistoryPoint {
+    /// RAM used as a percentage of RAM total (0 when the total is unknown).
+    pub fn memory_percent(&self) -> f64 {
+        if self.ram_total_bytes > 0 {
+            100.0 * self.ram_used_bytes as f64 / self.ram_total_bytes as f64
+        } else {
+            0.0
+        }
+    }
+}
+
 /// What one compaction did (row counts).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Compaction {
