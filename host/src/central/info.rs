@@ -136,8 +136,9 @@ fn pricing(config: &Config) -> NodePricing {
     }
 }
 
-/// Builds the node's `NodeInfo` as of now.
-pub async fn node_info(sources: &InfoSources, node_id: &str) -> NodeInfo {
+/// Builds the node's `NodeInfo` as of now; `ip` is the advertised address
+/// ([`advertised_ip`], resolved once per connection).
+pub fn node_info(sources: &InfoSources, node_id: &str, ip: &str) -> NodeInfo {
     let config = &sources.config;
     let inventory = &sources.inventory;
     let ram_available = sources
@@ -169,7 +170,7 @@ pub async fn node_info(sources: &InfoSources, node_id: &str) -> NodeInfo {
         cpu_cores: i32::try_from(inventory.cpu_cores).unwrap_or(i32::MAX),
         ram_total: as_i64(inventory.ram_total_bytes),
         ram_available: as_i64(ram_available),
-        ip_address: advertised_ip(config).await,
+        ip_address: ip.to_string(),
         port: config.grpc.ports.first().map_or(0, |p| i32::from(*p)),
         region: config.node.region.clone(),
         wallet_address: config.node.wallet_address.clone(),

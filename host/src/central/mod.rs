@@ -9,7 +9,7 @@
 
 mod info;
 
-pub use info::{node_info, InfoSources};
+pub use info::{advertised_ip, node_info, InfoSources};
 
 use cyxwiz_proto::protocol::{
     node_service_client::NodeServiceClient, HeartbeatRequest, RegisterNodeRequest, StatusCode,
@@ -241,9 +241,9 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Registers the node and returns the id the server assigned.
-async fn register(ctx: &ClientContext, client: &mut Client) -> Result<String, Ended> {
+async fn register(ctx: &ClientContext, client: &mut Client, ip: &str) -> Result<String, Ended> {
     let token = ctx.sources.config.central_server.auth_token.clone();
-    let info = node_info(&ctx.sources, &ctx.link.node_id()).await;
+    let info = node_info(&ctx.sources, &ctx.link.node_id(), ip);
     let request = RegisterNodeRequest {
         info: Some(info),
         authentication_token: token.clone(),
@@ -297,6 +297,7 @@ fn adopt(ctx: &ClientContext, id: &str) {
 async fn heartbeats(
     ctx: &ClientContext,
     client: &mut Client,
+    ip: &str,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Ended {
     let every = Duration::from_secs(ctx.sources.config.central_server.heartbeat_interval_seconds);
@@ -309,7 +310,7 @@ async fn heartbeats(
         }
         let node_id = ctx.link.node_id();
         let request = HeartbeatRequest {
-            current_status: Some(node_info(&ctx.sources, &node_id).await),
+            current_status: Some(node_info(&ctx.sources, &node_id, ip)),
             node_id,
             // No job executor yet: this node runs no network jobs.
             active_jobs: Vec::new(),
@@ -359,28 +360,35 @@ pub async fn run(ctx: ClientContext, mut stop: tokio::sync::watch::Receiver<bool
         });
         let ended = match connect(&address, &token).await {
             Err(e) => Ended::Lost(e),
-            Ok(mut client) => match register(&ctx, &mut client).await {
-                Err(e) => e,
-                Ok(id) => {
-                    adopt(&ctx, &id);
-                    ctx.link.update(|s| {
-                        s.state = ConnectionState::Connected;
-                        s.registered_at = Some(now());
-                        s.registrations += 1;
-                    });
-                    tracing::info!(%address, id = %id, "registered with the central server");
-                    attempt = 0;
-                    let before = ctx.link.status().heartbeats;
-                    match heartbeats(&ctx, &mut client, &mut stop).await {
-                        // Forgotten right after registering: the server is confused; back off
-                        // rather than re-register in a tight loop.
-                        Ended::Forgotten if ctx.link.status().heartbeats == before => Ended::Lost(
-                            "the central server forgot the node right after registering it".into(),
-                        ),
-                        other => other,
+            Ok(mut client) => {
+                // The advertised address is resolved once per connection, not per heartbeat.
+                let ip = advertised_ip(&ctx.sources.config).await;
+                match register(&ctx, &mut client, &ip).await {
+                    Err(e) => e,
+                    Ok(id) => {
+                        adopt(&ctx, &id);
+                        ctx.link.update(|s| {
+                            s.state = ConnectionState::Connected;
+                            s.registered_at = Some(now());
+                            s.registrations += 1;
+                        });
+                        tracing::info!(%address, id = %id, "registered with the central server");
+                        attempt = 0;
+                        let before = ctx.link.status().heartbeats;
+                        match heartbeats(&ctx, &mut client, &ip, &mut stop).await {
+                            // Forgotten right after registering: the server is confused; back off
+                            // rather than re-register in a tight loop.
+                            Ended::Forgotten if ctx.link.status().heartbeats == before => {
+                                Ended::Lost(
+                                    "the central server forgot the node right after registering it"
+                                        .into(),
+                                )
+                            }
+                            other => other,
+                        }
                     }
                 }
-            },
+            }
         };
         match ended {
             Ended::Stopped => return,
