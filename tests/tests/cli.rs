@@ -49,7 +49,13 @@ fn plugins_list_shows_real_plugins_and_skips_broken_libraries() {
     assert_eq!(tract["formats"][0]["extensions"][0], "onnx");
     assert_eq!(tract["capabilities"][0], "tensor_inference");
     assert_eq!(by_name("example-scale").unwrap()["status"], "loaded");
-    for name in ["onnx-ort", "tflite-litert", "test-panic"] {
+    for name in [
+        "onnx-ort",
+        "tflite-litert",
+        "tflite-tract",
+        "torch-tch",
+        "test-panic",
+    ] {
         assert_eq!(by_name(name).unwrap()["status"], "loaded", "{name}");
     }
     let llama = by_name("gguf-llama").expect("gguf-llama listed");
@@ -392,4 +398,62 @@ fn runtime_options_and_preference_select_onnx_runtime() {
     assert!(out.status.success(), "{}", stderr(&out));
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(json["plugin"], "onnx-tract");
+}
+
+#[test]
+fn tflite_runs_on_tract_and_falls_through_to_the_tflite_c_api() {
+    let node = Node::new();
+    node.write_config(&format!(
+        "[runtimes.tflite-litert]\nlibrary = \"{}\"\n",
+        models_dir()
+            .join("runtimes/tflite/libtensorflowlite_c.so")
+            .display()
+    ));
+    let image = |name: &str, side: usize| {
+        let data: Vec<f32> = (0..side * side * 3)
+            .map(|i| ((i * 13) % 29) as f32 / 29.0)
+            .collect();
+        let input = serde_json::json!({name: {"dtype": "float32", "shape": [1, side, side, 3], "data": data}});
+        let path = node.data_dir().join(format!("{name}-{side}.json"));
+        std::fs::write(&path, input.to_string()).unwrap();
+        format!("@{}", path.display())
+    };
+    // The generated fp32 CNN: tract translates every operator, so the preferred plugin runs it.
+    let tiny = models_dir().join("fixtures/tiny_cnn.tflite");
+    let out = node.cli(&[
+        "infer",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--input",
+        &image("image", 8),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["plugin"], "tflite-tract", "{json}");
+    // MediaPipe's detector needs DEQUANTIZE: tract refuses, the TFLite C API runs it.
+    let face = models_dir().join("mediapipe-face/face_detection_short_range.tflite");
+    let out = node.cli(&[
+        "infer",
+        "--model",
+        face.to_str().unwrap(),
+        "--input",
+        &image("input", 128),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["plugin"], "tflite-litert", "{json}");
+    // Forcing tract names what it lacks, in one line.
+    let out = node.cli(&[
+        "infer",
+        "--model",
+        face.to_str().unwrap(),
+        "--plugin",
+        "tflite-tract",
+        "--input",
+        &image("input", 128),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("DEQUANTIZE"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -104,6 +104,12 @@ pub struct Registry {
     runtime_options: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Built-in preference per format, used unless `[plugins.preference]` sets that format:
+/// `.tflite` tries tract in process first and falls through to the TFLite C API for the
+/// operators tract lacks.
+pub const BUILTIN_PREFERENCE: &[(&str, &[&str])] =
+    &[("tflite", &["tflite-tract", "tflite-litert"])];
+
 /// The lower-case extension of `path`, without the dot.
 pub fn extension_of(path: &Path) -> Option<String> {
     path.extension()
@@ -112,8 +118,15 @@ pub fn extension_of(path: &Path) -> Option<String> {
 }
 
 impl Registry {
-    /// Scans `dirs` and opens every candidate library.
-    pub fn discover(dirs: &[SearchDir], preference: BTreeMap<String, Vec<String>>) -> Self {
+    /// Scans `dirs` and opens every candidate library. `preference` comes from
+    /// `[plugins.preference]`; formats it does not mention keep the built-in order
+    /// ([`BUILTIN_PREFERENCE`]).
+    pub fn discover(dirs: &[SearchDir], mut preference: BTreeMap<String, Vec<String>>) -> Self {
+        for (format, order) in BUILTIN_PREFERENCE {
+            preference
+                .entry((*format).to_string())
+                .or_insert_with(|| order.iter().map(|p| (*p).to_string()).collect());
+        }
         Self {
             entries: discovery::scan(dirs),
             preference,

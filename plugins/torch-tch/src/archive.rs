@@ -198,10 +198,7 @@ mod tests {
             sig.describe(),
             "forward(x: Tensor, pair: Tuple[Tensor, int], sr: int) -> Tuple[Tensor, Tensor]"
         );
-        assert_eq!(
-            parse_forward(CODE, "Inner").map(|s| s.args.len()),
-            Some(1)
-        );
+        assert_eq!(parse_forward(CODE, "Inner").map(|s| s.args.len()), Some(1));
         assert_eq!(parse_forward(CODE, "Missing"), None);
     }
 

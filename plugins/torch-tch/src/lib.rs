@@ -54,13 +54,11 @@ fn input_spec(
         "float" => return Ok(scalar(DType::F64)),
         "bool" => return Ok(scalar(DType::BOOL)),
         "Tensor" => {}
-        other => {
-            return Err(Error::unsupported(format!(
-                "argument `{}` of {} has type `{other}`; the node passes Tensor, int, float and bool",
-                arg.name,
-                sig.describe()
-            )))
-        }
+        other => return Err(Error::unsupported(format!(
+            "argument `{}` of {} has type `{other}`; the node passes Tensor, int, float and bool",
+            arg.name,
+            sig.describe()
+        ))),
     }
     let shape = shapes.get(&arg.name).ok_or_else(|| {
         Error::invalid_input(format!(
@@ -180,14 +178,12 @@ impl Plugin for TorchTch {
             })?),
         };
         if let Some(method) = &reset {
-            module
-                .method_is::<IValue>(method, &[])
-                .map_err(|e| {
-                    Error::invalid_input(format!(
-                        "load option `reset_method`: calling `{method}()` failed: {}",
-                        convert::first_line(&e.to_string())
-                    ))
-                })?;
+            module.method_is::<IValue>(method, &[]).map_err(|e| {
+                Error::invalid_input(format!(
+                    "load option `reset_method`: calling `{method}()` failed: {}",
+                    convert::first_line(&e.to_string())
+                ))
+            })?;
         }
         let memory = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         Ok(TorchModel {

@@ -72,7 +72,11 @@ fn onnx_model(lib: &PluginLibrary) -> LoadedModel {
 }
 
 fn probability(out: &[Tensor], name: &str) -> f32 {
-    out.iter().find(|t| t.name == name).unwrap().to_f32_vec().unwrap()[0]
+    out.iter()
+        .find(|t| t.name == name)
+        .unwrap()
+        .to_f32_vec()
+        .unwrap()[0]
 }
 
 #[test]
@@ -120,7 +124,10 @@ fn one_chunk_matches_the_onnx_export() {
     let samples = audio(4);
     for chunk in samples.chunks(512) {
         let got = jit_model
-            .infer(&[Tensor::from_f32("x", vec![1, 512], chunk).view(), sr().view()])
+            .infer(&[
+                Tensor::from_f32("x", vec![1, 512], chunk).view(),
+                sr().view(),
+            ])
             .unwrap();
         assert_eq!(got[0].name, "output");
         assert_eq!(got[0].shape, vec![1, 1]);
@@ -153,7 +160,10 @@ fn a_stream_of_chunks_matches_the_onnx_export_carrying_state() {
     let (mut low, mut high) = (1.0f32, 0.0f32);
     for chunk in samples.chunks(512) {
         let got = jit_model
-            .infer(&[Tensor::from_f32("x", vec![1, 512], chunk).view(), sr().view()])
+            .infer(&[
+                Tensor::from_f32("x", vec![1, 512], chunk).view(),
+                sr().view(),
+            ])
             .unwrap();
         let mut input = context.clone();
         input.extend_from_slice(chunk);
@@ -211,7 +221,10 @@ fn shapes_must_be_declared_and_bad_files_are_refused() {
     assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
     assert!(err.message.contains("nope"), "{err}");
     let err = lib
-        .load(&models().join("silero-vad/silero_vad.onnx"), &jit_options(true))
+        .load(
+            &models().join("silero-vad/silero_vad.onnx"),
+            &jit_options(true),
+        )
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
     assert!(err.message.contains("not a TorchScript archive"), "{err}");
@@ -219,7 +232,10 @@ fn shapes_must_be_declared_and_bad_files_are_refused() {
     let model = lib.load(&jit(), &jit_options(true)).unwrap();
     let chunk = Tensor::from_f32("x", vec![1, 512], &audio(1));
     let err = model
-        .infer(&[chunk.view(), Tensor::from_i64("sr", vec![], &[12345]).view()])
+        .infer(&[
+            chunk.view(),
+            Tensor::from_i64("sr", vec![], &[12345]).view(),
+        ])
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
     assert!(!err.message.contains('\n'), "{err}");
