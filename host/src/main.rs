@@ -231,8 +231,13 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
             .map(|e| match &e.state {
                 PluginState::Loaded(lib) => {
                     let m = lib.metadata();
+                    let (runtime, runtime_error) = match registry.runtime_of(lib) {
+                        Ok(runtime) => (runtime, None),
+                        Err(reason) => (None, Some(reason)),
+                    };
                     serde_json::json!({
                         "name": m.name, "version": m.version, "description": m.description,
+                        "runtime": runtime, "runtime_error": runtime_error,
                         "formats": m.formats.iter().map(|(f, exts)| serde_json::json!({"name": f, "extensions": exts})).collect::<Vec<_>>(),
                         "capabilities": m.capabilities.names(),
                         "interface_version": m.interface_version,
@@ -251,11 +256,10 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
         println!("no plugin libraries found");
         return Ok(());
     }
-    println!(
-        "{:<16} {:<8} {:<20} {:<34} {:<8} PATH",
-        "NAME", "VERSION", "FORMATS", "CAPABILITIES", "STATUS"
-    );
+    // Columns sized to their widest cell; a note line follows a row that needs one.
+    let mut rows: Vec<([String; 7], Option<String>)> = Vec::new();
     for entry in registry.entries() {
+        let path = entry.path.display().to_string();
         match &entry.state {
             PluginState::Loaded(lib) => {
                 let m = lib.metadata();
@@ -264,15 +268,23 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
                     .iter()
                     .map(|(f, exts)| format!("{f}(.{})", exts.join(",.")))
                     .collect();
-                println!(
-                    "{:<16} {:<8} {:<20} {:<34} {:<8} {}",
-                    m.name,
-                    m.version,
+                let (runtime, note) = match registry.runtime_of(lib) {
+                    Ok(runtime) => (runtime.unwrap_or_else(|| "-".to_string()), None),
+                    Err(reason) => (
+                        "unavailable".to_string(),
+                        Some(format!("runtime: {reason}")),
+                    ),
+                };
+                let cells = [
+                    m.name.clone(),
+                    m.version.clone(),
+                    runtime,
                     formats.join(" "),
                     m.capabilities.names().join(","),
-                    "loaded",
-                    entry.path.display()
-                );
+                    "loaded".to_string(),
+                    path,
+                ];
+                rows.push((cells, note));
             }
             PluginState::Failed(reason) => {
                 let stem = entry
@@ -280,16 +292,51 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                println!(
-                    "{:<16} {:<8} {:<20} {:<34} {:<8} {}\n    reason: {reason}",
+                let dash = || "-".to_string();
+                let cells = [
                     stem,
-                    "-",
-                    "-",
-                    "-",
-                    "failed",
-                    entry.path.display()
-                );
+                    dash(),
+                    dash(),
+                    dash(),
+                    dash(),
+                    "failed".to_string(),
+                    path,
+                ];
+                rows.push((cells, Some(format!("reason: {reason}"))));
             }
+        }
+    }
+    let header = [
+        "NAME",
+        "VERSION",
+        "RUNTIME",
+        "FORMATS",
+        "CAPABILITIES",
+        "STATUS",
+        "PATH",
+    ];
+    let mut widths = header.map(str::len);
+    for (cells, _) in &rows {
+        for (w, cell) in widths.iter_mut().zip(cells) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out
+    };
+    println!("{}", line(&header.map(str::to_string)));
+    for (cells, note) in &rows {
+        println!("{}", line(cells));
+        if let Some(note) = note {
+            println!("    {note}");
         }
     }
     Ok(())

@@ -29,8 +29,12 @@ pub mod types;
 
 pub use abi_stable;
 use abi_stable::{
-    declare_root_module_statics, library::RootModule, package_version_strings,
-    sabi_types::VersionStrings, std_types::RResult, StableAbi,
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings,
+    sabi_types::VersionStrings,
+    std_types::{RResult, RStr, RString},
+    StableAbi,
 };
 
 pub use error::{ErrorKind, PluginError};
@@ -68,6 +72,11 @@ pub struct PluginMod {
     /// Since 0.1.1: receives the host's log sink once, right after loading. Plugins built
     /// against 0.1.0 lack it and log nowhere.
     pub set_log_sink: extern "C" fn(sink: LogSinkBox),
+    /// Since 0.1.2: names the native runtime behind the plugin and its version (e.g.
+    /// `ONNX Runtime 1.31.1`). `options` is a JSON object, the host's `[runtimes.<plugin>]`
+    /// table, so a plugin that loads its runtime library lazily can load it to answer; an
+    /// error says why the runtime is unusable. Plugins built against 0.1.1 lack it.
+    pub runtime: extern "C" fn(options: RStr<'_>) -> RResult<RString, PluginError>,
 }
 
 impl RootModule for PluginModRef {

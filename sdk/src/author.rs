@@ -18,7 +18,7 @@ use cyxwiz_plugin_api::{
     abi_stable::{
         sabi_trait::TD_Opaque,
         sabi_types::RMut,
-        std_types::{RErr, ROk, RResult, RSlice, RStr, RVec},
+        std_types::{RErr, ROk, RResult, RSlice, RStr, RString, RVec},
     },
     ErrorKind, LoaderBox, PluginError, SelfTest,
 };
@@ -70,6 +70,14 @@ pub trait Plugin: Default + Send + Sync + 'static {
     /// Loads the model at `path`. Errors: `NOT_FOUND` for a missing file, `INVALID_INPUT` for
     /// a malformed one, `UNSUPPORTED` for a valid file this runtime cannot run.
     fn load(&self, path: &Path, options: &LoadOptions) -> Result<Self::Model>;
+
+    /// The native runtime behind the plugin and its version, e.g. `ONNX Runtime 1.31.1`.
+    /// `options` is the host's `[runtimes.<plugin>]` table (a JSON object); a plugin whose
+    /// runtime library loads lazily loads it here, and an error says why it cannot.
+    fn runtime(options: &serde_json::Value) -> Result<String> {
+        let _ = options;
+        Ok(String::new())
+    }
 
     /// The training backend, if the plugin has one.
     fn training_backend(&self) -> Result<Box<dyn Trainer>> {
@@ -336,6 +344,15 @@ pub(crate) extern "C" fn new_loader<P: Plugin>() -> RResult<LoaderBox, PluginErr
 }
 
 /// Runs a boundary self-test under the same guard every call uses.
+/// Answers the root module's `runtime` entry for `P` under the guard.
+pub(crate) extern "C" fn runtime<P: Plugin>(options: RStr<'_>) -> RResult<RString, PluginError> {
+    guard("runtime", || {
+        let options: serde_json::Value = serde_json::from_str(options.as_str())
+            .map_err(|e| Error::invalid_input(format!("runtime options are not JSON: {e}")))?;
+        P::runtime(&options).map(RString::from)
+    })
+}
+
 pub(crate) extern "C" fn self_test(test: SelfTest) -> RResult<(), PluginError> {
     guard("self_test", || match test {
         SelfTest::ECHO => Ok(()),

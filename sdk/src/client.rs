@@ -195,6 +195,20 @@ impl PluginLibrary {
         Ok(Trainer { inner })
     }
 
+    /// The native runtime behind the plugin and its version (`ONNX Runtime 1.31.1`), asked
+    /// with `options` (the host's `[runtimes.<plugin>]` table); `Ok(None)` for plugins built
+    /// before the interface had the entry (0.1.1) or that name no runtime.
+    pub fn runtime(&self, options: &serde_json::Value) -> Result<Option<String>> {
+        let Some(runtime) = self.module.runtime() else {
+            return Ok(None);
+        };
+        let text = options.to_string();
+        let answer = runtime(RStr::from_str(&text))
+            .into_result()
+            .map_err(Error::from)?;
+        Ok(Some(answer.into_string()).filter(|s| !s.is_empty()))
+    }
+
     /// Runs a boundary self-test; [`SelfTest::PANIC`] must come back as `PANICKED`.
     pub fn self_test(&self, test: SelfTest) -> Result<()> {
         (self.module.self_test())(test)

@@ -38,7 +38,7 @@ macro_rules! export_plugin {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::author::plugin_info;
-    use crate::author::{new_loader, self_test, Plugin};
+    use crate::author::{new_loader, runtime, self_test, Plugin};
     pub use cyxwiz_plugin_api::abi_stable::library::{
         __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
     };
@@ -55,6 +55,7 @@ pub mod __private {
             new_loader: new_loader::<P>,
             self_test,
             set_log_sink: crate::log::set_log_sink,
+            runtime: runtime::<P>,
         }
         .leak_into_prefix()
     }

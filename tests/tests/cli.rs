@@ -457,3 +457,43 @@ fn tflite_runs_on_tract_and_falls_through_to_the_tflite_c_api() {
     assert!(err.contains("DEQUANTIZE"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn plugins_list_names_every_runtime_and_its_version() {
+    let node = Node::new();
+    node.write_config(&format!(
+        "{}\n[runtimes.tflite-litert]\nlibrary = \"{}\"\n",
+        common::prefer_onnx_runtime(),
+        models_dir()
+            .join("runtimes/tflite/libtensorflowlite_c.so")
+            .display()
+    ));
+    let out = node.cli(&["plugins", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let runtime = |name: &str| {
+        let row = rows
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed"));
+        assert_eq!(row["status"], "loaded", "{row}");
+        row["runtime"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(runtime("onnx-ort"), "ONNX Runtime 1.31.1");
+    assert_eq!(runtime("onnx-tract"), "tract 0.23.9");
+    assert_eq!(runtime("tflite-tract"), "tract-tflite 0.23.9");
+    assert_eq!(runtime("tflite-litert"), "TensorFlow Lite 2.17.1");
+    assert!(runtime("torch-tch").starts_with("libtorch 2.13.0"));
+    assert!(runtime("gguf-llama").starts_with("llama.cpp"));
+    // A runtime library that is not there: the plugin still lists, with the reason.
+    node.write_config("[runtimes.onnx-ort]\nlibrary = \"/nonexistent/libonnxruntime.so\"\n");
+    let out = node.cli(&["plugins", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "runtime: ONNX Runtime library /nonexistent/libonnxruntime.so does not exist"
+        ),
+        "{text}"
+    );
+}

@@ -144,6 +144,19 @@ impl Registry {
         self
     }
 
+    /// The native runtime behind `lib` and its version, asked with its `[runtimes.<name>]`
+    /// options: `Ok(None)` when the plugin names none, `Err` with the reason its runtime is
+    /// unusable (e.g. a library path that does not exist).
+    pub fn runtime_of(&self, lib: &PluginLibrary) -> Result<Option<String>, String> {
+        let options = self
+            .runtime_options
+            .get(&lib.metadata().name)
+            .cloned()
+            .unwrap_or_default();
+        lib.runtime(&serde_json::Value::Object(options))
+            .map_err(|e| e.to_string())
+    }
+
     fn options_for(&self, plugin: &str, options: &LoadOptions) -> LoadOptions {
         let mut merged = options.clone();
         if let (Some(defaults), serde_json::Value::Object(own)) =

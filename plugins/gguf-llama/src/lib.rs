@@ -119,6 +119,11 @@ impl Plugin for GgufLlama {
         Capabilities::TEXT_GENERATION.union(Capabilities::EMBEDDINGS);
     type Model = LlamaLm;
 
+    fn runtime(_options: &Value) -> Result<String> {
+        check_cpu()?;
+        Ok("llama.cpp (llama-cpp-2 0.1.160, AVX2)".to_string())
+    }
+
     fn load(&self, path: &Path, options: &LoadOptions) -> Result<LlamaLm> {
         check_cpu()?;
         gguf::check_file(path)?;

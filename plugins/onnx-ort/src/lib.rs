@@ -38,7 +38,30 @@ pub struct OrtModel {
 /// The process's ONNX Runtime: the library it came from and its one environment.
 struct Runtime {
     path: PathBuf,
+    version: String,
     environment: Environment,
+}
+
+/// The library's own version string (`OrtGetApiBase()->GetVersionString()`, e.g. `1.31.1`).
+fn library_version(path: &Path) -> Option<String> {
+    // SAFETY: the library was just loaded and validated by `ort::init_from` (dlopen returns
+    // the same handle); `OrtGetApiBase` returns a pointer to a static struct whose
+    // `GetVersionString` returns a static NUL-terminated string.
+    unsafe {
+        let lib = libloading::Library::new(path).ok()?;
+        let get: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase\0").ok()?;
+        let base = get();
+        if base.is_null() {
+            return None;
+        }
+        let text = ((*base).GetVersionString)();
+        (!text.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(text)
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
 }
 
 /// The runtime, initialised on first success. A failed attempt is not remembered, so a
@@ -83,8 +106,13 @@ fn init(library: Option<&str>) -> Result<&'static Runtime> {
         .with_name("cyxwiz-node")
         .build()
         .map_err(|e| Error::runtime(format!("cannot create the ONNX Runtime environment: {e}")))?;
-    tracing::info!(library = %path.display(), "ONNX Runtime initialised");
-    Ok(RUNTIME.get_or_init(|| Runtime { path, environment }))
+    let version = library_version(&path).unwrap_or_else(|| "(unknown version)".to_string());
+    tracing::info!(library = %path.display(), %version, "ONNX Runtime initialised");
+    Ok(RUNTIME.get_or_init(|| Runtime {
+        path,
+        version,
+        environment,
+    }))
 }
 
 fn spec(name: &str, ty: &ValueType) -> Result<TensorSpec> {
@@ -113,6 +141,11 @@ impl Plugin for OnnxOrt {
     }];
     const CAPABILITIES: Capabilities = Capabilities::TENSOR_INFERENCE;
     type Model = OrtModel;
+
+    fn runtime(options: &cyxwiz_sdk::serde_json::Value) -> Result<String> {
+        let runtime = init(options.get("library").and_then(|v| v.as_str()))?;
+        Ok(format!("ONNX Runtime {}", runtime.version))
+    }
 
     fn load(&self, path: &Path, options: &LoadOptions) -> Result<OrtModel> {
         let library = options.options.get("library").and_then(|v| v.as_str());

@@ -119,6 +119,10 @@ impl Plugin for OnnxTract {
     const CAPABILITIES: Capabilities = Capabilities::TENSOR_INFERENCE;
     type Model = OnnxModel;
 
+    fn runtime(_options: &cyxwiz_sdk::serde_json::Value) -> Result<String> {
+        Ok("tract 0.23.9".to_string())
+    }
+
     fn load(&self, path: &Path, options: &LoadOptions) -> Result<OnnxModel> {
         if path.is_dir() {
             return Err(Error::invalid_input(format!(

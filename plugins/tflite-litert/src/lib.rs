@@ -135,6 +135,11 @@ impl Plugin for TfliteLitert {
     const CAPABILITIES: Capabilities = Capabilities::TENSOR_INFERENCE;
     type Model = LitertModel;
 
+    fn runtime(options: &cyxwiz_sdk::serde_json::Value) -> Result<String> {
+        let api = api(options.get("library").and_then(|v| v.as_str()))?;
+        Ok(format!("TensorFlow Lite {}", api.version_string()))
+    }
+
     fn load(&self, path: &Path, options: &LoadOptions) -> Result<LitertModel> {
         let api = api(options.options.get("library").and_then(|v| v.as_str()))?;
         check_file(path)?;

@@ -115,6 +115,10 @@ impl Plugin for TfliteTract {
     const CAPABILITIES: Capabilities = Capabilities::TENSOR_INFERENCE;
     type Model = TractTfliteModel;
 
+    fn runtime(_options: &cyxwiz_sdk::serde_json::Value) -> Result<String> {
+        Ok(format!("tract-tflite {TRACT_VERSION}"))
+    }
+
     fn load(&self, path: &Path, _options: &LoadOptions) -> Result<TractTfliteModel> {
         if path.is_dir() {
             return Err(Error::invalid_input(format!(

@@ -54,11 +54,13 @@ fn input_spec(
         "float" => return Ok(scalar(DType::F64)),
         "bool" => return Ok(scalar(DType::BOOL)),
         "Tensor" => {}
-        other => return Err(Error::unsupported(format!(
+        other => {
+            return Err(Error::unsupported(format!(
             "argument `{}` of {} has type `{other}`; the node passes Tensor, int, float and bool",
             arg.name,
             sig.describe()
-        ))),
+        )))
+        }
     }
     let shape = shapes.get(&arg.name).ok_or_else(|| {
         Error::invalid_input(format!(
@@ -120,6 +122,13 @@ impl Plugin for TorchTch {
     }];
     const CAPABILITIES: Capabilities = Capabilities::TENSOR_INFERENCE;
     type Model = TorchModel;
+
+    fn runtime(_options: &cyxwiz_sdk::serde_json::Value) -> Result<String> {
+        Ok(format!(
+            "libtorch {LIBTORCH_VERSION} (CPU, {} threads)",
+            tch::get_num_threads()
+        ))
+    }
 
     fn load(&self, path: &Path, options: &LoadOptions) -> Result<TorchModel> {
         if path.is_dir() {

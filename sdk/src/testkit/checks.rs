@@ -22,6 +22,16 @@ fn expect_kind<T>(what: &str, result: crate::Result<T>, kind: ErrorKind) -> Outc
     }
 }
 
+/// The runtime entry answers (a plugin built before it existed answers nothing, which is
+/// fine) and the answer is one line.
+pub(super) fn runtime(lib: &PluginLibrary, options: &serde_json::Value) -> Outcome {
+    match lib.runtime(options) {
+        Ok(Some(text)) if text.contains('\n') => Err(format!("runtime is not one line: {text:?}")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("runtime failed: {e}")),
+    }
+}
+
 pub(super) fn metadata(lib: &PluginLibrary) -> Outcome {
     let m = lib.metadata();
     let name_ok = !m.name.is_empty()

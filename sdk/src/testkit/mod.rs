@@ -186,6 +186,12 @@ impl Conformance {
         };
         report.record("metadata", checks::metadata(&library));
         report.record("self-test echo", checks::self_test_echo(&library));
+        if let Some(first) = self.samples.first() {
+            report.record(
+                "runtime answers with the sample's options",
+                checks::runtime(&library, &first.options.options),
+            );
+        }
         report.record("panic becomes PANICKED", checks::panic_caught(&library));
         if self.samples.is_empty() {
             report.record(
