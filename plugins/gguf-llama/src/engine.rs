@@ -4,7 +4,10 @@
 //! of every active slot, so all streams progress together. Requests beyond the slots wait in
 //! a bounded queue; beyond that they are refused at once.
 
-use crate::slot::{Slot, Step};
+use crate::{
+    adapt,
+    slot::{Slot, Step},
+};
 use cyxwiz_sdk::{Error, FinishReason, GenerateOutput, Result};
 use llama_cpp_2::{
     context::params::LlamaContextParams, llama_backend::LlamaBackend, llama_batch::LlamaBatch,
@@ -45,10 +48,13 @@ pub struct EngineConfig {
     pub slots: u32,
     /// Context length per sequence.
     pub context_per_slot: u32,
-    /// Threads for single-token decoding.
+    /// Threads for single-token decoding (the maximum when `adaptive`).
     pub threads: i32,
-    /// Threads for prompt batches.
+    /// Threads for prompt batches (the maximum when `adaptive`).
     pub threads_batch: i32,
+    /// Re-pick the thread counts from the machine's load whenever work starts after idling
+    /// (see `adapt`).
+    pub adaptive: bool,
     /// Requests that may wait for a slot.
     pub queue: usize,
 }
@@ -94,6 +100,29 @@ impl EngineHandle {
     }
 }
 
+fn context_params(config: &EngineConfig, threads: (i32, i32)) -> LlamaContextParams {
+    let n_ctx = config.context_per_slot.saturating_mul(config.slots);
+    let n_batch = 512u32.max(config.slots);
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(n_batch)
+        .with_n_seq_max(config.slots)
+        .with_n_threads(threads.0)
+        .with_n_threads_batch(threads.1)
+}
+
+/// The thread counts to run with now: fixed, or chosen from the load.
+fn pick_threads(config: &EngineConfig) -> (i32, i32) {
+    if !config.adaptive {
+        return (config.threads, config.threads_batch);
+    }
+    (
+        adapt::choose(config.threads),
+        adapt::choose(config.threads_batch),
+    )
+}
+
 fn run(
     backend: &LlamaBackend,
     model: &LlamaModel,
@@ -102,42 +131,92 @@ fn run(
     ready: mpsc::Sender<Result<()>>,
 ) {
     let n_ctx = config.context_per_slot.saturating_mul(config.slots);
-    let n_batch = 512u32.max(config.slots);
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
-        .with_n_batch(n_batch)
-        .with_n_ubatch(n_batch)
-        .with_n_seq_max(config.slots)
-        .with_n_threads(config.threads)
-        .with_n_threads_batch(config.threads_batch);
-    let mut ctx = match model.new_context(backend, params) {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            let _ = ready.send(Err(Error::out_of_memory(format!(
-                "cannot create a {n_ctx}-token context ({} slots x {}): {e}",
-                config.slots, config.context_per_slot
-            ))));
-            return;
+    let mut threads = pick_threads(&config);
+    let mut ready = Some(ready);
+    // A job taken off the queue while idle, kept across a context rebuild.
+    let mut carried: Option<Job> = None;
+    loop {
+        let ctx = match model.new_context(backend, context_params(&config, threads)) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                let err = Error::out_of_memory(format!(
+                    "cannot create a {n_ctx}-token context ({} slots x {}): {e}",
+                    config.slots, config.context_per_slot
+                ));
+                match ready.take() {
+                    Some(ready) => {
+                        let _ = ready.send(Err(err));
+                    }
+                    None => {
+                        if let Some(job) = carried.take() {
+                            let _ = job.events.send(Event::Done(Err(err)));
+                        }
+                    }
+                }
+                return;
+            }
+        };
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(Ok(()));
         }
-    };
-    let _ = ready.send(Ok(()));
+        match serve(model, &config, ctx, threads, &rx, carried.take()) {
+            // Work starts with other thread counts: rebuild the context (all slots idle).
+            Some((job, wanted)) => {
+                cyxwiz_sdk::tracing::debug!(
+                    decode = wanted.0,
+                    batch = wanted.1,
+                    other_load = adapt::others(),
+                    "llama.cpp threads adapted to the machine's load"
+                );
+                threads = wanted;
+                carried = Some(job);
+            }
+            None => return,
+        }
+    }
+}
+
+/// Runs continuous batching on `ctx` until the queue closes (`None`), or until work arrives
+/// after idling and the load calls for other thread counts (`Some`: the job and the counts).
+fn serve(
+    model: &LlamaModel,
+    config: &EngineConfig,
+    mut ctx: llama_cpp_2::context::LlamaContext<'_>,
+    threads: (i32, i32),
+    rx: &mpsc::Receiver<Job>,
+    mut carried: Option<Job>,
+) -> Option<(Job, (i32, i32))> {
+    let n_batch = 512u32.max(config.slots);
     let mut slots: Vec<Option<Slot>> = (0..config.slots).map(|_| None).collect();
     let mut batch = LlamaBatch::new(n_batch as usize, config.slots as i32);
     let mut closed = false;
+    // Holds this engine's threads in the process-wide count while it has work.
+    let mut busy: Option<adapt::Busy> = None;
 
     loop {
         // Fill free slots; block for work only when nothing is running.
         let idle = slots.iter().all(Option::is_none);
-        if idle && closed {
-            return;
+        if idle {
+            busy = None;
+            if closed {
+                return None;
+            }
         }
         for (seq, slot) in slots.iter_mut().enumerate() {
             if slot.is_some() {
                 continue;
             }
-            let job = if idle && slot.is_none() && seq == 0 {
+            let job = if let Some(job) = carried.take() {
+                Some(job)
+            } else if idle && seq == 0 {
                 match rx.recv() {
-                    Ok(job) => Some(job),
+                    Ok(job) => {
+                        let wanted = pick_threads(config);
+                        if wanted != threads {
+                            return Some((job, wanted));
+                        }
+                        Some(job)
+                    }
                     Err(_) => {
                         closed = true;
                         None
@@ -157,7 +236,9 @@ fn run(
                 *slot = Slot::start(model, seq as i32, job, config.context_per_slot);
             }
         }
-
+        if busy.is_none() && slots.iter().any(Option::is_some) {
+            busy = Some(adapt::Busy::new(threads.0.max(threads.1)));
+        }
         // One batch: the next prompt chunk or the last sampled token of each slot.
         batch.clear();
         let mut budget = n_batch as usize;

@@ -54,3 +54,24 @@ pub fn run(model: &LoadedModel, request: &GenerateRequest) -> (String, GenerateO
         .unwrap();
     (text, out)
 }
+
+/// The tiny random llama `tests/fixtures/make_gguf.py` writes (scripts/test runs it).
+pub fn tiny_llama() -> PathBuf {
+    let path = testkit::models_dir().join("fixtures/tiny_llama.gguf");
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/test (it writes the fixture)",
+        path.display()
+    );
+    path
+}
+
+/// The tiny llama loaded with these load options.
+pub fn load_tiny(options: cyxwiz_sdk::serde_json::Value) -> LoadedModel {
+    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_gguf_llama")).unwrap();
+    let options = LoadOptions {
+        options,
+        ..LoadOptions::default()
+    };
+    lib.load(&tiny_llama(), &options).unwrap()
+}
