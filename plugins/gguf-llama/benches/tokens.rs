@@ -1,6 +1,6 @@
 //! Tokens per second of gguf-llama on SmolLM2-135M (Q4_1): 1 and 4 concurrent streams, decode
-//! and batch thread counts of 1 and 2, on a quiet machine and on one kept busy by two
-//! spinning processes.
+//! and batch thread counts of 1 and 2 and the default adaptive threads, on a quiet machine
+//! and on one kept busy by two spinning processes.
 //! Prints a table. llama.cpp itself is always compiled in Release mode, so
 //! `cargo bench -p cyxwiz-plugin-gguf-llama --bench tokens --profile dev` measures the same
 //! native code as a release build without a second llama.cpp compile.
@@ -79,22 +79,33 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     for loaded in [false, true] {
         let mut hogs = if loaded { busy(2) } else { Vec::new() };
-        for (threads, threads_batch) in [(1u32, 1u32), (1, 2), (2, 2)] {
+        // The load monitor samples once a second: let it see the new state first.
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        // (0, None): the default, threads adapted to the load; the others are fixed.
+        for (threads, threads_batch) in [(1u32, Some(1u32)), (1, Some(2)), (2, Some(2)), (0, None)] {
+            let mut options = json!({"slots": 4, "context_length": 512});
+            if let Some(n) = threads_batch {
+                options["threads_batch"] = json!(n);
+            }
             let model = GgufLlama
                 .load(
                     &path,
                     &LoadOptions {
                         threads,
-                        options: json!({"slots": 4, "context_length": 512, "threads_batch": threads_batch}),
+                        options,
                         ..LoadOptions::default()
                     },
                 )
                 .expect("load SmolLM2");
+            let label = match threads_batch {
+                Some(b) => format!("{threads} / {b}"),
+                None => "adaptive (default)".to_string(),
+            };
             let _ = measure(&model, 1); // warm-up
             for streams in [1usize, 4] {
                 let (rate, ttft) = measure(&model, streams);
                 println!(
-                    "| {} | {threads} / {threads_batch} | {streams} | {rate:.1} | {:.1} | {:.0} |",
+                    "| {} | {label} | {streams} | {rate:.1} | {:.1} | {:.0} |",
                     if loaded {
                         "busy (2 spinning processes)"
                     } else {
