@@ -82,7 +82,8 @@ fn main() {
         // The load monitor samples once a second: let it see the new state first.
         std::thread::sleep(std::time::Duration::from_millis(2500));
         // (0, None): the default, threads adapted to the load; the others are fixed.
-        for (threads, threads_batch) in [(1u32, Some(1u32)), (1, Some(2)), (2, Some(2)), (0, None)] {
+        for (threads, threads_batch) in [(1u32, Some(1u32)), (1, Some(2)), (2, Some(2)), (0, None)]
+        {
             let mut options = json!({"slots": 4, "context_length": 512});
             if let Some(n) = threads_batch {
                 options["threads_batch"] = json!(n);

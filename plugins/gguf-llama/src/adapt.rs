@@ -62,7 +62,8 @@ fn monitor() {
                         let total = t1.saturating_sub(t0).max(1);
                         let others = b1.saturating_sub(b0).saturating_sub(s1.saturating_sub(s0));
                         let milli = others * 1000 * u64::from(cores()) / total;
-                        OTHER_MILLICORES.store(milli.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+                        OTHER_MILLICORES
+                            .store(milli.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
                     }
                     last = now;
                 }
@@ -114,10 +115,18 @@ mod tests {
     #[test]
     fn free_cores_decide_within_bounds() {
         assert_eq!(pick(2.0, 0.0, 0.0, 2), 2);
-        assert_eq!(pick(2.0, 0.2, 0.0, 2), 2, "a little noise keeps both threads");
+        assert_eq!(
+            pick(2.0, 0.2, 0.0, 2),
+            2,
+            "a little noise keeps both threads"
+        );
         assert_eq!(pick(2.0, 0.5, 0.0, 2), 1);
         assert_eq!(pick(2.0, 1.9, 0.0, 2), 1, "never below one");
-        assert_eq!(pick(2.0, 0.0, 1.0, 2), 1, "another busy engine holds a core");
+        assert_eq!(
+            pick(2.0, 0.0, 1.0, 2),
+            1,
+            "another busy engine holds a core"
+        );
         assert_eq!(pick(16.0, 0.0, 0.0, 4), 4, "never above the maximum");
         assert_eq!(pick(16.0, 3.0, 2.0, 16), 11);
     }

@@ -50,7 +50,10 @@ fn eight_concurrent_sequences_never_see_each_other() {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
-            assert_eq!(a, t, "round {round}: request {i} changed when batched with 7 others");
+            assert_eq!(
+                a, t,
+                "round {round}: request {i} changed when batched with 7 others"
+            );
         }
     }
     // Different prompts gave different streams: a leak could not hide behind equal outputs.

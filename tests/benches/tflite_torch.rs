@@ -1,0 +1,162 @@
+//! TFLite and TorchScript latency, each next to its reference measured in the same run:
+//! tflite-tract against the TFLite C API itself (tflite-litert) on the generated fp32 CNN and
+//! on MediaPipe's face detector (which only the C API runs); torch-tch on silero-vad's
+//! TorchScript archive against the same network's ONNX export through onnx-ort and through
+//! Python `onnxruntime` 1.31.1. One thread everywhere.
+//!
+//! Run after `scripts/test` (it builds every plugin and writes the fixtures):
+//! `cargo bench -p cyxwiz-e2e --bench tflite_torch --profile dev` (libtorch, TFLite and ONNX
+//! Runtime are prebuilt libraries; the plugins' Rust dependencies are optimised in every
+//! profile).
+
+mod support;
+
+use cyxwiz_sdk::{client::PluginLibrary, serde_json::json, testkit, LoadOptions, Tensor};
+use support::{bench_python, target_dir, time};
+
+/// Python onnxruntime on silero_vad.onnx with the inputs the Rust side feeds; prints µs.
+const SILERO_REFERENCE: &str = r#"
+import sys, time
+import numpy as np
+import onnxruntime as ort
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = 1
+s = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
+n = 576
+feed = {"input": (np.arange(n, dtype=np.float32) / n - 0.5).reshape(1, n),
+        "state": np.zeros((2, 1, 128), dtype=np.float32),
+        "sr": np.array(16000, dtype=np.int64)}
+iters = int(sys.argv[2])
+for _ in range(100):
+    s.run(None, feed)
+rounds = []
+for _ in range(7):
+    t = time.perf_counter()
+    for _ in range(iters):
+        s.run(None, feed)
+    rounds.append((time.perf_counter() - t) / iters)
+print(sorted(rounds)[3] * 1e6)
+"#;
+
+fn open(name: &str) -> PluginLibrary {
+    PluginLibrary::open(&target_dir().join(format!("libcyxwiz_plugin_{name}.so")))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn one_thread(options: cyxwiz_sdk::serde_json::Value) -> LoadOptions {
+    LoadOptions {
+        threads: 1,
+        options,
+        ..LoadOptions::default()
+    }
+}
+
+fn micros(
+    lib: &PluginLibrary,
+    path: &std::path::Path,
+    options: &LoadOptions,
+    inputs: &[Tensor],
+    iters: u32,
+) -> f64 {
+    let model = lib.load(path, options).expect("load");
+    let views: Vec<_> = inputs.iter().map(Tensor::view).collect();
+    time(iters, || {
+        std::hint::black_box(model.infer(&views).expect("infer"));
+    })
+    .as_secs_f64()
+        * 1e6
+}
+
+fn ramp(name: &str, shape: Vec<i64>, offset: f32) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|i| i as f32 / n as f32 - offset).collect();
+    Tensor::from_f32(name, shape, &values)
+}
+
+fn main() {
+    let models = testkit::models_dir();
+    let litert_options = one_thread(json!({
+        "library": models.join("runtimes/tflite/libtensorflowlite_c.so")
+    }));
+    let (tract, litert) = (open("tflite_tract"), open("tflite_litert"));
+    println!("| model | runtime | µs per call | vs reference |");
+    println!("|---|---|---:|---:|");
+
+    let cnn = models.join("fixtures/tiny_cnn.tflite");
+    let image = [ramp("image", vec![1, 8, 8, 3], 0.5)];
+    let reference = micros(&litert, &cnn, &litert_options, &image, 5000);
+    let ours = micros(&tract, &cnn, &one_thread(json!({})), &image, 5000);
+    println!(
+        "| tiny CNN 1x8x8x3 (generated) | tflite-tract plugin | {ours:.1} | {:.2}x |",
+        ours / reference
+    );
+    println!("| tiny CNN 1x8x8x3 (generated) | TFLite C API 2.17.1 (tflite-litert plugin) | {reference:.1} | 1.00x |");
+    let face = models.join("mediapipe-face/face_detection_short_range.tflite");
+    let us = micros(
+        &litert,
+        &face,
+        &litert_options,
+        &[ramp("input", vec![1, 128, 128, 3], 0.5)],
+        200,
+    );
+    println!("| MediaPipe face detector 1x128x128x3 | TFLite C API 2.17.1 (tflite-litert plugin; tract lacks DEQUANTIZE) | {us:.1} | - |");
+
+    let onnx = models.join("silero-vad/silero_vad.onnx");
+    let out = std::process::Command::new(bench_python())
+        .args(["-c", SILERO_REFERENCE])
+        .arg(&onnx)
+        .arg("2000")
+        .output()
+        .expect("run the Python reference");
+    let reference: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!(
+                "Python reference failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let sr = Tensor::from_i64("sr", vec![], &[16000]);
+    let chunk = ramp("x", vec![1, 512], 0.5);
+    let jit = models.join("silero-vad/silero_vad.jit");
+    let torch = micros(
+        &open("torch_tch"),
+        &jit,
+        &one_thread(json!({"input_shapes": {"x": [-1, 512]}})),
+        &[chunk.clone(), sr.clone()],
+        2000,
+    );
+    let torch_reset = micros(
+        &open("torch_tch"),
+        &jit,
+        &one_thread(json!({"input_shapes": {"x": [-1, 512]}, "reset_method": "reset_states"})),
+        &[chunk, sr.clone()],
+        2000,
+    );
+    let ort_options = one_thread(json!({
+        "library": models.join("runtimes/onnxruntime/libonnxruntime.so.1.31.1")
+    }));
+    let ort = micros(
+        &open("onnx_ort"),
+        &onnx,
+        &ort_options,
+        &[
+            ramp("input", vec![1, 576], 0.5),
+            Tensor::from_f32("state", vec![2, 1, 128], &[0.0; 256]),
+            sr,
+        ],
+        2000,
+    );
+    let label = "silero-vad, one 512-sample chunk";
+    println!(
+        "| {label} | torch-tch plugin (TorchScript, state kept) | {torch:.1} | {:.2}x |",
+        torch / reference
+    );
+    println!("| {label} | torch-tch plugin (TorchScript, reset_states per call) | {torch_reset:.1} | {:.2}x |", torch_reset / reference);
+    println!(
+        "| {label} | onnx-ort plugin (ONNX export) | {ort:.1} | {:.2}x |",
+        ort / reference
+    );
+    println!("| {label} | Python onnxruntime 1.31.1 (ONNX export) | {reference:.1} | 1.00x |");
+}
