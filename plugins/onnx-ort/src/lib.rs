@@ -6,8 +6,12 @@
 //! handled (the plain `ort::init` and `Session::builder` panic when the library is missing or
 //! too old): a missing or too-old library is refused naming the path and both versions.
 //! Threads: `LoadOptions.threads` intra-op threads (0: ONNX Runtime's default); load option
-//! `inter_threads`. Sessions run on the CPU execution provider.
+//! `inter_threads`. Devices (see `device`): `LoadOptions.device` `cpu` (default), `cuda[:N]`
+//! or `auto` use the CUDA execution provider when the loaded ONNX Runtime has it and the GPU
+//! works, and fall back to the CPU with a log line otherwise; the model's metadata
+//! (`execution_provider`) says which provider runs it.
 
+mod device;
 mod dtype;
 
 use cyxwiz_sdk::{
@@ -156,63 +160,107 @@ impl Plugin for OnnxOrt {
                 path.display()
             )));
         }
+        let device = device::Device::parse(&options.device)?;
         let bytes = std::fs::read(path).map_err(|e| Error::from_io(path, &e))?;
-        let mut builder = Session::builder(&runtime.environment)
-            .map_err(|e| Error::runtime(format!("ONNX Runtime session options: {e}")))?;
-        if options.threads > 0 {
-            builder = builder
-                .with_intra_threads(options.threads as usize)
-                .map_err(|e| Error::invalid_input(format!("threads: {e}")))?;
-        }
-        if let Some(n) = options
-            .options
-            .get("inter_threads")
-            .and_then(|v| v.as_u64())
-        {
-            builder = builder
-                .with_inter_threads(n as usize)
-                .map_err(|e| Error::invalid_input(format!("inter_threads: {e}")))?;
-        }
-        let session = builder.commit_from_memory(&bytes).map_err(|e| {
-            let text = e.to_string().replace('\n', " ");
-            if text.contains("NOT_IMPLEMENTED") || text.contains("not implemented") {
-                Error::unsupported(format!(
-                    "{}: ONNX Runtime cannot run this model: {text}",
-                    path.display()
-                ))
-            } else {
-                Error::invalid_input(format!(
-                    "{}: ONNX Runtime cannot load this model: {text}",
-                    path.display()
-                ))
+        let mut provider = "CPU".to_string();
+        if let device::Device::Cuda { id, auto } = device {
+            let attempt = match device::cuda_unavailable() {
+                Some(why) => Err(why),
+                None => builder(&runtime.environment, options, Some(id))
+                    .and_then(|mut b| b.commit_from_memory(&bytes).map_err(|e| e.to_string())),
+            };
+            match attempt {
+                Ok(session) => return Ok(finish(session, &bytes, runtime, format!("CUDA:{id}"))?),
+                Err(why) if auto => {
+                    tracing::info!(model = %path.display(), reason = %why, "no usable CUDA; running on the CPU");
+                }
+                Err(why) => {
+                    tracing::warn!(model = %path.display(), reason = %why, "CUDA requested but unusable; running on the CPU");
+                    provider = format!("CPU (CUDA:{id} unusable: {why})");
+                }
             }
-        })?;
-        let inputs = session
-            .inputs()
-            .iter()
-            .map(|o| spec(o.name(), o.dtype()))
-            .collect::<Result<Vec<_>>>()?;
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(|o| spec(o.name(), o.dtype()))
-            .collect::<Result<Vec<_>>>()?;
-        let info = ModelInfo {
-            inputs,
-            outputs,
-            memory_bytes: bytes.len() as u64,
-            capabilities: Capabilities::TENSOR_INFERENCE,
-            metadata: vec![(
+        }
+        let session = builder(&runtime.environment, options, None)
+            .map_err(|e| Error::invalid_input(format!("ONNX Runtime session options: {e}")))?
+            .commit_from_memory(&bytes)
+            .map_err(|e| {
+                let text = e.to_string().replace('\n', " ");
+                if text.contains("NOT_IMPLEMENTED") || text.contains("not implemented") {
+                    Error::unsupported(format!(
+                        "{}: ONNX Runtime cannot run this model: {text}",
+                        path.display()
+                    ))
+                } else {
+                    Error::invalid_input(format!(
+                        "{}: ONNX Runtime cannot load this model: {text}",
+                        path.display()
+                    ))
+                }
+            })?;
+        finish(session, &bytes, runtime, provider)
+    }
+}
+
+/// A session builder with the thread settings of `options`, and the CUDA provider on GPU
+/// `cuda` if given (a registration failure is an error here, not ort's silent fallback).
+fn builder(
+    environment: &Environment,
+    options: &LoadOptions,
+    cuda: Option<i32>,
+) -> std::result::Result<ort::session::builder::SessionBuilder, String> {
+    let mut builder = Session::builder(environment).map_err(|e| e.to_string())?;
+    if options.threads > 0 {
+        builder = builder
+            .with_intra_threads(options.threads as usize)
+            .map_err(|e| format!("threads: {e}"))?;
+    }
+    if let Some(n) = options
+        .options
+        .get("inter_threads")
+        .and_then(|v| v.as_u64())
+    {
+        builder = builder
+            .with_inter_threads(n as usize)
+            .map_err(|e| format!("inter_threads: {e}"))?;
+    }
+    if let Some(id) = cuda {
+        builder = builder
+            .with_execution_providers([device::cuda(id)])
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(builder)
+}
+
+/// The loaded model around a committed session; `provider` names where it runs.
+fn finish(session: Session, bytes: &[u8], runtime: &Runtime, provider: String) -> Result<OrtModel> {
+    let inputs = session
+        .inputs()
+        .iter()
+        .map(|o| spec(o.name(), o.dtype()))
+        .collect::<Result<Vec<_>>>()?;
+    let outputs = session
+        .outputs()
+        .iter()
+        .map(|o| spec(o.name(), o.dtype()))
+        .collect::<Result<Vec<_>>>()?;
+    let info = ModelInfo {
+        inputs,
+        outputs,
+        memory_bytes: bytes.len() as u64,
+        capabilities: Capabilities::TENSOR_INFERENCE,
+        metadata: vec![
+            (
                 "onnxruntime_library".into(),
                 runtime.path.display().to_string(),
-            )],
-            ..ModelInfo::default()
-        };
-        Ok(OrtModel {
-            session: Mutex::new(session),
-            info,
-        })
-    }
+            ),
+            ("execution_provider".into(), provider),
+        ],
+        ..ModelInfo::default()
+    };
+    Ok(OrtModel {
+        session: Mutex::new(session),
+        info,
+    })
 }
 
 impl Model for OrtModel {

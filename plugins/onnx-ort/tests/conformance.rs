@@ -122,3 +122,46 @@ fn outputs_equal_onnx_tracts() {
         }
     }
 }
+
+/// The CUDA path on a machine without CUDA (this test double is the machine itself: the
+/// PyPI `onnxruntime` library has no CUDA provider and there is no GPU here): a `cuda`
+/// device loads on the CPU with the reason in the metadata, `auto` quietly so, and the
+/// outputs are the CPU's. The GPU path itself needs an NVIDIA machine with `onnxruntime-gpu`.
+#[test]
+fn cuda_device_falls_back_to_the_cpu_with_the_reason() {
+    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_onnx_ort")).unwrap();
+    let on = |device: &str| {
+        let mut options = options();
+        options.device = device.to_string();
+        lib.load(&classifier(), &options)
+    };
+    let provider = |model: &cyxwiz_sdk::client::LoadedModel| {
+        model
+            .info()
+            .metadata
+            .iter()
+            .find(|(k, _)| k == "execution_provider")
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let cpu = on("cpu").unwrap();
+    assert_eq!(provider(&cpu), "CPU");
+    let cuda = on("cuda:0").unwrap();
+    let why = provider(&cuda);
+    assert!(
+        why.starts_with(
+            "CPU (CUDA:0 unusable: this ONNX Runtime build has no CUDA execution provider"
+        ),
+        "{why}"
+    );
+    assert_eq!(provider(&on("auto").unwrap()), "CPU");
+    let err = on("tpu:0").unwrap_err();
+    assert_eq!(err.kind, cyxwiz_sdk::ErrorKind::INVALID_INPUT, "{err}");
+    let n = 3 * 48 * 192;
+    let values: Vec<f32> = (0..n).map(|i| (i % 17) as f32 / 17.0).collect();
+    let x = Tensor::from_f32("x", vec![1, 3, 48, 192], &values);
+    assert_eq!(
+        cpu.infer(&[x.view()]).unwrap()[0].data,
+        cuda.infer(&[x.view()]).unwrap()[0].data
+    );
+}
