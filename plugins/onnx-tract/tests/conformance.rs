@@ -164,3 +164,21 @@ fn bad_input_shapes_option_is_invalid_input() {
         assert!(err.message.contains("input_shapes"), "{err}");
     }
 }
+
+#[test]
+fn a_graph_tract_types_but_cannot_run_is_refused_at_load() {
+    // The MiniLM int8 export types symbolically, but its attention mask broadcast fails as
+    // soon as batch and sequence differ from 1: the load-time probe finds it.
+    let lib = PluginLibrary::open(&library()).unwrap();
+    let model = models_dir().join("minilm/model.onnx");
+    let err = lib.load(&model, &LoadOptions::default()).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::UNSUPPORTED, "{err}");
+    assert!(err.message.contains("cannot run it"), "{err}");
+    assert!(!err.message.contains('\n'), "one line: {err}");
+    // The probe can be switched off; the model then loads (and fails on real inputs).
+    let options = LoadOptions {
+        options: serde_json::json!({"probe": false}),
+        ..LoadOptions::default()
+    };
+    assert!(lib.load(&model, &options).is_ok());
+}
