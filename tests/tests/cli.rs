@@ -497,3 +497,47 @@ fn plugins_list_names_every_runtime_and_its_version() {
         "{text}"
     );
 }
+
+#[test]
+fn torchscript_runs_through_the_node_with_declared_shapes() {
+    let node = Node::new();
+    let model = models_dir().join("silero-vad/silero_vad.jit");
+    let data: Vec<f32> = (0..512)
+        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
+        .collect();
+    let input = serde_json::json!({
+        "x": {"dtype": "float32", "shape": [1, 512], "data": data},
+        "sr": {"dtype": "int64", "shape": [], "data": [16000]},
+    });
+    let path = node.data_dir().join("vad.json");
+    std::fs::write(&path, input.to_string()).unwrap();
+    let input = format!("@{}", path.display());
+    let model = model.to_str().unwrap();
+    let out = node.cli(&[
+        "infer",
+        "--model",
+        model,
+        "--options",
+        r#"{"input_shapes": {"x": [-1, 512]}, "reset_method": "reset_states"}"#,
+        "--input",
+        &input,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["plugin"], "torch-tch");
+    assert_eq!(
+        json["outputs"]["output"]["shape"],
+        serde_json::json!([1, 1])
+    );
+    let p = json["outputs"]["output"]["data"][0].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p), "{p}");
+    // Without shapes: one line naming the option and the signature.
+    let out = node.cli(&["infer", "--model", model, "--input", &input]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("input_shapes") && err.contains("forward(x: Tensor, sr: int)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
