@@ -170,7 +170,7 @@ impl Plugin for OnnxOrt {
                     .and_then(|mut b| b.commit_from_memory(&bytes).map_err(|e| e.to_string())),
             };
             match attempt {
-                Ok(session) => return Ok(finish(session, &bytes, runtime, format!("CUDA:{id}"))?),
+                Ok(session) => return finish(session, &bytes, runtime, format!("CUDA:{id}")),
                 Err(why) if auto => {
                     tracing::info!(model = %path.display(), reason = %why, "no usable CUDA; running on the CPU");
                 }

@@ -40,7 +40,7 @@ fn litert_options() -> LoadOptions {
 #[test]
 fn tflite_tract_passes_the_testkit_with_tflite_as_reference() {
     let reference = litert().load(&tiny_cnn(), &litert_options()).unwrap();
-    let inputs = generated_inputs(&reference.info()).unwrap();
+    let inputs = generated_inputs(reference.info()).unwrap();
     let views: Vec<_> = inputs.iter().map(Tensor::view).collect();
     let expected = reference.infer(&views).unwrap();
     let report = Conformance::new(cdylib_path("cyxwiz_plugin_tflite_tract"))
