@@ -20,14 +20,19 @@ pub fn smollm2() -> PathBuf {
     path
 }
 
-/// SmolLM2 loaded through the built plugin with these load options.
-pub fn load_with(options: cyxwiz_sdk::serde_json::Value) -> LoadedModel {
+/// `model` loaded through the built plugin with these load options.
+pub fn load_model(model: &std::path::Path, options: cyxwiz_sdk::serde_json::Value) -> LoadedModel {
     let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_gguf_llama")).unwrap();
     let options = LoadOptions {
         options,
         ..LoadOptions::default()
     };
-    lib.load(&smollm2(), &options).unwrap()
+    lib.load(model, &options).unwrap()
+}
+
+/// SmolLM2 loaded through the built plugin with these load options.
+pub fn load_with(options: cyxwiz_sdk::serde_json::Value) -> LoadedModel {
+    load_model(&smollm2(), options)
 }
 
 /// A greedy completion request.
@@ -68,10 +73,5 @@ pub fn tiny_llama() -> PathBuf {
 
 /// The tiny llama loaded with these load options.
 pub fn load_tiny(options: cyxwiz_sdk::serde_json::Value) -> LoadedModel {
-    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_gguf_llama")).unwrap();
-    let options = LoadOptions {
-        options,
-        ..LoadOptions::default()
-    };
-    lib.load(&tiny_llama(), &options).unwrap()
+    load_model(&tiny_llama(), options)
 }
