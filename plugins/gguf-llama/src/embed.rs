@@ -42,12 +42,18 @@ pub fn embed(model: &LlamaModel, texts: &[&str], threads: i32) -> Result<Embeddi
     for chunk in tokenized.chunks(CHUNK) {
         let total: usize = chunk.iter().map(Vec::len).sum();
         let n = u32::try_from(total).map_err(|_| Error::invalid_input("batch too large"))?;
+        // llama.cpp reserves its worst-case graph with n_ubatch / n_seq_max tokens per
+        // sequence; unless n_ubatch is a multiple of the sequence count, that graph has fewer
+        // tokens than outputs and mean pooling aborts the process (GGML_ASSERT in
+        // build_pooling; found with 2 texts of 25 tokens in all).
+        let seqs = chunk.len() as u32;
+        let size = n.max(16).div_ceil(seqs) * seqs;
         let params = LlamaContextParams::default()
             .with_embeddings(true)
             .with_pooling_type(LlamaPoolingType::Mean)
-            .with_n_ctx(NonZeroU32::new(n.max(16)))
-            .with_n_batch(n.max(16))
-            .with_n_ubatch(n.max(16))
+            .with_n_ctx(NonZeroU32::new(size))
+            .with_n_batch(size)
+            .with_n_ubatch(size)
             .with_n_seq_max(chunk.len() as u32)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);

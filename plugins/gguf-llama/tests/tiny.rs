@@ -1,15 +1,49 @@
 //! gguf-llama mechanics on the tiny random llama (`tests/fixtures/make_gguf.py`), which loads
-//! and decodes in milliseconds: isolation between many concurrent sequences (greedy and
-//! seeded sampling) and the context limit. (The conformance kit runs on SmolLM2: on this
-//! model llama.cpp aborts in a GGML_ASSERT while building the mean-pooling graph for
-//! embeddings, a native abort no plugin can catch; see the issue note.) What the model says is
+//! and decodes in milliseconds: the conformance kit, embeddings of batches whose token count
+//! does not divide by the number of texts, isolation between many concurrent sequences
+//! (greedy and seeded sampling) and the context limit. What the model says is
 //! noise; that it says the same thing alone and in a crowded batch is the point.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{greedy, load_tiny, run};
-use cyxwiz_sdk::{serde_json::json, ErrorKind, FinishReason, GenerateRequest, SamplingParams};
+use common::{greedy, load_tiny, run, tiny_llama};
+use cyxwiz_sdk::{
+    serde_json::json,
+    testkit::{cdylib_path, Conformance, Sample},
+    ErrorKind, FinishReason, GenerateRequest, LoadOptions, SamplingParams,
+};
+
+#[test]
+fn gguf_llama_passes_the_testkit_on_the_tiny_model() {
+    let report = Conformance::new(cdylib_path("cyxwiz_plugin_gguf_llama"))
+        .sample(Sample::new(tiny_llama()).options(LoadOptions {
+            options: json!({"slots": 4, "context_length": 256, "queue": 64}),
+            ..LoadOptions::default()
+        }))
+        .run();
+    println!("{report}");
+    report.assert_passed();
+}
+
+#[test]
+fn embedding_batches_of_any_token_count_do_not_abort() {
+    // llama.cpp aborted (GGML_ASSERT in its mean-pooling graph) when a batch's token count
+    // was not a multiple of its number of texts; this byte-level vocabulary makes odd totals.
+    let model = load_tiny(json!({"slots": 1, "context_length": 256}));
+    for texts in [
+        vec!["hello world", "the user"],
+        vec!["a b c d e f g h i j k l m n o p q", "x y", "zz"],
+        vec!["one", "two", "three", "four", "five", "six", "seven"],
+    ] {
+        let out = model.embed(&texts).unwrap();
+        assert_eq!(out.data.len(), out.dim * texts.len());
+        for row in out.data.chunks(out.dim) {
+            let norm: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+        }
+    }
+}
 
 #[test]
 fn eight_concurrent_sequences_never_see_each_other() {
