@@ -25,6 +25,29 @@ pub struct TfLiteInterpreter {
 pub struct TfLiteTensor {
     _private: [u8; 0],
 }
+#[repr(C)]
+pub struct TfLiteDelegate {
+    _private: [u8; 0],
+}
+
+/// Room for `TfLiteXNNPackDelegateOptions`, whose fields grow between TF releases; only its
+/// first field, `int32_t num_threads`, is touched. Larger than the real struct (tens of
+/// bytes) and over 16 bytes, so on every C ABI we build for it is returned through a hidden
+/// pointer into this buffer, which the library fills up to its own size.
+#[repr(C, align(16))]
+pub struct XnnpackOptions {
+    pub num_threads: i32,
+    _rest: [u8; 252],
+}
+
+/// The XNNPACK delegate's entry points: present in the PyPI builds of the C library, absent
+/// from builds without XNNPACK (which then run TFLite's builtin kernels only).
+pub struct Xnnpack {
+    pub options_default: unsafe extern "C" fn() -> XnnpackOptions,
+    pub create: unsafe extern "C" fn(*const XnnpackOptions) -> *mut TfLiteDelegate,
+    pub delete: unsafe extern "C" fn(*mut TfLiteDelegate),
+    pub add_delegate: unsafe extern "C" fn(*mut TfLiteInterpreterOptions, *mut TfLiteDelegate),
+}
 
 /// `kTfLiteOk`.
 pub const OK: c_int = 0;
@@ -56,6 +79,17 @@ pub struct Api {
     pub tensor_name: unsafe extern "C" fn(*const TfLiteTensor) -> *const c_char,
     pub copy_from_buffer: unsafe extern "C" fn(*mut TfLiteTensor, *const c_void, usize) -> c_int,
     pub copy_to_buffer: unsafe extern "C" fn(*const TfLiteTensor, *mut c_void, usize) -> c_int,
+    pub xnnpack: Option<Xnnpack>,
+}
+
+/// Resolves an optional symbol.
+macro_rules! opt_sym {
+    ($lib:expr, $name:literal) => {
+        // SAFETY: the symbol's type is the TFLite C API's declaration for that name.
+        unsafe { $lib.get(concat!($name, "\0").as_bytes()) }
+            .ok()
+            .map(|s| *s)
+    };
 }
 
 macro_rules! sym {
@@ -83,7 +117,16 @@ impl Api {
         // SAFETY: loading runs the library's initialisers; this is the library we were told to use.
         let lib = unsafe { libloading::Library::new(path) }
             .map_err(|e| Error::unsupported(format!("cannot load {}: {e}", path.display())))?;
+        let xnnpack = (|| {
+            Some(Xnnpack {
+                options_default: opt_sym!(lib, "TfLiteXNNPackDelegateOptionsDefault")?,
+                create: opt_sym!(lib, "TfLiteXNNPackDelegateCreate")?,
+                delete: opt_sym!(lib, "TfLiteXNNPackDelegateDelete")?,
+                add_delegate: opt_sym!(lib, "TfLiteInterpreterOptionsAddDelegate")?,
+            })
+        })();
         Ok(Self {
+            xnnpack,
             version: sym!(lib, path, "TfLiteVersion"),
             model_create_from_file: sym!(lib, path, "TfLiteModelCreateFromFile"),
             model_delete: sym!(lib, path, "TfLiteModelDelete"),
@@ -118,11 +161,13 @@ impl Api {
     }
 }
 
-/// A model, interpreter and options, freed together.
+/// A model, interpreter, options and delegate, freed together.
 pub struct Interpreter {
     api: &'static Api,
     model: *mut TfLiteModel,
     options: *mut TfLiteInterpreterOptions,
+    /// The XNNPACK delegate, when one was applied; it must outlive the interpreter.
+    delegate: *mut TfLiteDelegate,
     pub raw: *mut TfLiteInterpreter,
 }
 
@@ -131,8 +176,10 @@ pub struct Interpreter {
 unsafe impl Send for Interpreter {}
 
 impl Interpreter {
-    /// Builds an interpreter for the model file at `path` with `threads` threads.
-    pub fn new(api: &'static Api, path: &Path, threads: i32) -> Result<Self> {
+    /// Builds an interpreter for the model file at `path` with `threads` threads, with the
+    /// XNNPACK delegate taking the operators it supports when `xnnpack` is set and the
+    /// library has it.
+    pub fn new(api: &'static Api, path: &Path, threads: i32, xnnpack: bool) -> Result<Self> {
         let c_path = CString::new(path.to_string_lossy().as_bytes())
             .map_err(|_| Error::invalid_input("model path contains a NUL byte"))?;
         // SAFETY: valid C string; the result is checked for null.
@@ -149,6 +196,7 @@ impl Interpreter {
             api,
             model,
             options,
+            delegate: std::ptr::null_mut(),
             raw: std::ptr::null_mut(),
         };
         if options.is_null() {
@@ -158,6 +206,20 @@ impl Interpreter {
         }
         // SAFETY: options and model are live handles.
         unsafe { (api.options_set_num_threads)(options, threads) };
+        if let (true, Some(x)) = (xnnpack, &api.xnnpack) {
+            // SAFETY: OptionsDefault fills (a prefix of) the buffer; Create copies the options
+            // and returns an owned delegate or null; AddDelegate keeps a pointer to it, which
+            // stays valid until Drop, after the interpreter is gone.
+            unsafe {
+                let mut xnn_options = (x.options_default)();
+                xnn_options.num_threads = threads.max(1);
+                this.delegate = (x.create)(&xnn_options);
+                if !this.delegate.is_null() {
+                    (x.add_delegate)(options, this.delegate);
+                }
+            }
+        }
+        // SAFETY: options and model are live handles.
         this.raw = unsafe { (api.interpreter_create)(model, options) };
         if this.raw.is_null() {
             return Err(Error::unsupported(format!(
@@ -179,6 +241,11 @@ impl Interpreter {
     pub fn api(&self) -> &'static Api {
         self.api
     }
+
+    /// Whether the XNNPACK delegate was applied.
+    pub fn xnnpack(&self) -> bool {
+        !self.delegate.is_null()
+    }
 }
 
 impl Drop for Interpreter {
@@ -187,6 +254,9 @@ impl Drop for Interpreter {
         unsafe {
             if !self.raw.is_null() {
                 (self.api.interpreter_delete)(self.raw);
+            }
+            if let (false, Some(x)) = (self.delegate.is_null(), &self.api.xnnpack) {
+                (x.delete)(self.delegate);
             }
             if !self.options.is_null() {
                 (self.api.options_delete)(self.options);

@@ -100,3 +100,33 @@ fn missing_model_is_not_found() {
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NOT_FOUND, "{err}");
 }
+
+#[test]
+fn xnnpack_option_is_checked_and_reported() {
+    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_tflite_litert")).unwrap();
+    let face = models().join("mediapipe-face/face_detection_short_range.tflite");
+    let with = |xnnpack: cyxwiz_sdk::serde_json::Value| LoadOptions {
+        options: json!({
+            "library": models().join("runtimes/tflite/libtensorflowlite_c.so"),
+            "xnnpack": xnnpack,
+        }),
+        ..LoadOptions::default()
+    };
+    let err = lib.load(&face, &with(json!("yes"))).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
+    assert!(
+        err.message.contains("`xnnpack` must be true or false"),
+        "{err}"
+    );
+    let delegate = |xnnpack: bool| {
+        let model = lib.load(&face, &with(json!(xnnpack))).unwrap();
+        let info = model.info();
+        info.metadata
+            .iter()
+            .find(|(k, _)| k == "delegate")
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(delegate(true), "xnnpack");
+    assert_eq!(delegate(false), "none (xnnpack: false)");
+}
