@@ -1,6 +1,7 @@
 //! TFLite and TorchScript latency, each next to its reference measured in the same run:
-//! tflite-tract against the TFLite C API itself (tflite-litert) on the generated fp32 CNN and
-//! on MediaPipe's face detector (which only the C API runs); torch-tch on silero-vad's
+//! tflite-tract and tflite-litert (the TFLite C API) against Google's Python LiteRT
+//! interpreter (`ai-edge-litert` 2.3.0) on the generated fp32 CNN and on MediaPipe's face
+//! detector (which tract cannot run); torch-tch on silero-vad's
 //! TorchScript archive against the same network's ONNX export through onnx-ort and through
 //! Python `onnxruntime` 1.31.1. One thread everywhere.
 //!
@@ -37,6 +38,50 @@ for _ in range(7):
     rounds.append((time.perf_counter() - t) / iters)
 print(sorted(rounds)[3] * 1e6)
 "#;
+
+/// Python LiteRT on a .tflite model, input ramp(i/n - 0.5) as the Rust side feeds; prints µs.
+const LITERT_REFERENCE: &str = r#"
+import sys, time
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+it = Interpreter(model_path=sys.argv[1], num_threads=1)
+it.allocate_tensors()
+d = it.get_input_details()[0]
+n = int(np.prod(d["shape"]))
+x = (np.arange(n, dtype=np.float32) / n - 0.5).reshape(d["shape"])
+iters = int(sys.argv[2])
+def run():
+    it.set_tensor(d["index"], x)
+    it.invoke()
+    it.get_tensor(it.get_output_details()[0]["index"])
+for _ in range(100):
+    run()
+rounds = []
+for _ in range(7):
+    t = time.perf_counter()
+    for _ in range(iters):
+        run()
+    rounds.append((time.perf_counter() - t) / iters)
+print(sorted(rounds)[3] * 1e6)
+"#;
+
+/// Runs one of the Python references above; its median µs per call.
+fn python_micros(script: &str, args: &[&std::ffi::OsStr]) -> f64 {
+    let out = std::process::Command::new(bench_python())
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("run the Python reference");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!(
+                "Python reference failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
 
 fn open(name: &str) -> PluginLibrary {
     PluginLibrary::open(&target_dir().join(format!("libcyxwiz_plugin_{name}.so")))
@@ -83,40 +128,47 @@ fn main() {
     println!("|---|---|---:|---:|");
 
     let cnn = models.join("fixtures/tiny_cnn.tflite");
-    let image = [ramp("image", vec![1, 8, 8, 3], 0.5)];
-    let reference = micros(&litert, &cnn, &litert_options, &image, 5000);
-    let ours = micros(&tract, &cnn, &one_thread(json!({})), &image, 5000);
-    println!(
-        "| tiny CNN 1x8x8x3 (generated) | tflite-tract plugin | {ours:.1} | {:.2}x |",
-        ours / reference
-    );
-    println!("| tiny CNN 1x8x8x3 (generated) | TFLite C API 2.17.1 (tflite-litert plugin) | {reference:.1} | 1.00x |");
     let face = models.join("mediapipe-face/face_detection_short_range.tflite");
-    let us = micros(
-        &litert,
-        &face,
-        &litert_options,
-        &[ramp("input", vec![1, 128, 128, 3], 0.5)],
-        200,
-    );
-    println!("| MediaPipe face detector 1x128x128x3 | TFLite C API 2.17.1 (tflite-litert plugin; tract lacks DEQUANTIZE) | {us:.1} | - |");
+    let iters = |n: u32| std::ffi::OsString::from(n.to_string());
+    for (label, path, input, n) in [
+        (
+            "tiny CNN 1x8x8x3 (generated)",
+            &cnn,
+            ramp("image", vec![1, 8, 8, 3], 0.5),
+            5000,
+        ),
+        (
+            "MediaPipe face detector 1x128x128x3",
+            &face,
+            ramp("input", vec![1, 128, 128, 3], 0.5),
+            200,
+        ),
+    ] {
+        let reference = python_micros(LITERT_REFERENCE, &[path.as_os_str(), &iters(n)]);
+        let c_api = micros(
+            &litert,
+            path,
+            &litert_options,
+            std::slice::from_ref(&input),
+            n,
+        );
+        let row = |runtime: &str, us: f64| {
+            println!("| {label} | {runtime} | {us:.1} | {:.2}x |", us / reference)
+        };
+        if path == &cnn {
+            row(
+                "tflite-tract plugin",
+                micros(&tract, path, &one_thread(json!({})), &[input], n),
+            );
+        } else {
+            println!("| {label} | tflite-tract plugin | refused: DEQUANTIZE unsupported | - |");
+        }
+        row("tflite-litert plugin (TFLite C API 2.17.1)", c_api);
+        row("Python ai-edge-litert 2.3.0", reference);
+    }
 
     let onnx = models.join("silero-vad/silero_vad.onnx");
-    let out = std::process::Command::new(bench_python())
-        .args(["-c", SILERO_REFERENCE])
-        .arg(&onnx)
-        .arg("2000")
-        .output()
-        .expect("run the Python reference");
-    let reference: f64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| {
-            panic!(
-                "Python reference failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    let reference = python_micros(SILERO_REFERENCE, &[onnx.as_os_str(), &iters(2000)]);
     let sr = Tensor::from_i64("sr", vec![], &[16000]);
     let chunk = ramp("x", vec![1, 512], 0.5);
     let jit = models.join("silero-vad/silero_vad.jit");
