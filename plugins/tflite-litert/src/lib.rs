@@ -8,8 +8,8 @@
 //! offset inside the file), so other formats get a precise error; TFLite verifies the rest.
 //! One interpreter per model behind a lock (TFLite interpreters are not reentrant); `threads`
 //! sets its thread count. The XNNPACK delegate (in the library, as in LiteRT's own Python and
-//! Android defaults) takes the operators it supports, 3.5x faster on MediaPipe's face
-//! detector than TFLite's builtin kernels; load option `xnnpack: false` keeps the builtin
+//! Android defaults) takes the operators it supports: MediaPipe's face detector ran in
+//! 1254 µs instead of 5527 with TFLite's builtin kernels; load option `xnnpack: false` keeps the builtin
 //! kernels only (metadata `delegate` says which ran).
 
 mod ffi;
