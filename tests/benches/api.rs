@@ -23,9 +23,9 @@ use std::{
     net::TcpStream,
     path::PathBuf,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Instant,
 };
-use support::{bench_python, target_dir};
+use support::{bench_python, target_dir, wait_healthy};
 
 const THREADS: u32 = 2;
 const CLIENTS: usize = 16;
@@ -166,22 +166,7 @@ max_batch = 1
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut s = TcpStream::connect(&addr).expect("connect");
-        write!(
-            s,
-            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .expect("w");
-        let mut t = String::new();
-        s.read_to_string(&mut t).expect("r");
-        if t.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "models never loaded: {t}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_healthy(&addr, "the node with its models");
 
     println!(
         "## /v1/embeddings, all-MiniLM-L6-v2 int8, {THREADS} threads, {CLIENTS} clients x {PER_CLIENT} requests of 1 sentence"

@@ -22,7 +22,7 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-use support::target_dir;
+use support::{target_dir, wait_healthy};
 
 const SLOTS: usize = 4;
 const MAX_TOKENS: u32 = 96;
@@ -53,25 +53,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-fn wait_healthy(addr: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            let _ = write!(
-                s,
-                "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            );
-            let mut t = String::new();
-            let _ = s.read_to_string(&mut t);
-            if t.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{what} never became healthy");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn node(gguf: &Path, data: &Path, threads: u32) -> Server {
@@ -157,6 +138,12 @@ fn body_lines(stream: TcpStream, mut line: impl FnMut(&str)) {
         }
         chunked |= h.starts_with("transfer-encoding:") && h.contains("chunked");
     }
+    if !chunked {
+        for l in reader.lines() {
+            line(&l.expect("line"));
+        }
+        return;
+    }
     let mut pending = Vec::new();
     let mut flush = |pending: &mut Vec<u8>| {
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
@@ -164,12 +151,6 @@ fn body_lines(stream: TcpStream, mut line: impl FnMut(&str)) {
             line(String::from_utf8_lossy(&text).trim_end());
         }
     };
-    if !chunked {
-        for l in reader.lines() {
-            line(&l.expect("line"));
-        }
-        return;
-    }
     loop {
         let mut size = String::new();
         reader.read_line(&mut size).expect("chunk size");

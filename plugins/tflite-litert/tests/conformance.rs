@@ -3,29 +3,14 @@
 //! with the TFLite C library from the `pymicro-wakeword` wheel.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{models, options, options_with, plugin};
 use cyxwiz_sdk::{
-    client::PluginLibrary,
     serde_json::json,
-    testkit::{self, cdylib_path, Conformance, Sample},
-    DType, ErrorKind, LoadOptions, Tensor,
+    testkit::{cdylib_path, Conformance, Sample},
+    DType, ErrorKind, Tensor,
 };
-use std::path::PathBuf;
-
-fn models() -> PathBuf {
-    let dir = testkit::models_dir();
-    assert!(
-        dir.join("runtimes/tflite").is_dir(),
-        "run scripts/fetch-models.py"
-    );
-    dir
-}
-
-fn options() -> LoadOptions {
-    LoadOptions {
-        options: json!({"library": models().join("runtimes/tflite/libtensorflowlite_c.so")}),
-        ..LoadOptions::default()
-    }
-}
 
 #[test]
 fn tflite_litert_passes_the_testkit_on_real_models() {
@@ -45,7 +30,7 @@ fn tflite_litert_passes_the_testkit_on_real_models() {
 
 #[test]
 fn face_detector_gives_896_anchors_with_scores() {
-    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_tflite_litert")).unwrap();
+    let lib = plugin();
     let model = lib
         .load(
             &models().join("mediapipe-face/face_detection_short_range.tflite"),
@@ -72,7 +57,7 @@ fn face_detector_gives_896_anchors_with_scores() {
 
 #[test]
 fn wake_word_model_streams_int8_features() {
-    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_tflite_litert")).unwrap();
+    let lib = plugin();
     let model = lib
         .load(&models().join("wakeword/okay_nabu.tflite"), &options())
         .unwrap();
@@ -94,7 +79,7 @@ fn wake_word_model_streams_int8_features() {
 
 #[test]
 fn missing_model_is_not_found() {
-    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_tflite_litert")).unwrap();
+    let lib = plugin();
     let err = lib
         .load(&models().join("wakeword/missing.tflite"), &options())
         .unwrap_err();
@@ -103,15 +88,9 @@ fn missing_model_is_not_found() {
 
 #[test]
 fn xnnpack_option_is_checked_and_reported() {
-    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_tflite_litert")).unwrap();
+    let lib = plugin();
     let face = models().join("mediapipe-face/face_detection_short_range.tflite");
-    let with = |xnnpack: cyxwiz_sdk::serde_json::Value| LoadOptions {
-        options: json!({
-            "library": models().join("runtimes/tflite/libtensorflowlite_c.so"),
-            "xnnpack": xnnpack,
-        }),
-        ..LoadOptions::default()
-    };
+    let with = |xnnpack: cyxwiz_sdk::serde_json::Value| options_with(json!({"xnnpack": xnnpack}));
     let err = lib.load(&face, &with(json!("yes"))).unwrap_err();
     assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
     assert!(

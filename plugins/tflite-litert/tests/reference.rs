@@ -7,48 +7,22 @@
 //! `xnnpack: false` it matches pymicro-wakeword, which runs the builtin kernels.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{library, models, options_with, plugin};
 use cyxwiz_sdk::{
-    client::{LoadedModel, PluginLibrary},
+    client::LoadedModel,
     serde_json::{json, Value},
-    testkit::{self, allclose, cdylib_path},
+    testkit::{self, allclose},
     DType, LoadOptions, Tensor,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn models() -> PathBuf {
-    let dir = testkit::models_dir();
-    assert!(
-        dir.join("runtimes/tflite").is_dir(),
-        "run scripts/fetch-models.py"
-    );
-    dir
-}
-
-fn library() -> PathBuf {
-    models().join("runtimes/tflite/libtensorflowlite_c.so")
-}
-
-/// The test venv's python (`CYXWIZ_VENV`, default `~/.cache/cyxwiz-venv`; scripts/test makes it).
-fn python() -> PathBuf {
-    let venv = std::env::var_os("CYXWIZ_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/cyxwiz-venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "{} missing: run scripts/python-env",
-        python.display()
-    );
-    python
-}
 
 fn reference(args: &[&str]) -> Value {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/tflite_reference.py");
-    let out = Command::new(python())
+    let out = Command::new(testkit::venv_python())
         .arg(script)
         .args(args)
         .output()
@@ -98,13 +72,11 @@ fn tensors(v: &Value) -> Vec<Tensor> {
 }
 
 fn load(model: &Path, xnnpack: bool) -> LoadedModel {
-    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_tflite_litert")).unwrap();
     let options = LoadOptions {
-        options: json!({"library": library(), "xnnpack": xnnpack}),
         threads: 1,
-        ..LoadOptions::default()
+        ..options_with(json!({"xnnpack": xnnpack}))
     };
-    lib.load(model, &options).unwrap()
+    plugin().load(model, &options).unwrap()
 }
 
 /// Runs every step of a reference document through the plugin; returns its outputs per step.

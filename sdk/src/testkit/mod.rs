@@ -223,6 +223,26 @@ pub fn models_dir() -> PathBuf {
     data.join("models")
 }
 
+/// The Python of the test venv that `scripts/python-env` makes (reference runtimes, the
+/// `openai` SDK): `$CYXWIZ_VENV/bin/python`, default `~/.cache/cyxwiz-venv/bin/python`.
+///
+/// # Panics
+/// When that file does not exist, with a message saying how to create it.
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("CYXWIZ_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/cyxwiz-venv")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: run scripts/test or scripts/python-env (they create the venv from tests/python/requirements.txt)",
+        python.display()
+    );
+    python
+}
+
 /// Finds a cdylib built in this target directory: `lib<crate_name>.so` (or `.dylib`, `.dll`)
 /// next to the running test binary or one directory up.
 pub fn cdylib_path(crate_name: &str) -> PathBuf {

@@ -238,20 +238,8 @@ pub fn prefer_onnx_runtime() -> String {
 }
 
 /// The test venv's python (`CYXWIZ_VENV`, default `~/.cache/cyxwiz-venv`).
-pub fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("CYXWIZ_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/cyxwiz-venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "{} missing: run scripts/test (it creates the venv from tests/python/requirements.txt)",
-        python.display()
-    );
-    python
-}
+#[allow(unused_imports)] // not every test binary talks to Python
+pub use cyxwiz_sdk::testkit::venv_python;
 
 /// A config serving chat, embeddings and a tensor model.
 pub fn serving_config(require_auth: bool) -> String {
