@@ -11,7 +11,7 @@ use crate::{
     grpc::{self, GrpcState},
     metrics::sampler::{run_sampler, MetricsSettings},
     plugins::{search_dirs, PluginState, Registry},
-    server::{self, auth, control, tls, AppState},
+    server::{self, control, tls, AppState},
     store::{Store, StoreError},
 };
 use std::{
@@ -23,8 +23,8 @@ use std::{
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// A directory could not be created.
-    #[error("cannot create {path}: {source}")]
+    /// A directory could not be created or made private.
+    #[error("data directory {path}: {source}")]
     DataDir {
         /// The directory.
         path: PathBuf,
@@ -34,6 +34,9 @@ pub enum DaemonError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The central-server link is misconfigured (token file, CA file, trust store).
+    #[error(transparent)]
+    Central(#[from] central::CentralError),
     /// gRPC could not start.
     #[error(transparent)]
     Grpc(#[from] grpc::GrpcError),
@@ -47,11 +50,45 @@ pub enum DaemonError {
     },
 }
 
-/// Creates the data directory layout: `models/`, `plugins/`, `jobs/`, `logs/`.
+/// Creates the data directory layout: `models/`, `plugins/`, `jobs/`, `logs/`, private to the
+/// node's user. Directories it creates are 0700; an existing data directory this user owns
+/// that others could enter is tightened to 0700 (the database, the control socket and job
+/// files live there); one owned by another user is left as it is, with a warning.
 pub fn prepare_data_dir(config: &Config) -> Result<(), DaemonError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let error = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| DaemonError::DataDir { path, source }
+    };
     for dir in ["", "models", "plugins", "jobs", "logs"] {
         let path = config.data_dir.join(dir);
-        std::fs::create_dir_all(&path).map_err(|source| DaemonError::DataDir { path, source })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .map_err(error(&path))?;
+    }
+    let dir = &config.data_dir;
+    let meta = std::fs::metadata(dir).map_err(error(dir))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() == me {
+            let private = mode & !0o077;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(private))
+                .map_err(error(dir))?;
+            tracing::info!(
+                data_dir = %dir.display(),
+                "the data directory was mode {mode:04o}; made it private to this user ({private:04o})"
+            );
+        } else {
+            tracing::warn!(
+                data_dir = %dir.display(),
+                owner_uid = meta.uid(),
+                "the data directory belongs to another user and is mode {mode:04o}: other users may reach the database and the control socket"
+            );
+        }
     }
     Ok(())
 }
@@ -91,6 +128,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     prepare_data_dir(&config)?;
+    let mut config = config;
+    let dialer = central::prepare(&mut config)?;
     let store = Store::open(&config.database_path())?;
     let node_id = store.node_id()?;
     store.audit("node_started", &node_id, &config.node.name)?;
@@ -129,7 +168,23 @@ pub async fn run(
 
     let deployments = Arc::new(Deployments::from_config(&config));
     let auth_required = config.api.auth_required();
-    if auth_required && store.list_keys()?.iter().all(|k| k.revoked_at.is_some()) {
+    let keyring = Arc::new(crate::access::keyring::Keyring::open(
+        &config.database_path(),
+    )?);
+    let audit_log = Arc::new(
+        crate::audit::AuditLog::start(
+            config.database_path(),
+            crate::audit::Retention {
+                days: config.audit.retention_days,
+                max_events: config.audit.max_events,
+            },
+        )
+        .map_err(|source| DaemonError::Http {
+            addr: "audit log writer".into(),
+            source,
+        })?,
+    );
+    if auth_required && !keyring.any() {
         tracing::warn!(
             "the API requires keys but none exists; create one with `cyxwiz-node keys create --name NAME`"
         );
@@ -143,7 +198,8 @@ pub async fn run(
         registry: registry.clone(),
         store: std::sync::Mutex::new(store),
         metrics: metrics.clone(),
-        limiter: auth::RateLimiter::default(),
+        access: Arc::new(crate::access::Access::new(keyring.clone())),
+        audit_log,
         auth_required,
         plugins_loaded: loaded,
         plugins_failed: failed,
@@ -164,6 +220,28 @@ pub async fn run(
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // Key use counts are kept in memory and written every 10 s and at shutdown.
+    let usage = {
+        let keyring = keyring.clone();
+        let mut store = Store::open(&config.database_path())?;
+        let mut rx = stop_rx.clone();
+        tokio::task::spawn_blocking(move || loop {
+            let stopping = rx.has_changed().is_err() || *rx.borrow_and_update();
+            if let Err(e) = keyring.flush(&mut store) {
+                tracing::warn!(error = %e, "cannot record API key use; retrying later");
+            }
+            if stopping {
+                return;
+            }
+            for _ in 0..100 {
+                if *rx.borrow() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        })
     };
 
     let sampler = tokio::spawn(run_sampler(
@@ -207,12 +285,17 @@ pub async fn run(
         tracing::info!("gRPC disabled ([grpc] ports = [])");
         None
     } else {
-        let grpc_state = Arc::new(GrpcState {
-            app: state.clone(),
-            config: config.clone(),
-            inventory: inventory.clone(),
+        let grpc_state = Arc::new(GrpcState::new(
+            state.clone(),
+            config.clone(),
+            inventory.clone(),
             endpoint_url,
-        });
+        ));
+        if grpc_state.auth_required {
+            tracing::info!("API keys required on gRPC (AssignJob excepted)");
+        } else {
+            tracing::warn!("gRPC answers without API keys (loopback only; set [grpc] require_auth = true to require them)");
+        }
         let (bound, done) = {
             let rx = stop_rx.clone();
             grpc::serve(grpc_state, move || stopped(rx.clone())).await?
@@ -228,15 +311,13 @@ pub async fn run(
         Some(tokio::spawn(done))
     };
 
-    let client = if config.central_server.address.is_empty() {
-        tracing::info!("standalone mode: no central server configured");
-        None
-    } else {
+    let client = if let Some(dialer) = dialer {
         if config.grpc.ports.is_empty() {
             tracing::warn!("gRPC is off, so the central server cannot assign jobs to this node");
         }
         Some(tokio::spawn(central::run(
             central::ClientContext {
+                dialer,
                 sources: central::InfoSources {
                     config: (*config).clone(),
                     registry: registry.clone(),
@@ -248,6 +329,9 @@ pub async fn run(
             },
             stop_rx.clone(),
         )))
+    } else {
+        tracing::info!("standalone mode: no central server configured");
+        None
     };
 
     let socket = control::socket_path(&config.data_dir);
@@ -274,11 +358,12 @@ pub async fn run(
                 addr: bound.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            let listener =
-                tls::TlsListener::new(listener, tls).map_err(|source| DaemonError::Http {
+            let listener = tls::TlsListener::new(listener, tls, &config.api).map_err(|source| {
+                DaemonError::Http {
                     addr: bound.clone(),
                     source,
-                })?;
+                }
+            })?;
             tracing::info!("listening on https://{bound}");
             server::serve(listener, stopped(stop_rx.clone()), state, &config.api).await
         } else {
@@ -302,7 +387,45 @@ pub async fn run(
         let _ = client.await;
     }
     let _ = sampler.await;
+    let _ = usage.await;
     loader.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_data_directory_is_private_to_the_user() {
+        let root = tempfile::tempdir().unwrap();
+        // A new data directory (and the parent created with it) is 0700, its layout too.
+        let config = Config {
+            data_dir: root.path().join("parent").join("node"),
+            ..Config::default()
+        };
+        prepare_data_dir(&config).unwrap();
+        assert_eq!(mode(&root.path().join("parent")), 0o700);
+        for dir in ["", "models", "plugins", "jobs", "logs"] {
+            assert_eq!(mode(&config.data_dir.join(dir)), 0o700, "{dir:?}");
+        }
+
+        // One an older node left 0755 is tightened; its contents are kept.
+        let old = Config {
+            data_dir: root.path().join("old"),
+            ..Config::default()
+        };
+        std::fs::create_dir(&old.data_dir).unwrap();
+        std::fs::write(old.data_dir.join("config.toml"), "").unwrap();
+        std::fs::set_permissions(&old.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_data_dir(&old).unwrap();
+        assert_eq!(mode(&old.data_dir), 0o700);
+        assert!(old.data_dir.join("config.toml").is_file());
+    }
 }

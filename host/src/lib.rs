@@ -1,6 +1,8 @@
 //! The CyxWiz server node: hosts model-runtime plugins and serves the models they load.
 //!
 //! # Map
+//! - [`access`]: API keys and their scopes, the in-memory keyring, rate windows, the caller.
+//! - [`audit`]: the audit log writer (off the request path, escaped, pruned).
 //! - [`config`]: flags, environment and `config.toml` into one validated [`config::Config`].
 //! - [`store`]: the SQLite database and its migrations.
 //! - [`plugins`]: plugin discovery and the format registry.
@@ -18,6 +20,8 @@
 //!
 //! Dependencies point one way: `daemon -> server -> openai -> deployments -> (models | plugins | store)`.
 
+pub mod access;
+pub mod audit;
 pub mod central;
 pub mod config;
 pub mod daemon;

@@ -37,7 +37,7 @@ fn post(addr: &str, path: &str, body: &str) -> serde_json::Value {
     let mut stream = TcpStream::connect(addr).expect("connect");
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )

@@ -186,7 +186,7 @@ fn stream_chat(addr: &str, prompt: &str, started: Instant) -> (u64, f64) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     write!(
         stream,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )

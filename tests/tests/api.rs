@@ -30,7 +30,7 @@ fn post_full(addr: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Str
         .unwrap_or_default();
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -139,7 +139,7 @@ options = {{ slots = 2, context_length = 4096 }}
         let mut stream = TcpStream::connect(&running.addr).unwrap();
         write!(
             stream,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )

@@ -31,13 +31,9 @@ pub async fn advertised_ip(config: &Config) -> String {
             return ip.to_string();
         }
     }
-    let target = config
-        .central_server
-        .address
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .to_string();
     let route = async {
+        let central = crate::config::CentralAddress::parse(&config.central_server.address).ok()?;
+        let target = format!("{}:{}", central.host, central.port);
         let addr = tokio::net::lookup_host(&target).await.ok()?.next()?;
         let bind = if addr.is_ipv4() {
             "0.0.0.0:0"

@@ -5,22 +5,25 @@
 //! works without it. Rules followed (PROTOCOL.md, "Interoperability rules"): every call carries
 //! `authorization: Bearer <operator JWT>`; the UUID returned by RegisterNode is adopted and
 //! persisted at once; heartbeats carry it; NOT_FOUND on a heartbeat means the server forgot
-//! the node, so it registers again; UNAUTHENTICATED stops retrying and says why.
+//! the node, so it registers again; UNAUTHENTICATED stops retrying and says why. How the link
+//! is dialled (plaintext or TLS) and where the token comes from is `dial`'s part.
 
+mod dial;
 mod info;
 
+pub use dial::{plaintext_warning, read_token_file, settle_token, CentralError, Dialer};
 pub use info::{advertised_ip, node_info, InfoSources};
 
-use cyxwiz_proto::protocol::{
-    node_service_client::NodeServiceClient, HeartbeatRequest, RegisterNodeRequest, StatusCode,
-};
+use crate::config::Config;
+use cyxwiz_proto::protocol::{HeartbeatRequest, RegisterNodeRequest, StatusCode};
+use dial::Client;
 use serde::Serialize;
 use std::{
     path::PathBuf,
     sync::{Arc, RwLock},
     time::Duration,
 };
-use tonic::{metadata::MetadataValue, service::Interceptor, transport::Channel, Code};
+use tonic::Code;
 
 /// Where the connection to the central server stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,29 +122,27 @@ impl CentralLink {
     }
 }
 
-/// Adds the operator's bearer token to every call.
-#[derive(Clone)]
-struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
+/// Settles the token (`auth_token_file`, the environment, the flag), builds the dialer and
+/// logs, once, what an operator should know about the link's security. Call before anything
+/// else reads `central_server.auth_token`. `None` in standalone mode.
+pub fn prepare(config: &mut Config) -> Result<Option<Dialer>, CentralError> {
+    for warning in settle_token(config)? {
+        tracing::warn!("{warning}");
     }
+    let dialer = Dialer::new(config)?;
+    if dialer.is_some() {
+        if let Some(warning) = plaintext_warning(&config.central_server.address) {
+            tracing::warn!("{warning}");
+        }
+    }
+    Ok(dialer)
 }
-
-type Client = NodeServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
 /// Everything the client task needs.
 pub struct ClientContext {
-    /// Where `node_info` takes its fields from.
+    /// How to reach the central server (from [`prepare`]).
+    pub dialer: Dialer,
+    /// Where `node_info` takes its fields from; its config's token is the settled one.
     pub sources: InfoSources,
     /// Shared identity and status.
     pub link: Arc<CentralLink>,
@@ -184,9 +185,9 @@ pub fn backoff(first: Duration, attempt: u32) -> Duration {
 /// The message shown when the server refuses our token.
 fn unauthenticated_message(status: &tonic::Status, have_token: bool) -> String {
     let hint = if have_token {
-        "the token in [central_server] auth_token / CYXWIZ_AUTH_TOKEN was refused"
+        "the token in CYXWIZ_AUTH_TOKEN / [central_server] auth_token_file / auth_token was refused"
     } else {
-        "no token configured: set [central_server] auth_token or CYXWIZ_AUTH_TOKEN to your CyxWiz account token"
+        "no token configured: set CYXWIZ_AUTH_TOKEN or [central_server] auth_token_file to your CyxWiz account token"
     };
     format!(
         "central server refused the node (UNAUTHENTICATED: {}); {hint}; not retrying",
@@ -200,44 +201,6 @@ fn describe(status: &tonic::Status) -> String {
     } else {
         format!("{:?}: {}", status.code(), status.message())
     }
-}
-
-async fn connect(address: &str, token: &str) -> Result<Client, String> {
-    let uri = if address.starts_with("http://") || address.starts_with("https://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    let endpoint = Channel::from_shared(uri.clone())
-        .map_err(|e| format!("bad central server address `{address}`: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true);
-    let channel = endpoint.connect().await.map_err(|e| {
-        format!(
-            "cannot reach the central server at {address}: {}",
-            source_chain(&e)
-        )
-    })?;
-    let bearer = if token.is_empty() {
-        None
-    } else {
-        Some(format!("Bearer {token}").parse().map_err(|_| {
-            "the auth token contains characters not allowed in a header".to_string()
-        })?)
-    };
-    Ok(NodeServiceClient::with_interceptor(channel, Bearer(bearer)))
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// Registers the node and returns the id the server assigned.
@@ -358,7 +321,7 @@ pub async fn run(ctx: ClientContext, mut stop: tokio::sync::watch::Receiver<bool
             s.state = ConnectionState::Connecting;
             s.next_attempt_at = None;
         });
-        let ended = match connect(&address, &token).await {
+        let ended = match ctx.dialer.connect(&token).await {
             Err(e) => Ended::Lost(e),
             Ok(mut client) => {
                 // The advertised address is resolved once per connection, not per heartbeat.

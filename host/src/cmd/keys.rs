@@ -1,9 +1,14 @@
 //! `cyxwiz-node keys create|list|revoke`: API keys in the node's database. The running
-//! daemon checks the database on every request, so a new or revoked key counts at once.
+//! daemon notices the database changed on its next request, so a new or revoked key counts
+//! at once; use counts reach the database every 10 s.
 
 use anyhow::Result;
 use clap::Subcommand;
-use cyxwiz_node::{config::Config, daemon, store::Store};
+use cyxwiz_node::{
+    config::Config,
+    daemon,
+    store::{keys::Scope, Store},
+};
 
 /// `keys` subcommands.
 #[derive(Subcommand, Debug)]
@@ -13,6 +18,10 @@ pub enum KeysCommand {
         /// Name of the key (letters, digits, `-`, `_`, `.`).
         #[arg(long)]
         name: String,
+        /// What it may do, comma-separated: inference (the OpenAI API and gRPC inference),
+        /// deploy (create/stop/delete deployments over gRPC), jobs, terminal, admin (all).
+        #[arg(long, value_delimiter = ',', default_value = "inference")]
+        scopes: Vec<String>,
         /// Models it may use, comma-separated; all when omitted.
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
@@ -38,13 +47,23 @@ pub fn run(config: &Config, command: KeysCommand) -> Result<()> {
     daemon::prepare_data_dir(config)?;
     let store = Store::open(&config.database_path())?;
     match command {
-        KeysCommand::Create { name, models, rpm } => {
+        KeysCommand::Create {
+            name,
+            scopes,
+            models,
+            rpm,
+        } => {
+            let scopes = scopes
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| Scope::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
             let models: Vec<String> = models
                 .into_iter()
                 .map(|m| m.trim().to_string())
                 .filter(|m| !m.is_empty())
                 .collect();
-            let (key, record) = store.create_key(&name, &models, rpm)?;
+            let (key, record) = store.create_key(&name, &scopes, &models, rpm)?;
             println!("{key}");
             eprintln!(
                 "created key `{}` ({}…); store it now, it is not shown again",
@@ -62,8 +81,8 @@ pub fn run(config: &Config, command: KeysCommand) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<14} {:<16} {:<20} {:<6} {:<21} {:<21} {:>8} STATUS",
-                "PREFIX", "NAME", "MODELS", "RPM", "CREATED", "LAST USED", "REQUESTS"
+                "{:<14} {:<16} {:<20} {:<20} {:<6} {:<21} {:<21} {:>8} STATUS",
+                "PREFIX", "NAME", "SCOPES", "MODELS", "RPM", "CREATED", "LAST USED", "REQUESTS"
             );
             for k in keys {
                 let models = if k.models.is_empty() {
@@ -76,10 +95,17 @@ pub fn run(config: &Config, command: KeysCommand) -> Result<()> {
                 } else {
                     k.rpm.to_string()
                 };
+                let scopes = k
+                    .scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
                 println!(
-                    "{:<14} {:<16} {:<20} {:<6} {:<21} {:<21} {:>8} {}",
+                    "{:<14} {:<16} {:<20} {:<20} {:<6} {:<21} {:<21} {:>8} {}",
                     k.prefix,
                     k.name,
+                    scopes,
                     models,
                     rpm,
                     k.created_at,

@@ -20,17 +20,19 @@ pub struct GlobalArgs {
     #[arg(long, env = "CYXWIZ_NODE_NAME", global = true)]
     pub name: Option<String>,
 
-    /// Central server HOST:PORT; empty for standalone mode (`central_server.address`)
+    /// Central server HOST:PORT (plaintext), http://HOST:PORT or https://HOST:PORT (TLS);
+    /// empty for standalone mode (`central_server.address`)
     #[arg(
         long,
         env = "CYXWIZ_CENTRAL_SERVER",
         global = true,
-        value_name = "HOST:PORT"
+        value_name = "ADDRESS"
     )]
     pub central: Option<String>,
 
     /// The operator's CyxWiz account token (JWT) for the central server
-    /// (`central_server.auth_token`)
+    /// (`central_server.auth_token`). As a flag it is visible to other users in the process
+    /// list: prefer the environment variable or --auth-token-file
     #[arg(
         long,
         env = "CYXWIZ_AUTH_TOKEN",
@@ -39,6 +41,16 @@ pub struct GlobalArgs {
         hide_env_values = true
     )]
     pub auth_token: Option<String>,
+
+    /// File holding the operator's token, read at start (`central_server.auth_token_file`);
+    /// keep it mode 0600
+    #[arg(
+        long,
+        env = "CYXWIZ_AUTH_TOKEN_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub auth_token_file: Option<PathBuf>,
 
     /// Log level or tracing filter (`logging.level`)
     #[arg(long, env = "CYXWIZ_LOG_LEVEL", global = true, value_name = "LEVEL")]
@@ -155,6 +167,14 @@ pub(super) fn apply(args: &GlobalArgs, matches: &ArgMatches, config: &mut Config
             "CYXWIZ_AUTH_TOKEN",
         );
     }
+    if args.auth_token_file.is_some() {
+        set(
+            "central_server.auth_token_file",
+            "auth_token_file",
+            "--auth-token-file",
+            "CYXWIZ_AUTH_TOKEN_FILE",
+        );
+    }
     if args.log_level.is_some() {
         set(
             "logging.level",
@@ -209,6 +229,9 @@ pub(super) fn apply(args: &GlobalArgs, matches: &ArgMatches, config: &mut Config
     }
     if let Some(v) = &args.auth_token {
         config.central_server.auth_token = v.clone();
+    }
+    if let Some(v) = &args.auth_token_file {
+        config.central_server.auth_token_file = v.clone();
     }
     if let Some(v) = &args.log_level {
         config.logging.level = v.clone();

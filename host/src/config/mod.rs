@@ -5,7 +5,9 @@
 //! effective configuration with provenance. Entry points take a [`Config`], never raw flags.
 
 pub mod args;
+mod central;
 mod file;
+pub mod limits;
 pub mod show;
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,8 @@ use std::{
 };
 
 pub use args::GlobalArgs;
+pub use central::{CentralAddress, CentralSection};
+pub use limits::{AuditSection, LimitsSection};
 
 /// A configuration error: which file and key, what was expected, what was found.
 #[derive(Debug, thiserror::Error)]
@@ -62,25 +66,6 @@ pub struct NodeSection {
     pub wallet_address: String,
 }
 
-/// `[central_server]`
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct CentralSection {
-    /// `host:port` of the central server; empty for standalone mode.
-    pub address: String,
-    /// Seconds between heartbeats.
-    pub heartbeat_interval_seconds: u64,
-    /// Seconds before the first reconnection attempt; later attempts back off
-    /// exponentially (with jitter) up to 5 minutes.
-    pub reconnect_delay_seconds: u64,
-    /// The operator's CyxWiz account token (a JWT), sent as `authorization: Bearer`;
-    /// `CYXWIZ_AUTH_TOKEN` overrides it. Never shown by `config show`.
-    pub auth_token: String,
-    /// IP address the central server should dial this node at; empty = the local address of
-    /// the route to the central server.
-    pub advertise_address: String,
-}
-
 /// `[grpc]`: the node's gRPC services (NodeService.AssignJob, DeploymentService,
 /// InferenceService), one router bound on every listed port.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -92,9 +77,24 @@ pub struct GrpcSection {
     /// + 3 for AssignJob. Empty turns gRPC off.
     pub ports: Vec<u16>,
     /// `CreateDeployment` may load models only from the model directories (`[models] dirs`
-    /// and the data dir's `models/`) unless this is true: the protocol has no caller
-    /// authentication on this service.
+    /// and the data dir's `models/`) unless this is true.
     pub allow_any_model_path: bool,
+    /// Require an API key (`authorization: Bearer KEY`) on loopback too; always required
+    /// when `host` is not a loopback address or `[api] require_auth` is set.
+    pub require_auth: bool,
+    /// Addresses (IPs or CIDR blocks such as `10.0.0.0/8`) AssignJob is taken from; empty:
+    /// any (the central server sends no credentials).
+    pub assign_job_from: Vec<String>,
+    /// AssignJob calls accepted per minute from one address (1..=100000).
+    pub assign_job_per_minute: u32,
+    /// Requests served at once over each connection (1..=10000).
+    pub max_concurrent_requests: u32,
+    /// HTTP/2 streams a client may open at once on one connection (1..=10000).
+    pub max_concurrent_streams: u32,
+    /// Largest message of every service but `InferenceService`, in bytes.
+    pub max_message_bytes: usize,
+    /// Largest `InferenceService` message (tensors travel inside), in bytes.
+    pub max_infer_message_bytes: usize,
     /// `[grpc.tls]`: serve gRPC over TLS (rustls).
     pub tls: TlsSection,
 }
@@ -188,6 +188,29 @@ pub struct ApiSection {
     pub max_body_bytes: usize,
     /// Origins allowed by CORS (`*` for any); empty turns CORS off.
     pub cors_origins: Vec<String>,
+    /// Host names the `Host` header may carry (any port; `*` for any). Empty: automatic,
+    /// i.e. `localhost`, `127.0.0.1`, `[::1]` and `host` on a loopback address (against DNS
+    /// rebinding), any beyond loopback (where keys are required anyway).
+    pub allowed_hosts: Vec<String>,
+    /// Seconds a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open. The connection is closed beyond it.
+    pub header_timeout_seconds: u64,
+    /// Seconds a client may take to send a request body (408 beyond). Responses, streams
+    /// included, are not bounded by it.
+    pub body_timeout_seconds: u64,
+    /// Connections served at once; further ones wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// Seconds open connections get to finish when the node stops; then they are dropped.
+    pub shutdown_grace_seconds: u64,
+    /// Most numbers one `/v1/predict` request may carry across its JSON tensors (400
+    /// beyond); the default is what the default 8 MiB body can hold.
+    pub max_tensor_elements: usize,
+    /// Most inputs (texts or token arrays) of one `/v1/embeddings` request (400 beyond).
+    pub max_embedding_inputs: usize,
+    /// Most tokens, padding included (rows times the longest row), an embedding model is run
+    /// on at once: a request's inputs are split into runs of at most this many, so memory stays
+    /// bounded however many inputs it has. An input longer than this runs alone.
+    pub max_batch_tokens: usize,
     /// `[api.tls]`
     pub tls: TlsSection,
 }
@@ -328,6 +351,10 @@ pub struct Config {
     pub plugins: PluginsSection,
     /// `[models]`
     pub models: ModelsSection,
+    /// `[limits]`
+    pub limits: LimitsSection,
+    /// `[audit]`
+    pub audit: AuditSection,
     /// `[runtimes.<plugin>]`: options every load through that plugin gets, e.g.
     /// `[runtimes.onnx-ort] library = "/path/libonnxruntime.so.1.31.1"`.
     pub runtimes: BTreeMap<String, toml::Table>,
@@ -384,18 +411,6 @@ impl Default for NodeSection {
     }
 }
 
-impl Default for CentralSection {
-    fn default() -> Self {
-        Self {
-            address: String::new(),
-            heartbeat_interval_seconds: 10,
-            reconnect_delay_seconds: 5,
-            auth_token: String::new(),
-            advertise_address: String::new(),
-        }
-    }
-}
-
 /// The job types of the protocol's `JobType`, as written in `[jobs] allowed_job_types`.
 pub const JOB_TYPES: [&str; 4] = ["training", "inference", "evaluation", "preprocessing"];
 
@@ -405,6 +420,13 @@ impl Default for GrpcSection {
             host: "0.0.0.0".to_string(),
             ports: vec![50052, 50053, 50055, 50056, 50057],
             allow_any_model_path: false,
+            require_auth: false,
+            assign_job_from: Vec::new(),
+            assign_job_per_minute: 60,
+            max_concurrent_requests: 64,
+            max_concurrent_streams: 128,
+            max_message_bytes: 4 << 20,
+            max_infer_message_bytes: 64 << 20,
             tls: TlsSection::default(),
         }
     }
@@ -461,6 +483,14 @@ impl Default for ApiSection {
             require_auth: false,
             max_body_bytes: 8 << 20,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
+            max_connections: 512,
+            shutdown_grace_seconds: 10,
+            max_tensor_elements: 4 << 20,
+            max_embedding_inputs: 256,
+            max_batch_tokens: 8192,
             tls: TlsSection::default(),
         }
     }
@@ -535,33 +565,7 @@ impl Config {
                 "must be at least 1, got 0".into(),
             ));
         }
-        let addr = &self.central_server.address;
-        if !addr.is_empty() {
-            let bare = addr
-                .trim_start_matches("http://")
-                .trim_start_matches("https://");
-            let port_ok = bare
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !port_ok {
-                return Err(self.key_error(
-                    "central_server.address",
-                    format!("must be HOST:PORT (or empty for standalone mode), got `{addr}`"),
-                ));
-            }
-        }
-        for key in ["heartbeat_interval_seconds", "reconnect_delay_seconds"] {
-            let value = match key {
-                "heartbeat_interval_seconds" => self.central_server.heartbeat_interval_seconds,
-                _ => self.central_server.reconnect_delay_seconds,
-            };
-            if !(1..=3600).contains(&value) {
-                return Err(self.key_error(
-                    &format!("central_server.{key}"),
-                    format!("must be between 1 and 3600 seconds, got {value}"),
-                ));
-            }
-        }
+        self.validate_central()?;
         self.validate_network()?;
         if self.api.host.parse::<std::net::IpAddr>().is_err() && self.api.host != "localhost" {
             return Err(self.key_error(
@@ -591,6 +595,16 @@ impl Config {
                 format!("must be at least 1024, got {}", self.api.max_body_bytes),
             ));
         }
+        for (key, value, max) in [
+            ("api.max_tensor_elements", self.api.max_tensor_elements, 1 << 30),
+            ("api.max_embedding_inputs", self.api.max_embedding_inputs, 1 << 16),
+            ("api.max_batch_tokens", self.api.max_batch_tokens, 1 << 24),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(self.key_error(key, format!("must be in 1..={max}, got {value}")));
+            }
+        }
+        self.validate_api_limits()?;
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
             return Err(self.key_error(
                 "logging.level",
@@ -653,6 +667,49 @@ impl Config {
         Ok(())
     }
 
+    /// Checks `[api]`'s connection limits and host allow-list.
+    fn validate_api_limits(&self) -> Result<(), ConfigError> {
+        let api = &self.api;
+        for (key, value, min, max) in [
+            ("header_timeout_seconds", api.header_timeout_seconds, 1, 300),
+            ("body_timeout_seconds", api.body_timeout_seconds, 1, 3600),
+            (
+                "shutdown_grace_seconds",
+                api.shutdown_grace_seconds,
+                0,
+                3600,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(self.key_error(
+                    &format!("api.{key}"),
+                    format!("must be between {min} and {max} seconds, got {value}"),
+                ));
+            }
+        }
+        if !(1..=65_536).contains(&api.max_connections) {
+            return Err(self.key_error(
+                "api.max_connections",
+                format!("must be between 1 and 65536, got {}", api.max_connections),
+            ));
+        }
+        for host in &api.allowed_hosts {
+            let bad = host.is_empty()
+                || host
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "/@?#,".contains(c));
+            if bad {
+                return Err(self.key_error(
+                    "api.allowed_hosts",
+                    format!(
+                        "must list host names such as `api.example.com` (or `*`), got `{host}`"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks `[central_server]`, `[grpc]`, `[jobs]`, `[metrics]` and `[pricing]`.
     fn validate_network(&self) -> Result<(), ConfigError> {
         let advertise = &self.central_server.advertise_address;
@@ -699,6 +756,42 @@ impl Config {
                         "must name a PEM file when grpc.tls.enabled = true".into(),
                     ));
                 }
+            }
+        }
+        for from in &self.grpc.assign_job_from {
+            if crate::grpc::net::Cidr::parse(from).is_none() {
+                return Err(self.key_error(
+                    "grpc.assign_job_from",
+                    format!("must list IP addresses or CIDR blocks, got `{from}`"),
+                ));
+            }
+        }
+        for (key, value, range) in [
+            ("grpc.assign_job_per_minute", self.grpc.assign_job_per_minute, 1..=100_000),
+            ("grpc.max_concurrent_requests", self.grpc.max_concurrent_requests, 1..=10_000),
+            ("grpc.max_concurrent_streams", self.grpc.max_concurrent_streams, 1..=10_000),
+            ("limits.max_deployments", self.limits.max_deployments, 1..=10_000),
+            ("limits.max_slots", self.limits.max_slots, 1..=64),
+            ("limits.max_context_length", self.limits.max_context_length, 16..=1 << 20),
+            ("limits.max_batch", self.limits.max_batch, 1..=1 << 16),
+            ("limits.max_threads", self.limits.max_threads, 0..=4096),
+        ] {
+            if !range.contains(&value) {
+                return Err(self.key_error(
+                    key,
+                    format!("must be in {}..={}, got {value}", range.start(), range.end()),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("grpc.max_message_bytes", self.grpc.max_message_bytes),
+            ("grpc.max_infer_message_bytes", self.grpc.max_infer_message_bytes),
+        ] {
+            if !(1024..=1 << 30).contains(&value) {
+                return Err(self.key_error(
+                    key,
+                    format!("must be between 1024 and 1073741824 bytes, got {value}"),
+                ));
             }
         }
         for t in &self.jobs.allowed_job_types {

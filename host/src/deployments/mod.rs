@@ -8,6 +8,8 @@
 //! pipeline (see [`crate::models::embedding`]); any other path is served as its plugin serves
 //! it (tensors, text generation, embeddings).
 
+pub mod caller;
+
 use crate::{
     config::{Config, DeploymentConfig},
     models::{
@@ -106,6 +108,12 @@ pub enum DeployError {
         /// The budget.
         budget_mb: u64,
     },
+    /// The node keeps as many deployments as it may.
+    #[error("this node already has {max} deployments ([limits] max_deployments); delete one first")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
     /// The model could not be loaded.
     #[error("{0}")]
     Load(String),
@@ -156,6 +164,7 @@ impl Deployment {
 pub struct Deployments {
     inner: RwLock<Vec<Deployment>>,
     ram_budget_mb: u64,
+    max_deployments: usize,
 }
 
 impl Default for Deployments {
@@ -163,8 +172,25 @@ impl Default for Deployments {
         Self {
             inner: RwLock::new(Vec::new()),
             ram_budget_mb: 0,
+            max_deployments: usize::MAX,
         }
     }
+}
+
+/// The RAM budget for `[devices] max_ram_mb`: the value itself, or 0 for 80 % of the
+/// machine's memory (0 again, no cap, where the memory cannot be read).
+pub fn ram_budget_mb(configured: u64) -> u64 {
+    if configured > 0 {
+        return configured;
+    }
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024 * 4 / 5)
 }
 
 impl std::fmt::Debug for Deployments {
@@ -278,7 +304,8 @@ impl Deployments {
             .collect();
         Self {
             inner: RwLock::new(list),
-            ram_budget_mb: config.devices.max_ram_mb,
+            ram_budget_mb: ram_budget_mb(config.devices.max_ram_mb),
+            max_deployments: config.limits.max_deployments as usize,
         }
     }
 
@@ -403,7 +430,23 @@ impl Deployments {
         }
         self.set(name, Status::Loading, String::new(), None);
         let started = std::time::Instant::now();
-        match load_worker(&config, &path, registry) {
+        let loaded = load_worker(&config, &path, registry).and_then(|(worker, kind)| {
+            // The plugin's own figure (weights plus caches such as a KV cache) against what
+            // is left of the budget; the model is released again if it does not fit.
+            let needed_mb = (worker.info().memory_bytes >> 20).max(1);
+            let free_mb = self.ram_budget_mb.saturating_sub(self.used_mb());
+            if self.ram_budget_mb > 0 && needed_mb > free_mb {
+                return Err(DeployError::OverBudget {
+                    name: name.to_string(),
+                    needed_mb,
+                    free_mb,
+                    budget_mb: self.ram_budget_mb,
+                }
+                .to_string());
+            }
+            Ok((worker, kind))
+        });
+        match loaded {
             Ok((worker, kind)) => {
                 tracing::info!(
                     plugin = worker.plugin(),
@@ -461,6 +504,11 @@ impl Deployments {
                 }
             }
             list.retain(|d| d.config.name != config.name);
+            if list.len() >= self.max_deployments {
+                return Err(DeployError::TooMany {
+                    max: self.max_deployments,
+                });
+            }
             list.push(Deployment::pending(config.clone(), config.path.clone()));
         }
         self.load(&config.name, registry)?;

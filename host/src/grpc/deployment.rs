@@ -1,9 +1,16 @@
 //! `DeploymentService` on the node's deployment manager: the deployments it creates are the
 //! ones the HTTP API serves, and models deployed by config, CLI or HTTP are listed here too.
-//! A deployment's id is its model name.
+//! A deployment's id is its model name. Reading needs a key with the `inference` scope and
+//! shows only the models the key may use; creating, stopping and deleting need `deploy`.
+//! What a caller may ask for (load options, threads, slots, context) is bounded by
+//! `[limits]` before any plugin sees it.
 
 use super::{convert, error, GrpcState};
-use crate::{config::DeploymentConfig as NodeDeployment, deployments::DeploymentView};
+use crate::{
+    access::{Caller, Scope},
+    config::DeploymentConfig as NodeDeployment,
+    deployments::DeploymentView,
+};
 use cyxwiz_proto::protocol::{
     deployment_service_server::DeploymentService, CreateDeploymentRequest,
     CreateDeploymentResponse, DeleteDeploymentRequest, DeleteDeploymentResponse, Deployment,
@@ -23,7 +30,9 @@ pub struct DeploymentSvc(pub Arc<GrpcState>);
 const MAX_PAGE: usize = 1000;
 
 impl DeploymentSvc {
-    fn view(&self, id: &str) -> Result<DeploymentView, Status> {
+    /// The deployment `id` (name or alias) as `caller` may see it: one its key may not use
+    /// is answered exactly like an unknown one.
+    fn view(&self, caller: &Caller, id: &str) -> Result<DeploymentView, Status> {
         if id.is_empty() {
             return Err(Status::invalid_argument("deployment_id is empty"));
         }
@@ -33,6 +42,7 @@ impl DeploymentSvc {
             .snapshot()
             .into_iter()
             .find(|d| d.name == id || d.aliases.iter().any(|a| a == id))
+            .filter(|d| caller.may_use(&d.name))
             .ok_or_else(|| Status::not_found(format!("no deployment `{id}` on this node")))
     }
 
@@ -158,18 +168,19 @@ fn node_deployment(state: &GrpcState, config: &DeploymentConfig) -> Result<NodeD
             model.local_path
         )));
     }
+    // Outside the model directories a caller learns nothing about the file, not even
+    // whether it exists.
+    let dirs = state.config.model_dirs();
+    if !state.config.grpc.allow_any_model_path && !inside(&path, &dirs) {
+        return Err(Status::permission_denied(format!(
+            "{} is not inside the node's model directories; the operator can add its directory to [models] dirs",
+            path.display()
+        )));
+    }
     if !path.exists() {
         return Err(Status::not_found(format!(
             "{}: no such file or directory on this node",
             path.display()
-        )));
-    }
-    let dirs = state.config.model_dirs();
-    if !state.config.grpc.allow_any_model_path && !inside(&path, &dirs) {
-        return Err(Status::permission_denied(format!(
-            "{} is outside the model directories ({}); add its directory to [models] dirs or set [grpc] allow_any_model_path = true",
-            path.display(),
-            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
         )));
     }
     let name = [&config.deployment_id, &model.name, &model.model_id]
@@ -196,23 +207,42 @@ fn node_deployment(state: &GrpcState, config: &DeploymentConfig) -> Result<NodeD
     }
     let options: toml::Table = serde_json::from_value(serde_json::Value::Object(options))
         .map_err(|e| Status::invalid_argument(format!("config.runtime_params: {e}")))?;
-    Ok(NodeDeployment {
+    let registry = &state.app.registry;
+    let plugins: Vec<String> = match &plugin {
+        Some(p) if registry.get(p).is_some() => vec![p.clone()],
+        Some(p) => {
+            return Err(Status::invalid_argument(format!(
+                "config.runtime_params.plugin: no plugin `{p}` is loaded on this node"
+            )))
+        }
+        None => registry
+            .candidates(&path)
+            .iter()
+            .map(|l| l.metadata().name.clone())
+            .collect(),
+    };
+    let threads = u32::try_from(config.threads.max(0)).unwrap_or(u32::MAX);
+    let max_batch = match config.batch_size {
+        ..=0 => 32,
+        n => u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    let deployment = NodeDeployment {
         name,
         path,
         plugin,
-        threads: u32::try_from(config.threads.max(0)).unwrap_or(0),
+        threads,
         aliases: Vec::new(),
         workers: 0,
         queue_size: 64,
         max_concurrent_requests: 0,
-        max_batch: u32::try_from(config.batch_size)
-            .ok()
-            .filter(|b| *b > 0)
-            .unwrap_or(32),
+        max_batch,
         pooling: None,
         normalize: true,
         options,
-    })
+    };
+    crate::deployments::caller::check(&state.config.limits, &plugins, &deployment)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(deployment)
 }
 
 #[tonic::async_trait]
@@ -221,6 +251,7 @@ impl DeploymentService for DeploymentSvc {
         &self,
         request: Request<CreateDeploymentRequest>,
     ) -> Result<Response<CreateDeploymentResponse>, Status> {
+        let caller = self.0.authorize(&request, Scope::Deploy)?;
         let request = request.into_inner();
         let config = request
             .config
@@ -243,9 +274,11 @@ impl DeploymentService for DeploymentSvc {
                 .map_err(|e| Status::internal(format!("deployment task failed: {e}")))?;
         match outcome {
             Ok(view) => {
-                self.0
-                    .app
-                    .audit("deployment_created", &name, &format!("grpc: {path}"));
+                self.0.app.audit(
+                    "deployment_created",
+                    &name,
+                    &format!("grpc, key {}: {path}", caller.name()),
+                );
                 Ok(Response::new(CreateDeploymentResponse {
                     status: StatusCode::StatusSuccess as i32,
                     deployment: Some(self.message(&view)),
@@ -263,7 +296,8 @@ impl DeploymentService for DeploymentSvc {
         &self,
         request: Request<GetDeploymentRequest>,
     ) -> Result<Response<GetDeploymentResponse>, Status> {
-        let view = self.view(&request.into_inner().deployment_id)?;
+        let caller = self.0.authorize(&request, Scope::Inference)?;
+        let view = self.view(&caller, &request.into_inner().deployment_id)?;
         Ok(Response::new(GetDeploymentResponse {
             deployment: Some(self.message(&view)),
             error: None,
@@ -274,6 +308,7 @@ impl DeploymentService for DeploymentSvc {
         &self,
         request: Request<ListDeploymentsRequest>,
     ) -> Result<Response<ListDeploymentsResponse>, Status> {
+        let caller = self.0.authorize(&request, Scope::Inference)?;
         let r = request.into_inner();
         let type_ok = matches!(
             DeploymentType::try_from(r.type_filter),
@@ -296,7 +331,7 @@ impl DeploymentService for DeploymentSvc {
             .deployments
             .snapshot()
             .iter()
-            .filter(|_| type_ok)
+            .filter(|v| type_ok && caller.may_use(&v.name))
             .map(|v| self.message(v))
             .filter(|d| {
                 r.status_filter == DeploymentStatus::Unknown as i32 || d.status == r.status_filter
@@ -321,15 +356,20 @@ impl DeploymentService for DeploymentSvc {
         &self,
         request: Request<StopDeploymentRequest>,
     ) -> Result<Response<StopDeploymentResponse>, Status> {
+        let caller = self.0.authorize(&request, Scope::Deploy)?;
         let id = request.into_inner().deployment_id;
-        let view = self.view(&id)?;
+        let view = self.view(&caller, &id)?;
         self.0
             .app
             .deployments
             .undeploy(&view.name)
             .map_err(error::deploy)?;
-        self.0.app.audit("deployment_stopped", &view.name, "grpc");
-        let view = self.view(&view.name)?;
+        self.0.app.audit(
+            "deployment_stopped",
+            &view.name,
+            &format!("grpc, key {}", caller.name()),
+        );
+        let view = self.view(&caller, &view.name)?;
         let mut message = self.message(&view);
         message.stopped_at = i64::try_from(now()).unwrap_or(0);
         Ok(Response::new(StopDeploymentResponse {
@@ -343,14 +383,19 @@ impl DeploymentService for DeploymentSvc {
         &self,
         request: Request<DeleteDeploymentRequest>,
     ) -> Result<Response<DeleteDeploymentResponse>, Status> {
+        let caller = self.0.authorize(&request, Scope::Deploy)?;
         let id = request.into_inner().deployment_id;
-        let view = self.view(&id)?;
+        let view = self.view(&caller, &id)?;
         self.0
             .app
             .deployments
             .remove(&view.name)
             .map_err(error::deploy)?;
-        self.0.app.audit("deployment_deleted", &view.name, "grpc");
+        self.0.app.audit(
+            "deployment_deleted",
+            &view.name,
+            &format!("grpc, key {}", caller.name()),
+        );
         Ok(Response::new(DeleteDeploymentResponse {
             status: StatusCode::StatusSuccess as i32,
             error: None,
@@ -361,8 +406,9 @@ impl DeploymentService for DeploymentSvc {
         &self,
         request: Request<GetDeploymentMetricsRequest>,
     ) -> Result<Response<GetDeploymentMetricsResponse>, Status> {
+        let caller = self.0.authorize(&request, Scope::Inference)?;
         let r = request.into_inner();
-        let view = self.view(&r.deployment_id)?;
+        let view = self.view(&caller, &r.deployment_id)?;
         let end = if r.end_time > 0 { r.end_time } else { i64::MAX };
         let start = r.start_time.max(i64::try_from(view.created).unwrap_or(0));
         // Node-wide CPU, GPU and memory over the deployment's life; the request figures are

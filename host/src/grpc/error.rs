@@ -39,7 +39,9 @@ pub fn deploy(e: DeployError) -> Status {
     match &e {
         DeployError::Exists(_) => Status::already_exists(e.to_string()),
         DeployError::NotFound(_) => Status::not_found(e.to_string()),
-        DeployError::OverBudget { .. } => Status::resource_exhausted(e.to_string()),
+        DeployError::OverBudget { .. } | DeployError::TooMany { .. } => {
+            Status::resource_exhausted(e.to_string())
+        }
         DeployError::Load(_) => Status::invalid_argument(e.to_string()),
     }
 }

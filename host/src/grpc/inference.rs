@@ -2,7 +2,10 @@
 //! HTTP `/v1/predict` uses (and so the same queues, limits and batching).
 
 use super::{convert, error, GrpcState};
-use crate::deployments::Lookup;
+use crate::{
+    access::{Caller, Scope},
+    deployments::Lookup,
+};
 use cyxwiz_proto::protocol::{
     inference_service_server::InferenceService, GetModelInfoRequest, GetModelInfoResponse,
     InferRequest, InferResponse, StatusCode,
@@ -15,12 +18,15 @@ use tonic::{Request, Response, Status};
 pub struct InferenceSvc(pub Arc<GrpcState>);
 
 impl InferenceSvc {
-    fn worker(&self, id: &str) -> Result<Arc<crate::models::ModelWorker>, Status> {
+    /// The serving worker of `id`; a model the caller's key may not use is answered exactly
+    /// like an unknown one.
+    fn worker(&self, caller: &Caller, id: &str) -> Result<Arc<crate::models::ModelWorker>, Status> {
         if id.is_empty() {
             return Err(Status::invalid_argument("deployment_id is empty"));
         }
         match self.0.app.deployments.lookup(id) {
-            Lookup::Ready(w) => Ok(w),
+            Lookup::Ready(w) if caller.may_use(w.name()) || caller.may_use(id) => Ok(w),
+            Lookup::Ready(_) => Err(error::lookup(id, Lookup::Unknown)),
             other => Err(error::lookup(id, other)),
         }
     }
@@ -32,8 +38,9 @@ impl InferenceService for InferenceSvc {
         &self,
         request: Request<InferRequest>,
     ) -> Result<Response<InferResponse>, Status> {
+        let caller = self.0.authorize(&request, Scope::Inference)?;
         let r = request.into_inner();
-        let worker = self.worker(&r.deployment_id)?;
+        let worker = self.worker(&caller, &r.deployment_id)?;
         if r.inputs.is_empty() {
             return Err(Status::invalid_argument("inputs is empty"));
         }
@@ -61,7 +68,8 @@ impl InferenceService for InferenceSvc {
         &self,
         request: Request<GetModelInfoRequest>,
     ) -> Result<Response<GetModelInfoResponse>, Status> {
-        let worker = self.worker(&request.into_inner().deployment_id)?;
+        let caller = self.0.authorize(&request, Scope::Inference)?;
+        let worker = self.worker(&caller, &request.into_inner().deployment_id)?;
         let info = worker.info();
         Ok(Response::new(GetModelInfoResponse {
             status: StatusCode::StatusSuccess as i32,

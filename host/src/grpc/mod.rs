@@ -1,12 +1,16 @@
 //! The node's gRPC services (`cyxwiz.protocol`): `NodeService` (AssignJob, GetNodeMetrics),
 //! `DeploymentService` and `InferenceService`, in one tonic router bound on every port of
 //! `[grpc] ports` (the ecosystem dials 50052, 50055 = registered port + 3, 50056, 50057; any
-//! service answers on any of them), plaintext or TLS.
+//! service answers on any of them), plaintext or TLS. Every RPC but AssignJob needs an API
+//! key with the right scope when gRPC listens beyond loopback (`auth`); message sizes,
+//! streams and concurrent requests per connection are bounded (`[grpc]`).
 
+pub mod auth;
 mod convert;
 mod deployment;
 pub mod error;
 mod inference;
+pub mod net;
 mod node;
 
 pub use node::{policy_refusal, NO_EXECUTOR};
@@ -19,9 +23,6 @@ use cyxwiz_proto::protocol::{
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tonic::Status;
 
-/// Largest gRPC message accepted or sent (tensors travel as bytes).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
-
 /// What the gRPC services share.
 pub struct GrpcState {
     /// The HTTP side's state: deployments, registry, store, node identity.
@@ -32,6 +33,37 @@ pub struct GrpcState {
     pub inventory: Arc<Inventory>,
     /// The base URL of this node's HTTP API (`http://host:port/v1`), empty when it is off.
     pub endpoint_url: String,
+    /// Whether calls need an API key ([`auth::required`]).
+    pub auth_required: bool,
+    /// Where AssignJob may come from (empty: anywhere).
+    pub assign_from: Vec<net::Cidr>,
+    /// AssignJob calls per address per minute.
+    pub assign_budget: net::AddressBudget,
+}
+
+impl GrpcState {
+    /// The shared state for `config`'s gRPC services.
+    pub fn new(
+        app: Arc<AppState>,
+        config: Arc<Config>,
+        inventory: Arc<Inventory>,
+        endpoint_url: String,
+    ) -> Self {
+        Self {
+            auth_required: auth::required(&config),
+            assign_from: config
+                .grpc
+                .assign_job_from
+                .iter()
+                .filter_map(|c| net::Cidr::parse(c))
+                .collect(),
+            assign_budget: net::AddressBudget::new(config.grpc.assign_job_per_minute),
+            app,
+            config,
+            inventory,
+            endpoint_url,
+        }
+    }
 }
 
 impl GrpcState {
@@ -70,8 +102,14 @@ fn router(
     state: &Arc<GrpcState>,
     tls: Option<&tonic::transport::ServerTlsConfig>,
 ) -> Result<tonic::transport::server::Router, GrpcError> {
+    let grpc = &state.config.grpc;
+    let (small, large) = (grpc.max_message_bytes, grpc.max_infer_message_bytes);
     let mut builder = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(600))
+        .concurrency_limit_per_connection(grpc.max_concurrent_requests as usize)
+        .max_concurrent_streams(grpc.max_concurrent_streams)
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .tcp_nodelay(true);
     if let Some(tls) = tls {
         builder = builder
@@ -81,18 +119,18 @@ fn router(
     Ok(builder
         .add_service(
             NodeServiceServer::new(node::NodeSvc(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(small)
+                .max_encoding_message_size(small),
         )
         .add_service(
             DeploymentServiceServer::new(deployment::DeploymentSvc(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(small)
+                .max_encoding_message_size(small),
         )
         .add_service(
             InferenceServiceServer::new(inference::InferenceSvc(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(large)
+                .max_encoding_message_size(large),
         ))
 }
 

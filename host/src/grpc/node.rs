@@ -1,6 +1,12 @@
 //! `NodeService` as a node serves it: `AssignJob` (the central scheduler dials registered
 //! port + 3) judged against the operator's `[jobs]` policy, and `GetNodeMetrics` from the
 //! metrics history. The other methods belong to the central server.
+//!
+//! AssignJob is the one RPC without a key (the central server sends none), so it is the
+//! most exposed: it may be limited to the central server's addresses
+//! (`[grpc] assign_job_from`), each address has a budget of calls per minute, the job id
+//! must look like one (at most 128 printable ASCII characters), and what it logs is
+//! escaped and capped. GetNodeMetrics needs a key.
 
 use super::{error, GrpcState};
 use crate::config::Config;
@@ -110,6 +116,23 @@ pub fn policy_refusal(
     None
 }
 
+/// Longest job id accepted (the network's ids are UUIDs, 36 characters).
+pub const MAX_JOB_ID: usize = 128;
+
+/// Why `id` cannot be a job id: empty, too long, or not printable ASCII without spaces.
+fn check_job_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("is empty");
+    }
+    if id.len() > MAX_JOB_ID {
+        return Err("is longer than 128 characters");
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces");
+    }
+    Ok(())
+}
+
 /// Why every job that passes the policy is still declined: this build has no job executor.
 pub const NO_EXECUTOR: &str = "job execution is not enabled on this node";
 
@@ -135,19 +158,31 @@ impl NodeService for NodeSvc {
         &self,
         request: Request<AssignJobRequest>,
     ) -> Result<Response<AssignJobResponse>, Status> {
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let state = &self.0;
+        let addr = request.remote_addr();
+        let peer = addr.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        if let Some(ip) = addr.map(|a| a.ip()) {
+            if !state.assign_from.is_empty() && !state.assign_from.iter().any(|c| c.contains(ip)) {
+                tracing::warn!(%peer, "AssignJob from an address not in [grpc] assign_job_from");
+                return Err(Status::permission_denied(
+                    "this node takes jobs only from its central server's addresses",
+                ));
+            }
+            if !state.assign_budget.allow(ip) {
+                return Err(Status::resource_exhausted(format!(
+                    "more than {} AssignJob calls per minute from {ip}",
+                    state.config.grpc.assign_job_per_minute
+                )));
+            }
+        }
         let request = request.into_inner();
         let job = request
             .job
             .ok_or_else(|| Status::invalid_argument("AssignJobRequest.job is missing"))?;
-        if job.job_id.is_empty() {
-            return Err(Status::invalid_argument(
-                "AssignJobRequest.job.job_id is empty",
-            ));
+        if let Err(why) = check_job_id(&job.job_id) {
+            tracing::info!(%peer, id = %crate::audit::clean(&job.job_id, 64), why, "refused an AssignJob");
+            return Err(Status::invalid_argument(format!("AssignJobRequest.job.job_id {why}")));
         }
-        let state = &self.0;
         let our_id = state.app.central.node_id();
         let (code, reason) = policy_refusal(
             &state.config,
@@ -158,7 +193,7 @@ impl NodeService for NodeSvc {
             &job,
         )
         .unwrap_or((Code::Unimplemented, NO_EXECUTOR.to_string()));
-        tracing::info!(job = %job.job_id, %peer, %reason, "declined a network job");
+        tracing::info!(job = %job.job_id, %peer, reason = %crate::audit::clean(&reason, 512), "declined a network job");
         state.app.audit(
             "job_declined",
             &job.job_id,
@@ -191,6 +226,8 @@ impl NodeService for NodeSvc {
         &self,
         request: Request<GetNodeMetricsRequest>,
     ) -> Result<Response<GetNodeMetricsResponse>, Status> {
+        self.0
+            .authorize(&request, crate::access::Scope::Inference)?;
         let r = request.into_inner();
         let our_id = self.0.app.central.node_id();
         if !r.node_id.is_empty() && r.node_id != our_id {
@@ -243,6 +280,16 @@ mod tests {
             estimated_memory: memory,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn job_ids_are_short_printable_tokens() {
+        assert!(check_job_id("0b6f3e1c-7a52-4a55-9d1f-3b1f0d1c2e3f").is_ok());
+        assert_eq!(check_job_id(""), Err("is empty"));
+        assert!(check_job_id(&"x".repeat(64 << 20)).is_err());
+        assert!(check_job_id("job\nINFO forged").is_err());
+        assert!(check_job_id("job 1").is_err());
+        assert!(check_job_id("jöb").is_err());
     }
 
     #[test]

@@ -3,7 +3,14 @@
 //! `token_type_ids`), pooling (mean over the attention mask, or the CLS token) and optional
 //! L2 normalisation. Batches are padded to their longest member, never to a fixed length, and
 //! inputs longer than the tokenizer's limit are refused.
+//!
+//! Memory is bounded per run, not per request: inputs are sorted by length and cut into runs
+//! of at most `max_batch_tokens` padded tokens (rows times the longest row), so a request of
+//! thousands of inputs never becomes one giant tensor. Before tokenizing, a text with more
+//! bytes than the token limit could plausibly hold ([`MAX_BYTES_PER_TOKEN`] per token) is
+//! refused, and token-array inputs are checked against the vocabulary.
 
+use super::backend::Backend;
 use cyxwiz_sdk::{client::LoadedModel, DType, Embeddings, Error as PluginError, Tensor};
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
@@ -52,18 +59,23 @@ pub struct PipelineOptions {
     pub normalize: bool,
 }
 
+/// Bytes of text per token beyond which a text is refused before tokenizing: real text
+/// averages 3 to 6 bytes per token; 64 leaves room for long words and multi-byte scripts.
+pub const MAX_BYTES_PER_TOKEN: usize = 64;
+
 /// A loaded embedding pipeline. Lives on a model worker thread.
-pub struct EmbeddingPipeline {
+pub struct EmbeddingPipeline<M = LoadedModel> {
     tokenizer: Tokenizer,
-    model: LoadedModel,
+    model: M,
     pooling: Pooling,
     normalize: bool,
     max_tokens: usize,
     type_ids: bool,
     input_ids_dtype: DType,
+    vocab: usize,
 }
 
-impl std::fmt::Debug for EmbeddingPipeline {
+impl<M> std::fmt::Debug for EmbeddingPipeline<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddingPipeline")
             .field("pooling", &self.pooling)
@@ -113,9 +125,35 @@ fn pooling_from_dir(tokenizer: &Path) -> Result<Pooling, PipelineError> {
     }
 }
 
-impl EmbeddingPipeline {
+/// Cuts inputs of `lengths` tokens into runs of at most `budget` padded tokens (rows times the
+/// longest row; an input longer than the budget runs alone). Inputs are taken longest first so
+/// that rows of a run have similar lengths and little padding; each run lists input indices.
+pub fn plan_runs(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut longest = 0;
+    for i in order {
+        let len = lengths[i].max(1);
+        // Sorted longest first: the run's longest row is its first.
+        let width = longest.max(len);
+        if !current.is_empty() && (current.len() + 1).saturating_mul(width) > budget {
+            runs.push(std::mem::take(&mut current));
+            longest = 0;
+        }
+        longest = longest.max(len);
+        current.push(i);
+    }
+    if !current.is_empty() {
+        runs.push(current);
+    }
+    runs
+}
+
+impl<M: Backend> EmbeddingPipeline<M> {
     /// Wraps a loaded tensor model with the tokenizer and pooling of `options`.
-    pub fn new(model: LoadedModel, options: &PipelineOptions) -> Result<Self, PipelineError> {
+    pub fn new(model: M, options: &PipelineOptions) -> Result<Self, PipelineError> {
         let tok_err = |message: String| PipelineError::Tokenizer {
             path: options.tokenizer.clone(),
             message,
@@ -161,6 +199,7 @@ impl EmbeddingPipeline {
         Ok(Self {
             input_ids_dtype: ids.dtype,
             type_ids: find("token_type_ids").is_some(),
+            vocab: tokenizer.get_vocab_size(true),
             tokenizer,
             model,
             pooling,
@@ -170,12 +209,28 @@ impl EmbeddingPipeline {
     }
 
     /// The loaded model underneath.
-    pub fn model(&self) -> &LoadedModel {
+    pub fn model(&self) -> &M {
         &self.model
     }
 
+    /// The most tokens one input may have.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
     /// Tokenizes texts into id lists (with special tokens), for callers that batch by input.
+    /// A text longer than [`MAX_BYTES_PER_TOKEN`] bytes per allowed token is refused first,
+    /// without spending the tokenizer's time on it.
     pub fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, PluginError> {
+        let max_bytes = self.max_tokens.saturating_mul(MAX_BYTES_PER_TOKEN);
+        if let Some((i, text)) = texts.iter().enumerate().find(|(_, t)| t.len() > max_bytes) {
+            return Err(PluginError::invalid_input(format!(
+                "input {i} has {} bytes; this model reads at most {} tokens, so texts are \
+                 refused beyond {max_bytes} bytes",
+                text.len(),
+                self.max_tokens
+            )));
+        }
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
@@ -183,34 +238,71 @@ impl EmbeddingPipeline {
         Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
-    /// Refuses inputs longer than the model accepts, naming the first.
-    pub fn check_lengths(&self, inputs: &[Vec<u32>]) -> Result<(), PluginError> {
-        match inputs
-            .iter()
-            .enumerate()
-            .find(|(_, ids)| ids.len() > self.max_tokens)
-        {
-            Some((i, ids)) => Err(PluginError::invalid_input(format!(
-                "input {i} has {} tokens; this model accepts at most {}",
-                ids.len(),
-                self.max_tokens
-            ))),
-            None => Ok(()),
+    /// Refuses inputs longer than the model accepts, and token ids outside the vocabulary,
+    /// naming the first.
+    pub fn check_lengths<T: AsRef<[u32]>>(&self, inputs: &[T]) -> Result<(), PluginError> {
+        for (i, ids) in inputs.iter().map(AsRef::as_ref).enumerate() {
+            if ids.len() > self.max_tokens {
+                return Err(PluginError::invalid_input(format!(
+                    "input {i} has {} tokens; this model accepts at most {}",
+                    ids.len(),
+                    self.max_tokens
+                )));
+            }
+            let outside = |id: &&u32| self.vocab > 0 && **id as usize >= self.vocab;
+            if let Some(id) = ids.iter().find(outside) {
+                return Err(PluginError::invalid_input(format!(
+                    "input {i} holds token id {id}; this model's vocabulary has {} tokens \
+                     (ids 0 to {})",
+                    self.vocab,
+                    self.vocab.saturating_sub(1)
+                )));
+            }
         }
+        Ok(())
     }
 
-    /// Embeds pre-tokenized inputs (each already with its special tokens), one vector each.
-    pub fn embed_ids(&self, inputs: &[Vec<u32>]) -> Result<Embeddings, PluginError> {
-        if inputs.is_empty() {
-            return Ok(Embeddings {
-                dim: 0,
-                data: Vec::new(),
-                prompt_tokens: 0,
-            });
-        }
+    /// Embeds pre-tokenized inputs (each already with its special tokens), one vector each,
+    /// running the model on at most `max_batch_tokens` padded tokens at a time.
+    pub fn embed_ids(
+        &self,
+        inputs: &[&[u32]],
+        max_batch_tokens: usize,
+    ) -> Result<Embeddings, PluginError> {
         self.check_lengths(inputs)?;
+        let lengths: Vec<usize> = inputs.iter().map(|ids| ids.len()).collect();
+        let mut dim = 0;
+        let mut data: Vec<f32> = Vec::new();
+        let mut prompt_tokens = 0;
+        for run in plan_runs(&lengths, max_batch_tokens.max(1)) {
+            let rows: Vec<&[u32]> = run.iter().map(|&i| inputs[i]).collect();
+            let out = self.embed_run(&rows)?;
+            if data.is_empty() {
+                dim = out.dim;
+                data = vec![0f32; inputs.len() * dim];
+            }
+            if out.dim != dim {
+                return Err(PluginError::runtime(format!(
+                    "the embedding model made {}-dimensional vectors, then {dim}",
+                    out.dim
+                )));
+            }
+            for (row, &i) in out.data.chunks_exact(dim.max(1)).zip(&run) {
+                data[i * dim..(i + 1) * dim].copy_from_slice(row);
+            }
+            prompt_tokens += out.prompt_tokens;
+        }
+        Ok(Embeddings {
+            dim,
+            data,
+            prompt_tokens,
+        })
+    }
+
+    /// One run of the model over `inputs`, padded to the longest.
+    fn embed_run(&self, inputs: &[&[u32]]) -> Result<Embeddings, PluginError> {
         let batch = inputs.len();
-        let seq = inputs.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let seq = inputs.iter().map(|i| i.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![0i64; batch * seq];
         let mut mask = vec![0i64; batch * seq];
         let mut tokens = 0u32;
@@ -316,5 +408,129 @@ impl EmbeddingPipeline {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::models::worker::tests::{fake, Fake};
+
+    /// A word-level tokenizer (`a` = 1, `b` = 2, `c` = 3, no special tokens) reading at most 16
+    /// tokens, written into `dir`.
+    pub(crate) fn tokenizer(dir: &Path) -> PathBuf {
+        let path = dir.join("tokenizer.json");
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": {"direction": "Right", "max_length": 16, "strategy": "LongestFirst", "stride": 0},
+            "padding": null,
+            "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": null,
+            "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "a": 1, "b": 2, "c": 3}, "unk_token": "[UNK]"}
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    }
+
+    type Calls = std::sync::Arc<std::sync::Mutex<Vec<(Vec<i64>, Vec<f64>)>>>;
+
+    /// A pipeline over [`Fake`] (mean pooling, no normalisation) with the fake's call log,
+    /// the receiver told when a call holding token id 3 starts, and the gate that releases it.
+    pub(crate) fn pipeline(
+        dir: &Path,
+    ) -> (
+        EmbeddingPipeline<Fake>,
+        Calls,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (model, calls, started, gate) = fake(
+            &[("input_ids", DType::I64), ("attention_mask", DType::I64)],
+            3.0,
+        );
+        let options = PipelineOptions {
+            tokenizer: tokenizer(dir),
+            pooling: Some(Pooling::Mean),
+            normalize: false,
+        };
+        let pipeline = EmbeddingPipeline::new(model, &options).unwrap();
+        (pipeline, calls, started, gate)
+    }
+
+    #[test]
+    fn runs_stay_within_the_token_budget_and_cover_every_input_once() {
+        // The finding: 2048 inputs of 128 tokens became one [2048, 128] batch.
+        let runs = plan_runs(&[128; 2048], 8192);
+        assert_eq!(runs.len(), 32);
+        assert!(runs.iter().all(|r| r.len() == 64));
+        let lengths = [300, 5, 7, 5, 120, 1, 0, 64];
+        for budget in [1, 100, 256, 10_000] {
+            let runs = plan_runs(&lengths, budget);
+            let mut seen: Vec<usize> = runs.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+            for run in &runs {
+                let longest = run.iter().map(|&i| lengths[i].max(1)).max().unwrap();
+                assert!(
+                    run.len() == 1 || run.len() * longest <= budget,
+                    "budget {budget}: {run:?}"
+                );
+            }
+        }
+        assert_eq!(plan_runs(&[], 10), Vec::<Vec<usize>>::new());
+    }
+
+    #[test]
+    fn a_huge_request_is_embedded_in_bounded_runs_with_the_same_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pipeline, calls, _, _) = pipeline(dir.path());
+        // 2048 inputs of 1 to 16 tokens of ids 1 and 2.
+        let inputs: Vec<Vec<u32>> = (0..2048)
+            .map(|i| (0..1 + i % 16).map(|j| 1 + ((i + j) % 2) as u32).collect())
+            .collect();
+        let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+        let whole = pipeline.embed_ids(&refs, usize::MAX).unwrap();
+        assert_eq!(calls.lock().unwrap().len(), 1);
+        calls.lock().unwrap().clear();
+        let bounded = pipeline.embed_ids(&refs, 64).unwrap();
+        let shapes: Vec<Vec<i64>> = calls.lock().unwrap().iter().map(|c| c.0.clone()).collect();
+        assert!(shapes.len() > 100, "{} runs", shapes.len());
+        for shape in &shapes {
+            assert!(shape[0] * shape[1] <= 64, "a run of shape {shape:?}");
+        }
+        assert_eq!(bounded.dim, 2);
+        assert_eq!(bounded.prompt_tokens, whole.prompt_tokens);
+        assert_eq!(bounded.data, whole.data, "same vectors, same order");
+        // Input 5 is six tokens alternating from id 2: mean 1.5.
+        assert_eq!(&bounded.data[10..12], &[1.5, 1.0]);
+    }
+
+    #[test]
+    fn oversized_texts_and_foreign_token_ids_are_refused_before_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pipeline, calls, _, _) = pipeline(dir.path());
+        assert_eq!(
+            pipeline.tokenize(&["a b c".into()]).unwrap(),
+            vec![vec![1, 2, 3]]
+        );
+        let long = "a".repeat(16 * MAX_BYTES_PER_TOKEN + 1);
+        let e = pipeline.tokenize(&["a".into(), long]).unwrap_err();
+        assert_eq!(
+            e.message,
+            "input 1 has 1025 bytes; this model reads at most 16 tokens, so texts are refused \
+             beyond 1024 bytes"
+        );
+        assert_eq!(e.kind, cyxwiz_sdk::ErrorKind::INVALID_INPUT);
+        let e = pipeline.embed_ids(&[&[1, 2], &[1, 4]], 100).unwrap_err();
+        assert_eq!(
+            e.message,
+            "input 1 holds token id 4; this model's vocabulary has 4 tokens (ids 0 to 3)"
+        );
+        let e = pipeline.embed_ids(&[&[1; 17]], 100).unwrap_err();
+        assert!(e.message.contains("17 tokens"), "{}", e.message);
+        assert!(calls.lock().unwrap().is_empty());
     }
 }

@@ -7,9 +7,40 @@
 //!
 //! A bare value (not an object of names) is accepted for a model with exactly one input.
 //! Outputs are always explicit: `{"name": {"dtype", "shape", "data"}}` with `data` flat.
+//!
+//! Inputs are read in one linear pass straight from the JSON text (no `serde_json::Value`
+//! tree): the shape of nested lists is taken from the first path and every sibling is checked
+//! against it as it streams by. Lists nest at most [`MAX_DEPTH`] deep and one request holds at
+//! most [`JsonLimits::max_elements`] numbers; numbers wait in a compact form until the model's
+//! specs say which dtype they become. Parsing is CPU work: async callers run it on a blocking
+//! thread.
+
+mod reader;
+
+pub use reader::InputsReader;
 
 use cyxwiz_sdk::{DType, ModelInfo, Tensor};
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
+use std::fmt;
+
+/// The deepest nesting of lists a JSON tensor may have (its most dimensions).
+pub const MAX_DEPTH: usize = 32;
+
+/// Bounds on the JSON tensors of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonLimits {
+    /// Most numbers across all inputs of one request (`[api] max_tensor_elements`).
+    pub max_elements: usize,
+}
+
+impl Default for JsonLimits {
+    /// 4 Mi numbers: as many as the default 8 MiB body can hold (`0,` per number).
+    fn default() -> Self {
+        Self {
+            max_elements: 4 << 20,
+        }
+    }
+}
 
 /// A JSON tensor error, naming the input and what is wrong.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -20,90 +51,209 @@ fn err<T>(msg: String) -> Result<T, TensorJsonError> {
     Err(TensorJsonError(msg))
 }
 
-/// Parses `value` into named input tensors for a model with `info`.
+/// One number as JSON gave it, before it has a dtype.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Num {
+    I(i64),
+    U(u64),
+    F(f64),
+}
+
+impl fmt::Display for Num {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Num::I(v) => write!(f, "{v}"),
+            Num::U(v) => write!(f, "{v}"),
+            Num::F(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl Num {
+    fn float(self) -> f64 {
+        match self {
+            Num::I(v) => v as f64,
+            Num::U(v) => v as f64,
+            Num::F(v) => v,
+        }
+    }
+
+    fn int(self) -> Option<i128> {
+        match self {
+            Num::I(v) => Some(i128::from(v)),
+            Num::U(v) => Some(i128::from(v)),
+            Num::F(_) => None,
+        }
+    }
+}
+
+/// Numbers from a scalar or (nested) lists, flattened in order, with their shape; `None` when
+/// the lists are ragged.
+#[derive(Debug, PartialEq)]
+struct Numbers {
+    shape: Option<Vec<i64>>,
+    values: Vec<Num>,
+}
+
+/// A parsed JSON value of the inputs, before the model's specs are applied.
+#[derive(Debug, PartialEq)]
+enum Node {
+    Numbers(Numbers),
+    Text(String),
+    Null,
+    Object(Vec<(String, Node)>),
+}
+
+impl Node {
+    fn kind(&self) -> &'static str {
+        match self {
+            Node::Numbers(n) if n.shape.as_ref().is_some_and(Vec::is_empty) => "a number",
+            Node::Numbers(_) => "a list",
+            Node::Text(_) => "a string",
+            Node::Null => "null",
+            Node::Object(_) => "an object",
+        }
+    }
+}
+
+/// Inputs read from JSON, not yet given dtypes: see [`JsonInputs::into_tensors`].
+#[derive(Debug, PartialEq)]
+pub struct JsonInputs(Node);
+
+/// What is wrong, for messages: `input `x`` or, for a bare value, ``inputs``.
+fn subject(name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("input `{n}`"),
+        None => "`inputs`".to_string(),
+    }
+}
+
+impl JsonInputs {
+    /// Reads inputs from JSON text (the whole text is the inputs value).
+    pub fn from_slice(json: &[u8], limits: JsonLimits) -> Result<Self, TensorJsonError> {
+        let reader = InputsReader::new(limits);
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let inputs = reader.read(&mut de)?;
+        de.end()
+            .map_err(|e| TensorJsonError(format!("invalid inputs: {e}")))?;
+        Ok(inputs)
+    }
+
+    /// Reads inputs from an already parsed value.
+    pub fn from_value(value: &Value, limits: JsonLimits) -> Result<Self, TensorJsonError> {
+        InputsReader::new(limits).read(value)
+    }
+
+    /// Binds the inputs to the model's input specs and encodes them as tensors.
+    pub fn into_tensors(self, info: &ModelInfo) -> Result<Vec<Tensor>, TensorJsonError> {
+        let named = match self.0 {
+            Node::Object(entries) if !looks_like_explicit(&entries) => entries,
+            other => match info.inputs.as_slice() {
+                [only] => vec![(only.name.clone(), other)],
+                specs => {
+                    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                    return err(format!(
+                        "the model has {} inputs ({}): give an object keyed by input name",
+                        names.len(),
+                        names.join(", ")
+                    ));
+                }
+            },
+        };
+        named
+            .into_iter()
+            .map(|(name, node)| {
+                let spec = info.inputs.iter().find(|s| s.name == name).map(|s| s.dtype);
+                tensor(&name, node, spec)
+            })
+            .collect()
+    }
+}
+
+/// Parses `value` into named input tensors for a model with `info`, with the default
+/// [`JsonLimits`].
 pub fn parse_inputs(value: &Value, info: &ModelInfo) -> Result<Vec<Tensor>, TensorJsonError> {
-    let named: Map<String, Value> = match value {
-        Value::Object(map) if !looks_like_explicit(map) => map.clone(),
-        other => match info.inputs.as_slice() {
-            [only] => Map::from_iter([(only.name.clone(), other.clone())]),
-            specs => {
-                let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                return err(format!(
-                    "the model has {} inputs ({}): give an object keyed by input name",
-                    names.len(),
-                    names.join(", ")
-                ));
-            }
-        },
-    };
-    named
-        .iter()
-        .map(|(name, v)| {
-            let spec_dtype = info
-                .inputs
-                .iter()
-                .find(|s| &s.name == name)
-                .map(|s| s.dtype);
-            parse_tensor(name, v, spec_dtype)
-        })
-        .collect()
+    JsonInputs::from_value(value, JsonLimits::default())?.into_tensors(info)
 }
 
-fn looks_like_explicit(map: &Map<String, Value>) -> bool {
-    map.contains_key("data") && map.contains_key("shape")
+fn looks_like_explicit(entries: &[(String, Node)]) -> bool {
+    let has = |key: &str| entries.iter().any(|(k, _)| k == key);
+    has("data") && has("shape")
 }
 
-fn parse_tensor(name: &str, v: &Value, spec: Option<DType>) -> Result<Tensor, TensorJsonError> {
-    let (dtype, shape, flat) = match v {
-        Value::Object(map) if looks_like_explicit(map) => {
-            let dtype = match map.get("dtype") {
+fn take(entries: &mut Vec<(String, Node)>, key: &str) -> Option<Node> {
+    let i = entries.iter().position(|(k, _)| k == key)?;
+    Some(entries.swap_remove(i).1)
+}
+
+fn tensor(name: &str, node: Node, spec: Option<DType>) -> Result<Tensor, TensorJsonError> {
+    let (dtype, shape, values) = match node {
+        Node::Object(mut map) if looks_like_explicit(&map) => {
+            let dtype = match take(&mut map, "dtype") {
                 None => spec.unwrap_or(DType::F32),
-                Some(Value::String(s)) => DType::parse(s).ok_or_else(|| {
+                Some(Node::Text(s)) => DType::parse(&s).ok_or_else(|| {
                     TensorJsonError(format!("input `{name}`: unknown dtype `{s}`"))
                 })?,
                 Some(other) => {
                     return err(format!(
-                        "input `{name}`: `dtype` must be a string, got {other}"
+                        "input `{name}`: `dtype` must be a string, got {}",
+                        other.kind()
                     ))
                 }
             };
-            let shape = map["shape"]
-                .as_array()
-                .and_then(|a| a.iter().map(Value::as_i64).collect::<Option<Vec<i64>>>())
-                .filter(|s| s.iter().all(|d| *d >= 0))
-                .ok_or_else(|| {
-                    TensorJsonError(format!(
-                        "input `{name}`: `shape` must be a list of non-negative integers"
+            let shape = match take(&mut map, "shape") {
+                Some(Node::Numbers(Numbers {
+                    shape: Some(s),
+                    values,
+                })) if s.len() == 1 => values
+                    .iter()
+                    .map(|v| v.int().and_then(|d| i64::try_from(d).ok()))
+                    .collect::<Option<Vec<i64>>>()
+                    .filter(|s| s.iter().all(|d| *d >= 0)),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                TensorJsonError(format!(
+                    "input `{name}`: `shape` must be a list of non-negative integers"
+                ))
+            })?;
+            let values = match take(&mut map, "data") {
+                // Explicit data may nest any way; only its count must match the shape.
+                Some(Node::Numbers(n)) => n.values,
+                Some(other) => {
+                    return err(format!(
+                        "input `{name}`: data holds {}, expected numbers",
+                        other.kind()
                     ))
-                })?;
-            let mut flat = Vec::new();
-            flatten(name, &map["data"], &mut flat)?;
-            (dtype, shape, flat)
+                }
+                None => Vec::new(),
+            };
+            (dtype, shape, values)
         }
-        Value::Array(_) | Value::Number(_) | Value::Bool(_) => {
-            let shape = nested_shape(name, v)?;
-            let mut flat = Vec::new();
-            flatten(name, v, &mut flat)?;
-            (spec.unwrap_or(DType::F32), shape, flat)
+        Node::Numbers(Numbers { shape, values }) => {
+            let shape = shape.ok_or_else(|| {
+                TensorJsonError(format!("input `{name}`: nested lists are ragged"))
+            })?;
+            (spec.unwrap_or(DType::F32), shape, values)
         }
         other => {
             return err(format!(
                 "input `{name}`: expected numbers, nested lists or {{dtype, shape, data}}, got {}",
-                kind(other)
+                other.kind()
             ))
         }
     };
     let count = shape
         .iter()
-        .try_fold(1usize, |acc, d| acc.checked_mul(*d as usize))
+        .try_fold(1usize, |acc, d| acc.checked_mul(usize::try_from(*d).ok()?))
         .ok_or_else(|| TensorJsonError(format!("input `{name}`: shape {shape:?} overflows")))?;
-    if count != flat.len() {
+    if count != values.len() {
         return err(format!(
             "input `{name}`: shape {shape:?} needs {count} values, got {}",
-            flat.len()
+            values.len()
         ));
     }
-    let data = encode(name, dtype, &flat)?;
+    let data = encode(name, dtype, &values)?;
     Ok(Tensor {
         name: name.to_string(),
         dtype,
@@ -112,88 +262,32 @@ fn parse_tensor(name: &str, v: &Value, spec: Option<DType>) -> Result<Tensor, Te
     })
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn nested_shape(name: &str, v: &Value) -> Result<Vec<i64>, TensorJsonError> {
-    match v {
-        Value::Array(items) => {
-            let Some(first) = items.first() else {
-                return Ok(vec![0]);
-            };
-            let inner = nested_shape(name, first)?;
-            for item in items {
-                if nested_shape(name, item)? != inner {
-                    return err(format!("input `{name}`: nested lists are ragged"));
-                }
-            }
-            Ok(std::iter::once(items.len() as i64).chain(inner).collect())
-        }
-        _ => Ok(Vec::new()),
-    }
-}
-
-fn flatten(name: &str, v: &Value, out: &mut Vec<Number>) -> Result<(), TensorJsonError> {
-    match v {
-        Value::Array(items) => items.iter().try_for_each(|i| flatten(name, i, out)),
-        Value::Number(n) => {
-            out.push(n.clone());
-            Ok(())
-        }
-        Value::Bool(b) => {
-            out.push(Number::from(u8::from(*b)));
-            Ok(())
-        }
-        other => err(format!(
-            "input `{name}`: data holds {}, expected numbers",
-            kind(other)
-        )),
-    }
-}
-
-fn encode(name: &str, dtype: DType, values: &[Number]) -> Result<Vec<u8>, TensorJsonError> {
-    let float = |n: &Number| n.as_f64().unwrap_or(f64::NAN);
-    let int = |n: &Number| -> Result<i128, TensorJsonError> {
-        if let Some(i) = n.as_i64() {
-            Ok(i as i128)
-        } else if let Some(u) = n.as_u64() {
-            Ok(u as i128)
-        } else {
-            err(format!(
-                "input `{name}` is {dtype}, but {n} is not an integer"
-            ))
-        }
-    };
+/// Encodes numbers as `dtype`'s little-endian bytes, straight into one buffer.
+fn encode(name: &str, dtype: DType, values: &[Num]) -> Result<Vec<u8>, TensorJsonError> {
+    let size = dtype.size_of().unwrap_or(0);
+    let mut out = Vec::with_capacity(values.len() * size);
     macro_rules! ints {
         ($t:ty) => {
-            values
-                .iter()
-                .map(|n| {
-                    let v = int(n)?;
-                    <$t>::try_from(v)
-                        .map(|v| v.to_le_bytes().to_vec())
-                        .map_err(|_| {
-                            TensorJsonError(format!("input `{name}`: {v} does not fit in {dtype}"))
-                        })
-                })
-                .collect::<Result<Vec<Vec<u8>>, _>>()
-                .map(|v| v.concat())
+            for n in values {
+                let v = n.int().ok_or_else(|| {
+                    TensorJsonError(format!(
+                        "input `{name}` is {dtype}, but {n} is not an integer"
+                    ))
+                })?;
+                let v = <$t>::try_from(v).map_err(|_| {
+                    TensorJsonError(format!("input `{name}`: {v} does not fit in {dtype}"))
+                })?;
+                out.extend_from_slice(&v.to_le_bytes());
+            }
         };
     }
     match dtype {
-        DType::F32 => Ok(values
+        DType::F32 => values
             .iter()
-            .flat_map(|n| (float(n) as f32).to_le_bytes())
-            .collect()),
-        DType::F64 => Ok(values.iter().flat_map(|n| float(n).to_le_bytes()).collect()),
+            .for_each(|n| out.extend_from_slice(&(n.float() as f32).to_le_bytes())),
+        DType::F64 => values
+            .iter()
+            .for_each(|n| out.extend_from_slice(&n.float().to_le_bytes())),
         DType::I8 => ints!(i8),
         DType::I16 => ints!(i16),
         DType::I32 => ints!(i32),
@@ -202,18 +296,22 @@ fn encode(name: &str, dtype: DType, values: &[Number]) -> Result<Vec<u8>, Tensor
         DType::U16 => ints!(u16),
         DType::U32 => ints!(u32),
         DType::U64 => ints!(u64),
-        DType::BOOL => values
-            .iter()
-            .map(|n| match int(n)? {
-                0 => Ok(0u8),
-                1 => Ok(1u8),
-                v => err(format!("input `{name}` is bool, got {v}")),
-            })
-            .collect(),
-        other => err(format!(
-            "input `{name}`: {other} inputs cannot be given as JSON; use float32"
-        )),
+        DType::BOOL => {
+            for n in values {
+                match n.int() {
+                    Some(0) => out.push(0),
+                    Some(1) => out.push(1),
+                    _ => return err(format!("input `{name}` is bool, got {n}")),
+                }
+            }
+        }
+        other => {
+            return err(format!(
+                "input `{name}`: {other} inputs cannot be given as JSON; use float32"
+            ))
+        }
     }
+    Ok(out)
 }
 
 fn f16_to_f32(bits: u16) -> f32 {
@@ -314,80 +412,4 @@ pub fn outputs_to_json(outputs: &[Tensor]) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use cyxwiz_sdk::TensorSpec;
-    use serde_json::json;
-
-    fn info(inputs: &[(&str, DType)]) -> ModelInfo {
-        ModelInfo {
-            inputs: inputs
-                .iter()
-                .map(|(n, d)| TensorSpec {
-                    name: n.to_string(),
-                    dtype: *d,
-                    shape: vec![-1, 2],
-                })
-                .collect(),
-            ..ModelInfo::default()
-        }
-    }
-
-    #[test]
-    fn nested_lists_take_the_spec_dtype() {
-        let t = parse_inputs(
-            &json!({"ids": [[1, 2], [3, 4]]}),
-            &info(&[("ids", DType::I64)]),
-        )
-        .unwrap();
-        assert_eq!(t[0].dtype, DType::I64);
-        assert_eq!(t[0].shape, vec![2, 2]);
-        assert_eq!(t[0].data.len(), 32);
-    }
-
-    #[test]
-    fn bare_value_binds_to_the_only_input_and_round_trips() {
-        let t = parse_inputs(&json!([[0.5, -1.0]]), &info(&[("x", DType::F32)])).unwrap();
-        let back = tensor_to_json(&t[0]);
-        assert_eq!(
-            back,
-            json!({"dtype": "float32", "shape": [1, 2], "data": [0.5, -1.0]})
-        );
-    }
-
-    #[test]
-    fn explicit_form_and_errors_name_the_input() {
-        let i = info(&[("x", DType::F32)]);
-        let ok = parse_inputs(
-            &json!({"x": {"dtype": "int32", "shape": [2], "data": [1, 2]}}),
-            &i,
-        )
-        .unwrap();
-        assert_eq!(ok[0].dtype, DType::I32);
-        let e = parse_inputs(&json!({"x": {"shape": [3], "data": [1, 2]}}), &i).unwrap_err();
-        assert!(
-            e.0.contains("`x`") && e.0.contains("needs 3 values, got 2"),
-            "{e}"
-        );
-        let e = parse_inputs(&json!({"x": [[1], [2, 3]]}), &i).unwrap_err();
-        assert!(e.0.contains("ragged"), "{e}");
-        let e = parse_inputs(&json!({"x": "hello"}), &i).unwrap_err();
-        assert!(e.0.contains("a string"), "{e}");
-        let e = parse_inputs(
-            &json!({"x": {"dtype": "uint8", "shape": [1], "data": [300]}}),
-            &i,
-        )
-        .unwrap_err();
-        assert!(e.0.contains("does not fit"), "{e}");
-        let two = info(&[("a", DType::F32), ("b", DType::F32)]);
-        let e = parse_inputs(&json!([1, 2]), &two).unwrap_err();
-        assert!(e.0.contains("2 inputs"), "{e}");
-    }
-
-    #[test]
-    fn half_floats_decode() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x0000), 0.0);
-    }
-}
+mod tests;

@@ -7,7 +7,12 @@
 //! `max_batch` inputs; a tensor job of a model whose inputs all have a dynamic first dimension
 //! takes the queued tensor jobs with the same input layout and runs them concatenated. Batching
 //! adds no waiting time when the node is idle.
+//!
+//! Work for a client that went away is dropped: a job whose one-shot reply receiver is gone
+//! (the HTTP handler's future was dropped when its client disconnected) is skipped when a
+//! worker picks it up, batched or not, and never reaches the model.
 
+use super::backend::Backend;
 use super::embedding::EmbeddingPipeline;
 use cyxwiz_sdk::{
     client::LoadedModel, Capabilities, DType, Embeddings, Error as PluginError, GenerateOutput,
@@ -86,6 +91,11 @@ impl<T> Reply<T> {
     fn send(self, value: Result<T, PluginError>) -> Result<(), Result<T, PluginError>> {
         self.tx.send(value)
     }
+
+    /// Whether nobody waits for the answer any more (the caller went away).
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 /// Requests of one model: in flight now, answered so far, and their total time.
@@ -135,8 +145,20 @@ enum Work {
     },
     Embed {
         input: EmbedInput,
+        max_batch_tokens: usize,
         reply: Reply<Embeddings>,
     },
+}
+
+impl Work {
+    /// Whether the caller went away before the work started: nobody would read the answer.
+    fn abandoned(&self) -> bool {
+        match self {
+            Work::Infer { reply, .. } => reply.is_closed(),
+            Work::Generate { tokens, reply, .. } => reply.is_closed() || tokens.is_closed(),
+            Work::Embed { reply, .. } => reply.is_closed(),
+        }
+    }
 }
 
 struct Job {
@@ -144,16 +166,29 @@ struct Job {
     span: tracing::Span,
 }
 
-/// What a worker thread calls: a plugin model, or the host's embedding pipeline around one.
-pub enum Engine {
-    /// A model used as the plugin serves it.
-    Plain(LoadedModel),
-    /// A tensor model wrapped in tokenizer and pooling.
-    Embedding(Box<EmbeddingPipeline>),
+impl Job {
+    /// Drops the job if its caller went away (counted as answered, never run); else keeps it.
+    fn live(self) -> Option<Job> {
+        if self.work.abandoned() {
+            let _entered = self.span.enter();
+            tracing::debug!("caller went away; dropping its queued request unrun");
+            None
+        } else {
+            Some(self)
+        }
+    }
 }
 
-impl Engine {
-    fn model(&self) -> &LoadedModel {
+/// What a worker thread calls: a plugin model, or the host's embedding pipeline around one.
+pub enum Engine<M = LoadedModel> {
+    /// A model used as the plugin serves it.
+    Plain(M),
+    /// A tensor model wrapped in tokenizer and pooling.
+    Embedding(Box<EmbeddingPipeline<M>>),
+}
+
+impl<M: Backend> Engine<M> {
+    fn model(&self) -> &M {
         match self {
             Engine::Plain(m) => m,
             Engine::Embedding(p) => p.model(),
@@ -204,7 +239,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginErr
 }
 
 /// Runs one tensor inference and answers it.
-fn infer_one(model: &LoadedModel, inputs: Vec<Tensor>, reply: Reply<Vec<Tensor>>) {
+fn infer_one<M: Backend>(model: &M, inputs: Vec<Tensor>, reply: Reply<Vec<Tensor>>) {
     let result = guarded(|| {
         let views: Vec<_> = inputs.iter().map(Tensor::view).collect();
         model.infer(&views)
@@ -212,7 +247,10 @@ fn infer_one(model: &LoadedModel, inputs: Vec<Tensor>, reply: Reply<Vec<Tensor>>
     let _ = reply.send(result);
 }
 
-fn run_one(engine: &Engine, job: Job) {
+fn run_one<M: Backend>(engine: &Engine<M>, job: Job) {
+    let Some(job) = job.live() else {
+        return;
+    };
     let _entered = job.span.enter();
     match job.work {
         Work::Infer { inputs, reply } => infer_one(engine.model(), inputs, reply),
@@ -227,8 +265,12 @@ fn run_one(engine: &Engine, job: Job) {
             });
             let _ = reply.send(result);
         }
-        Work::Embed { input, reply } => match engine {
-            Engine::Embedding(p) => run_embed_batch(p, vec![(input, reply)]),
+        Work::Embed {
+            input,
+            max_batch_tokens,
+            reply,
+        } => match engine {
+            Engine::Embedding(p) => run_embed_batch(p, vec![(input, reply)], max_batch_tokens),
             Engine::Plain(m) => {
                 let result = guarded(|| match input {
                     EmbedInput::Texts(texts) => {
@@ -245,8 +287,13 @@ fn run_one(engine: &Engine, job: Job) {
     }
 }
 
-/// Runs several embedding jobs of a pipeline as one batch and splits the result.
-fn run_embed_batch(pipeline: &EmbeddingPipeline, jobs: Vec<(EmbedInput, Reply<Embeddings>)>) {
+/// Runs several embedding jobs of a pipeline together (in runs of at most `max_batch_tokens`
+/// padded tokens, see [`EmbeddingPipeline::embed_ids`]) and splits the result.
+fn run_embed_batch<M: Backend>(
+    pipeline: &EmbeddingPipeline<M>,
+    jobs: Vec<(EmbedInput, Reply<Embeddings>)>,
+    max_batch_tokens: usize,
+) {
     // Tokenize per job so one job's bad input fails only that job.
     let mut ready: Vec<(Vec<Vec<u32>>, Reply<Embeddings>)> = Vec::new();
     for (input, reply) in jobs {
@@ -265,8 +312,11 @@ fn run_embed_batch(pipeline: &EmbeddingPipeline, jobs: Vec<(EmbedInput, Reply<Em
     if ready.is_empty() {
         return;
     }
-    let all: Vec<Vec<u32>> = ready.iter().flat_map(|(ids, _)| ids.clone()).collect();
-    match guarded(|| pipeline.embed_ids(&all)) {
+    let all: Vec<&[u32]> = ready
+        .iter()
+        .flat_map(|(ids, _)| ids.iter().map(Vec::as_slice))
+        .collect();
+    match guarded(|| pipeline.embed_ids(&all, max_batch_tokens)) {
         Ok(out) => {
             let mut row = 0;
             for (ids, reply) in ready {
@@ -304,8 +354,10 @@ fn gather(
     while let Some(job) = next.take() {
         match size(&job.work) {
             Some(n) => {
-                inputs += n;
-                batch.push(job);
+                if let Some(job) = job.live() {
+                    inputs += n;
+                    batch.push(job);
+                }
             }
             None => others.push(job),
         }
@@ -338,8 +390,8 @@ fn tensor_rows(inputs: &[Tensor]) -> Option<(usize, BatchKey)> {
 /// dimension and splits the outputs by rows. Anything unexpected (a plugin error, an output
 /// whose first dimension is not the batch) falls back to running the jobs one by one, so a
 /// batch never changes what a request gets.
-fn run_infer_batch(model: &LoadedModel, jobs: Vec<(Vec<Tensor>, Reply<Vec<Tensor>>)>) {
-    if jobs.len() == 1 {
+fn run_infer_batch<M: Backend>(model: &M, jobs: Vec<(Vec<Tensor>, Reply<Vec<Tensor>>)>) {
+    if jobs.len() <= 1 {
         for (inputs, reply) in jobs {
             infer_one(model, inputs, reply);
         }
@@ -412,13 +464,16 @@ fn run_infer_batch(model: &LoadedModel, jobs: Vec<(Vec<Tensor>, Reply<Vec<Tensor
     }
 }
 
-fn worker_loop(
-    engine: &Engine,
+fn worker_loop<M: Backend>(
+    engine: &Engine<M>,
     rx: &crossbeam_channel::Receiver<Job>,
     max_batch: usize,
     batch_tensors: bool,
 ) {
     while let Ok(job) = rx.recv() {
+        let Some(job) = job.live() else {
+            continue;
+        };
         let span = job.span.clone();
         match (&job.work, engine) {
             (Work::Embed { .. }, Engine::Embedding(pipeline)) => {
@@ -429,14 +484,23 @@ fn worker_loop(
                 {
                     let _entered = span.enter();
                     tracing::debug!(jobs = batch.len(), "embedding batch");
+                    let mut budget = usize::MAX;
                     let batch = batch
                         .into_iter()
                         .filter_map(|j| match j.work {
-                            Work::Embed { input, reply } => Some((input, reply)),
+                            Work::Embed {
+                                input,
+                                max_batch_tokens,
+                                reply,
+                            } => {
+                                // The strictest budget of the batch bounds every run.
+                                budget = budget.min(max_batch_tokens);
+                                Some((input, reply))
+                            }
                             _ => None,
                         })
                         .collect();
-                    run_embed_batch(pipeline, batch);
+                    run_embed_batch(pipeline, batch, budget);
                 }
                 for job in others {
                     run_one(engine, job);
@@ -476,10 +540,10 @@ fn worker_loop(
 
 impl ModelWorker {
     /// Starts `workers` threads serving `engine`, with room for `queue` waiting requests.
-    pub fn spawn(
+    pub fn spawn<M: Backend>(
         name: &str,
         plugin: &str,
-        engine: Engine,
+        engine: Engine<M>,
         workers: usize,
         queue: usize,
         max_batch: usize,
@@ -680,14 +744,23 @@ impl ModelWorker {
         Ok((pieces, done))
     }
 
-    /// Embeds texts or token arrays on a worker thread.
-    pub async fn embed(&self, input: EmbedInput) -> Result<Embeddings, WorkerError> {
+    /// Embeds texts or token arrays on a worker thread; a tokenizing pipeline runs the model
+    /// on at most `max_batch_tokens` padded tokens at a time (`[api] max_batch_tokens`).
+    pub async fn embed(
+        &self,
+        input: EmbedInput,
+        max_batch_tokens: usize,
+    ) -> Result<Embeddings, WorkerError> {
         self.require(self.abilities.embed, "embeddings")?;
         if matches!(input, EmbedInput::Tokens(_)) {
             self.require(self.abilities.embed_tokens, "token-array embedding input")?;
         }
         let (reply, rx) = self.reply_channel();
-        self.submit(Work::Embed { input, reply })?;
+        self.submit(Work::Embed {
+            input,
+            max_batch_tokens,
+            reply,
+        })?;
         self.wait(rx).await
     }
 
@@ -696,3 +769,6 @@ impl ModelWorker {
         WorkerError::Stopped(self.name.clone())
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,7 +1,9 @@
 //! `POST /v1/embeddings`: a string, a list of strings, a token array or a list of token
 //! arrays; vectors as JSON floats or base64 little-endian float32 (what the `openai` SDK asks
-//! for by default).
+//! for by default). A request holds at most `[api] max_embedding_inputs` inputs, and the model
+//! runs on at most `[api] max_batch_tokens` padded tokens at a time (see `models::embedding`).
 
+use super::error::RequestLimits;
 use super::types::{Embedding, EmbeddingList, EmbeddingUsage, Vector};
 use super::{ApiError, ApiJson, Caller, Ctx};
 use crate::models::EmbedInput;
@@ -42,9 +44,6 @@ pub struct EmbeddingRequest {
     pub user: Option<String>,
 }
 
-/// Most inputs per request.
-const MAX_INPUTS: usize = 2048;
-
 /// Embeddings of texts or token arrays.
 #[utoipa::path(
     post,
@@ -61,6 +60,7 @@ const MAX_INPUTS: usize = 2048;
 pub async fn create(
     State(ctx): State<Ctx>,
     caller: Caller,
+    limits: RequestLimits,
     ApiJson(req): ApiJson<EmbeddingRequest>,
 ) -> Result<Json<EmbeddingList>, ApiError> {
     let base64 = match req.encoding_format.as_deref() {
@@ -99,14 +99,21 @@ pub async fn create(
             t.len()
         }
     };
-    if count == 0 || count > MAX_INPUTS {
+    if count == 0 {
         return Err(ApiError::invalid_param(
             "input",
-            format!("input must hold between 1 and {MAX_INPUTS} items, got {count}"),
+            "input must hold at least one item",
+        ));
+    }
+    let max = limits.max_embedding_inputs;
+    if count > max {
+        return Err(ApiError::invalid_param(
+            "input",
+            format!("`max_embedding_inputs` is {max}, got {count}"),
         ));
     }
     let worker = ctx.model(&caller, &req.model)?;
-    let out = worker.embed(input).await?;
+    let out = worker.embed(input, limits.max_batch_tokens).await?;
     if let Some(d) = req.dimensions {
         if d as usize != out.dim {
             return Err(ApiError::invalid_param(

@@ -1,12 +1,17 @@
 //! The one place errors become HTTP: OpenAI's `{"error": {message, type, param, code}}` body
-//! with OpenAI's status codes, and the JSON body extractor that answers malformed or
-//! oversized bodies in that same shape.
+//! with OpenAI's status codes, the body extractors that answer malformed or oversized bodies
+//! in that same shape, and the request bounds ([`RequestLimits`]) the router puts in request
+//! extensions for the handlers.
 
-use crate::{deployments::Lookup, models::WorkerError};
+use crate::{
+    config::ApiSection,
+    deployments::Lookup,
+    models::{tensor_json::JsonLimits, WorkerError},
+};
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request},
-    http::{header, HeaderValue, StatusCode},
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{header, request::Parts, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -198,12 +203,12 @@ impl From<WorkerError> for ApiError {
     }
 }
 
-/// A JSON body parsed with the OpenAI error shape for every failure: 413 over the size
-/// limit, 400 naming the bad field otherwise.
+/// A request body read whole, with the OpenAI error shape for failures (413 over the size
+/// limit), for handlers that parse it themselves, off the async threads.
 #[derive(Debug)]
-pub struct ApiJson<T>(pub T);
+pub struct ApiBytes(pub Bytes);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -218,15 +223,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ApiError::invalid(format!("could not read the request body: {e}"))
             }
         })?;
+        Ok(ApiBytes(bytes))
+    }
+}
+
+/// The message of a body that did not parse: its JSON syntax, or what it holds.
+pub fn json_message(e: &serde_json::Error) -> String {
+    if e.is_syntax() || e.is_eof() {
+        format!("the request body is not valid JSON: {e}")
+    } else {
+        format!("invalid request: {e}")
+    }
+}
+
+/// A JSON body parsed with the OpenAI error shape for every failure: 413 over the size
+/// limit, 400 naming the bad field otherwise.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiBytes(bytes) = ApiBytes::from_request(req, state).await?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner();
-            let message = if inner.is_syntax() || inner.is_eof() {
-                format!("the request body is not valid JSON: {inner}")
-            } else {
-                format!("invalid request: {inner}")
-            };
+            let message = json_message(&e.into_inner());
             if path.is_empty() || path == "." {
                 ApiError::invalid(message)
             } else {
@@ -240,3 +263,178 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// The body size limit in force, put in request extensions for error messages.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+/// What one request may ask of a model, from `[api]`: the router puts it in request
+/// extensions (`Extension(RequestLimits::from(&api))`); a handler without it gets the
+/// defaults, which are `[api]`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Bounds on `/v1/predict` JSON tensors (`max_tensor_elements`).
+    pub tensors: JsonLimits,
+    /// Most inputs of one `/v1/embeddings` request (`max_embedding_inputs`).
+    pub max_embedding_inputs: usize,
+    /// Most padded tokens per run of an embedding model (`max_batch_tokens`).
+    pub max_batch_tokens: usize,
+}
+
+impl From<&ApiSection> for RequestLimits {
+    fn from(api: &ApiSection) -> Self {
+        Self {
+            tensors: JsonLimits {
+                max_elements: api.max_tensor_elements,
+            },
+            max_embedding_inputs: api.max_embedding_inputs,
+            max_batch_tokens: api.max_batch_tokens,
+        }
+    }
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self::from(&ApiSection::default())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestLimits {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestLimits>()
+            .copied()
+            .unwrap_or_default())
+    }
+}
+
+/// A `/v1` router on a scratch node for the endpoint tests: its deployments never load (there
+/// are no plugins), so each is pending (`loading-…`) or failed (`failed-…`) as named.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{
+        config::{Config, DeploymentConfig},
+        deployments::Deployments,
+        plugins::Registry,
+        server::AppState,
+        store::Store,
+    };
+    use axum::{body::Body, Extension, Router};
+    use std::sync::{Arc, Mutex};
+
+    /// The router, a key that may use only model `a`, and the scratch directory.
+    pub(crate) struct App {
+        pub router: Router,
+        pub restricted_key: String,
+        _dir: tempfile::TempDir,
+    }
+
+    fn deployment(name: &str) -> DeploymentConfig {
+        toml::from_str(&format!(
+            "name = \"{name}\"\npath = \"/nonexistent/{name}.onnx\""
+        ))
+        .unwrap()
+    }
+
+    /// An app with `models` deployed (see the module doc) and the default limits.
+    pub(crate) fn app(models: &[&str]) -> App {
+        app_with(models, None)
+    }
+
+    /// An app with `models` and, if given, `limits` in request extensions.
+    pub(crate) fn app_with(models: &[&str], limits: Option<RequestLimits>) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let store = Store::open(&db).unwrap();
+        let (restricted_key, _) = store
+            .create_key("restricted", &[], &["a".to_string()], 0)
+            .unwrap();
+        let mut config = Config::default();
+        config.deployments = models
+            .iter()
+            .filter(|m| !m.starts_with("failed"))
+            .map(|m| deployment(m))
+            .collect();
+        let registry = Arc::new(Registry::discover(&[], Default::default()));
+        let deployments = Deployments::from_config(&config);
+        for failed in models.iter().filter(|m| m.starts_with("failed")) {
+            assert!(deployments.deploy(deployment(failed), &registry).is_err());
+        }
+        let state = Arc::new(AppState {
+            node_name: "n".into(),
+            central: Arc::new(crate::central::CentralLink::new("id".into(), "")),
+            grpc_ports: Vec::new(),
+            deployments: Arc::new(deployments),
+            registry,
+            store: Mutex::new(store),
+            metrics: Arc::default(),
+            access: Arc::new(crate::access::Access::new(Arc::new(
+                crate::access::keyring::Keyring::open(&db).unwrap(),
+            ))),
+            audit_log: Arc::new(crate::audit::AuditLog::disabled()),
+            auth_required: false,
+            plugins_loaded: 0,
+            plugins_failed: 0,
+            started: std::time::Instant::now(),
+        });
+        let router = crate::server::router(state, &ApiSection::default());
+        let router = match limits {
+            Some(limits) => router.layer(Extension(limits)),
+            None => router,
+        };
+        App {
+            router,
+            restricted_key,
+            _dir: dir,
+        }
+    }
+
+    /// Sends one request (with `key` as bearer token if given); the status and JSON body.
+    pub(crate) async fn send(
+        app: &App,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let request = request.body(Body::from(body.to_string())).unwrap();
+        let response = app.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    #[tokio::test]
+    async fn request_limits_come_from_the_extension_or_default_to_api_defaults() {
+        let limits = RequestLimits::default();
+        assert_eq!(limits.tensors.max_elements, 4 << 20);
+        assert_eq!(limits.max_embedding_inputs, 256);
+        assert_eq!(limits.max_batch_tokens, 8192);
+        let mut parts = axum::http::Request::new(()).into_parts().0;
+        let got = RequestLimits::from_request_parts(&mut parts, &())
+            .await
+            .unwrap();
+        assert_eq!(got, limits);
+        let custom = RequestLimits {
+            max_embedding_inputs: 3,
+            ..limits
+        };
+        parts.extensions.insert(custom);
+        let got = RequestLimits::from_request_parts(&mut parts, &())
+            .await
+            .unwrap();
+        assert_eq!(got, custom);
+    }
+}

@@ -30,6 +30,7 @@ fn deploy_error(e: DeployError) -> Response {
         DeployError::Exists(_) => (StatusCode::CONFLICT, "conflict"),
         DeployError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         DeployError::OverBudget { .. } => (StatusCode::INSUFFICIENT_STORAGE, "over_budget"),
+        DeployError::TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many"),
         DeployError::Load(_) => (StatusCode::UNPROCESSABLE_ENTITY, "load_failed"),
     };
     (
@@ -115,7 +116,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Binds the control socket, replacing a stale one, with mode 0600.
+/// Binds the control socket, replacing a stale one. The socket is mode 0600 from the moment it
+/// appears at `path`: it is bound inside a fresh 0700 directory beside `path` (nobody else can
+/// reach it there), made 0600, then renamed into place; a bound Unix socket is its inode, so
+/// the listener stays reachable under the new name. A umask around `bind` would do the same,
+/// but the umask is process-wide and other threads (the plugin loader, the sampler, tokio's
+/// workers) may be creating files and directories at this moment.
 pub fn bind(path: &FsPath) -> std::io::Result<tokio::net::UnixListener> {
     if path.exists() {
         // A live daemon answers on it; a stale file from a crash does not.
@@ -130,10 +136,38 @@ pub fn bind(path: &FsPath) -> std::io::Result<tokio::net::UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(FsPath::new("."));
+    let private = private_dir(parent)?;
+    let bound = (|| {
+        use std::os::unix::fs::PermissionsExt;
+        let staged = private.join("s");
+        let listener = tokio::net::UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(private.join("s"));
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
+/// Creates a fresh directory only this user can enter, in `parent`. Its name (`.c` and 8 hex
+/// digits) plus the staged socket's (`s`) is no longer than `control.sock`: socket paths are
+/// limited to 107 bytes.
+fn private_dir(parent: &FsPath) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    loop {
+        let mut nonce = [0u8; 4];
+        getrandom::fill(&mut nonce).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let dir = parent.join(format!(".c{:08x}", u32::from_le_bytes(nonce)));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            other => return other.map(|()| dir),
+        }
+    }
 }
 
 /// Why a control request failed.
@@ -223,4 +257,44 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
         body = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    #[tokio::test]
+    async fn the_socket_is_private_and_nothing_else_is_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // A world-enterable directory: the socket's own mode is what keeps others out.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = socket_path(dir.path());
+        let listener = bind(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["control.sock"], "the staging directory is removed");
+
+        // The renamed socket still answers at its final path.
+        let client = tokio::net::UnixStream::connect(&path);
+        let (accepted, connected) = tokio::join!(listener.accept(), client);
+        accepted.unwrap();
+        connected.unwrap();
+
+        // A live socket is not replaced; a stale one (the listener gone) is.
+        let err = bind(&path).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        drop(listener);
+        let again = bind(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(again);
+    }
 }

@@ -1,15 +1,20 @@
-//! The node's HTTP face: `/health`, `/metrics`, the OpenAI-compatible `/v1` routes (behind
+//! The node's HTTP face: [`health`], `/metrics`, the OpenAI-compatible `/v1` routes (behind
 //! [`auth`]), OpenAI-shaped errors for unknown routes and methods, the body-size limit, CORS,
-//! and request metrics. [`control`] is the operator's local socket. Servers take an
+//! the [`guard`]s against web pages (Host allow-list, JSON-only bodies), and request metrics;
+//! [`limits`] serves it with header and body deadlines, a connection cap and a bounded
+//! graceful shutdown. [`control`] is the operator's local socket. Servers take an
 //! already-bound listener so tests bind port 0.
 
 pub mod auth;
 pub mod control;
+pub mod guard;
+pub mod health;
+pub mod limits;
 pub mod tls;
 
 use crate::{
     config::ApiSection,
-    deployments::{DeploymentView, Deployments, Status},
+    deployments::Deployments,
     metrics::Metrics,
     openai::{self, error::BodyLimit, ApiError},
     plugins::Registry,
@@ -21,9 +26,8 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
-    Extension, Json, Router,
+    Extension, Router,
 };
-use serde_json::json;
 use std::{
     future::Future,
     sync::{Arc, Mutex},
@@ -47,8 +51,10 @@ pub struct AppState {
     pub store: Mutex<Store>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
-    /// Per-key rate windows.
-    pub limiter: auth::RateLimiter,
+    /// API keys (the keyring) and per-key rate windows, shared with gRPC.
+    pub access: Arc<crate::access::Access>,
+    /// Where audit events go (off the request path).
+    pub audit_log: Arc<crate::audit::AuditLog>,
     /// Whether `/v1` requests need a key.
     pub auth_required: bool,
     /// Plugins loaded.
@@ -61,39 +67,10 @@ pub struct AppState {
 
 impl AppState {
     /// Appends an audit event; a failure is logged, never fatal.
-    pub fn audit(&self, kind: &str, subject: &str, detail: &str) {
-        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = store.audit(kind, subject, detail) {
-            tracing::warn!(error = %e, kind, "cannot write the audit log");
-        }
+    /// Queues an audit event (never blocks; caller text is capped and escaped).
+    pub fn audit(&self, kind: &'static str, subject: &str, detail: &str) {
+        self.audit_log.record(kind, subject, detail);
     }
-}
-
-async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let models: Vec<DeploymentView> = state.deployments.snapshot();
-    let loading = state.deployments.loading();
-    let failed = models.iter().filter(|m| m.status == Status::Failed).count();
-    let status = if loading {
-        "loading"
-    } else if failed > 0 {
-        "degraded"
-    } else {
-        "ok"
-    };
-    let body = json!({
-        "status": status,
-        "reason": if loading { "models are loading" } else if failed > 0 { "some models failed to load" } else { "" },
-        "node": {"name": state.node_name, "id": state.central.node_id(), "version": env!("CARGO_PKG_VERSION")},
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "plugins": {"loaded": state.plugins_loaded, "failed": state.plugins_failed},
-        "models": models,
-    });
-    let code = if loading {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (code, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -169,24 +146,37 @@ pub fn router(state: Arc<AppState>, api: &ApiSection) -> Router {
         state.clone(),
         auth::require_key,
     ));
+    let limits = limits::Limits::from_api(api);
     let router = Router::new()
-        .route("/health", get(health))
+        .route("/health", get(health::health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openai::openapi::document))
         .merge(v1)
+        .route_layer(middleware::from_fn(guard::json_bodies))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            limits.body_timeout,
+            limits::body_deadline,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(api.max_body_bytes))
         .layer(Extension(BodyLimit(api.max_body_bytes)))
         .with_state(state);
-    match cors(&api.cors_origins) {
+    let router = match cors(&api.cors_origins) {
         Some(layer) => router.layer(layer),
         None => router,
-    }
+    };
+    // Outermost: a request for a foreign host is refused before anything else runs.
+    router.layer(middleware::from_fn_with_state(
+        guard::HostPolicy::from_api(api),
+        guard::check_host,
+    ))
 }
 
-/// Serves HTTP on `listener` (plain TCP or [`tls::TlsListener`]) until `shutdown` completes.
+/// Serves HTTP on `listener` (plain TCP or [`tls::TlsListener`]) until `shutdown` completes,
+/// with `[api]`'s [`limits`]; returns once open connections have finished or the shutdown
+/// grace is over.
 pub async fn serve<L>(
     listener: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -197,9 +187,14 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    axum::serve(listener, router(state, api))
-        .with_graceful_shutdown(shutdown)
-        .await
+    limits::serve(
+        listener,
+        router(state, api),
+        limits::Limits::from_api(api),
+        shutdown,
+    )
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -208,7 +203,11 @@ mod tests {
     use crate::config::{Config, DeploymentConfig};
 
     fn state(deployments: Deployments, dir: &std::path::Path) -> Arc<AppState> {
-        Arc::new(AppState {
+        Arc::new(app_state(deployments, dir))
+    }
+
+    fn app_state(deployments: Deployments, dir: &std::path::Path) -> AppState {
+        AppState {
             node_name: "n".into(),
             central: Arc::new(crate::central::CentralLink::new("id".into(), "")),
             grpc_ports: Vec::new(),
@@ -216,12 +215,15 @@ mod tests {
             registry: Arc::new(Registry::discover(&[], Default::default())),
             store: Mutex::new(Store::open(&dir.join("node.db")).unwrap()),
             metrics: Arc::default(),
-            limiter: auth::RateLimiter::default(),
+            access: Arc::new(crate::access::Access::new(Arc::new(
+                crate::access::keyring::Keyring::open(&dir.join("node.db")).unwrap(),
+            ))),
+            audit_log: Arc::new(crate::audit::AuditLog::disabled()),
             auth_required: false,
             plugins_loaded: 0,
             plugins_failed: 0,
             started: std::time::Instant::now(),
-        })
+        }
     }
 
     async fn body(response: Response) -> serde_json::Value {
@@ -231,13 +233,12 @@ mod tests {
         serde_json::from_slice(&bytes).unwrap()
     }
 
-    #[tokio::test]
-    async fn health_is_503_while_models_load_and_200_when_none_are_pending() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A config with one deployment of `path` (never loaded in these tests: pending).
+    fn one_deployment(path: &str) -> Config {
         let mut config = Config::default();
         config.deployments.push(DeploymentConfig {
             name: "m".into(),
-            path: "m.onnx".into(),
+            path: path.into(),
             plugin: None,
             aliases: Vec::new(),
             threads: 0,
@@ -249,15 +250,157 @@ mod tests {
             normalize: true,
             options: Default::default(),
         });
-        let response = health(State(state(Deployments::from_config(&config), dir.path()))).await;
+        config
+    }
+
+    #[tokio::test]
+    async fn health_is_503_while_models_load_and_200_when_none_are_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = one_deployment("m.onnx");
+        let health = |state| health::health(State(state), axum::http::HeaderMap::new());
+        let response = health(state(Deployments::from_config(&config), dir.path())).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let json = body(response).await;
         assert_eq!(json["status"], "loading");
         assert_eq!(json["models"][0]["status"], "pending");
 
-        let response = health(State(state(Deployments::default(), dir.path()))).await;
+        let response = health(state(Deployments::default(), dir.path())).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(body(response).await["status"], "ok");
+    }
+
+    #[tokio::test]
+    async fn health_shows_model_paths_only_to_a_key_where_keys_are_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = Store::open(&dir.path().join("node.db"))
+            .unwrap()
+            .create_key("ops", &[], &[], 0)
+            .unwrap();
+        let secret = "/srv/secret/models/m.onnx";
+        let config = one_deployment(secret);
+        let app = router(
+            Arc::new(AppState {
+                auth_required: true,
+                ..app_state(Deployments::from_config(&config), dir.path())
+            }),
+            &ApiSection::default(),
+        );
+        let get = |auth: Option<&str>| {
+            let mut request = axum::http::Request::builder()
+                .uri("/health")
+                .header(header::HOST, "localhost:8000");
+            if let Some(auth) = auth {
+                request = request.header(header::AUTHORIZATION, auth);
+            }
+            request.body(axum::body::Body::empty()).unwrap()
+        };
+        // The attack: no key, or a wrong one. The answer: status only, nothing to leak.
+        for auth in [None, Some("Bearer cyx-not-a-key".to_string())] {
+            let response = call(app.clone(), get(auth.as_deref())).await;
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let json = body(response).await;
+            assert_eq!(json["status"], "loading", "{json}");
+            assert_eq!(json["node"]["version"], env!("CARGO_PKG_VERSION"));
+            let text = json.to_string();
+            for leak in [secret, "\"models\"", "\"plugins\"", "\"name\""] {
+                assert!(!text.contains(leak), "{leak} in {text}");
+            }
+        }
+        // A valid key sees the details.
+        let response = call(app, get(Some(&format!("Bearer {key}")))).await;
+        let json = body(response).await;
+        assert_eq!(json["models"][0]["name"], "m", "{json}");
+        assert_eq!(json["node"]["name"], "n");
+    }
+
+    #[tokio::test]
+    async fn a_text_plain_post_from_a_web_page_is_refused_with_415() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(
+            state(Deployments::default(), dir.path()),
+            &ApiSection::default(),
+        );
+        let post = |content_type: Option<&str>| {
+            let mut request = axum::http::Request::builder()
+                .method(Method::POST)
+                .uri("/v1/embeddings")
+                .header(header::HOST, "localhost:8000");
+            if let Some(t) = content_type {
+                request = request.header(header::CONTENT_TYPE, t);
+            }
+            request
+                .body(axum::body::Body::from(r#"{"model": "m", "input": "x"}"#))
+                .unwrap()
+        };
+        for attack in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=b"),
+            None,
+        ] {
+            let response = call(app.clone(), post(attack)).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{attack:?}"
+            );
+            let json = body(response).await;
+            assert_eq!(json["error"]["type"], "invalid_request_error");
+            assert_eq!(json["error"]["code"], "unsupported_media_type");
+        }
+        // JSON, with or without parameters, reaches the handler (no such model here).
+        for ok in ["application/json", "application/json; charset=utf-8"] {
+            let response = call(app.clone(), post(Some(ok))).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{ok}");
+        }
+        // Still healthy.
+        let health = axum::http::Request::builder()
+            .uri("/health")
+            .header(header::HOST, "localhost")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(call(app, health).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_rebound_host_name_is_refused_on_a_loopback_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(
+            state(Deployments::default(), dir.path()),
+            &ApiSection::default(),
+        );
+        let get = |host: &str, path: &str| {
+            axum::http::Request::builder()
+                .uri(path)
+                .header(header::HOST, host)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        for path in ["/health", "/v1/models", "/metrics", "/no/such/route"] {
+            let response = call(app.clone(), get("attacker.example:8000", path)).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+            let json = body(response).await;
+            assert_eq!(json["error"]["code"], "host_not_allowed", "{json}");
+        }
+        for host in ["localhost:8000", "127.0.0.1:8000", "[::1]:8000"] {
+            let response = call(app.clone(), get(host, "/health")).await;
+            assert_eq!(response.status(), StatusCode::OK, "{host}");
+        }
+        // Listed names pass; `*` lets any through.
+        let listed = ApiSection {
+            allowed_hosts: vec!["node.example".into()],
+            ..ApiSection::default()
+        };
+        let app = router(state(Deployments::default(), dir.path()), &listed);
+        let response = call(app, get("node.example:443", "/health")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let any = ApiSection {
+            allowed_hosts: vec!["*".into()],
+            ..ApiSection::default()
+        };
+        let app = router(state(Deployments::default(), dir.path()), &any);
+        let response = call(app, get("anything.example", "/health")).await;
+        assert_eq!(response.status(), StatusCode::OK);
     }
 
     async fn call(router: Router, request: axum::http::Request<axum::body::Body>) -> Response {

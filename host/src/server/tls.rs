@@ -1,10 +1,15 @@
 //! HTTPS for the API (`[api.tls]`): rustls with the ring provider, certificate chain and
 //! private key from PEM files, and a listener that runs each TLS handshake in its own task
-//! (with a timeout) so a slow or hostile client cannot hold up the others.
+//! (within `[api] header_timeout_seconds`, at most `max_connections` at once) so slow or
+//! hostile clients can neither hold up the others nor pile up sockets.
 
+use crate::config::ApiSection;
 use axum::serve::Listener;
 use std::{io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, Semaphore},
+};
 use tokio_rustls::{
     rustls::{
         self,
@@ -72,31 +77,44 @@ pub struct TlsListener {
     local: SocketAddr,
 }
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl TlsListener {
-    /// Wraps a bound TCP listener.
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+    /// Wraps a bound TCP listener; `api` bounds the handshakes (time and how many at once).
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        api: &ApiSection,
+    ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(config);
+        let handshake_timeout = Duration::from_secs(api.header_timeout_seconds.max(1));
+        let handshakes = Arc::new(Semaphore::new(api.max_connections.max(1)));
         let (tx, ready) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+                // Beyond the cap, further clients wait in the listen backlog.
+                let slot = tokio::select! {
+                    slot = handshakes.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => return,
+                    },
+                    () = tx.closed() => return,
                 };
-                if tx.is_closed() {
-                    return;
-                }
+                let (stream, peer) = tokio::select! {
+                    accepted = tcp.accept() => match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    () = tx.closed() => return,
+                };
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let _slot = slot;
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }

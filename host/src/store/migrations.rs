@@ -47,6 +47,10 @@ const MIGRATIONS: &[&str] = &[
         gpu_power_watts       REAL
     );
     CREATE INDEX metric_samples_ts ON metric_samples (ts);",
+    // 4: what a key may do (comma-separated scopes); keys made before scopes existed could
+    // only call the inference API, so they keep exactly that.
+    "ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'inference';
+    CREATE INDEX audit_log_at ON audit_log (at);",
 ];
 
 /// The schema version this build writes.

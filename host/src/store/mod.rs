@@ -4,7 +4,9 @@
 //! Migrations are numbered SQL scripts applied in order inside one transaction each;
 //! `PRAGMA user_version` records how far a database has come. A database from a newer node
 //! is refused rather than misread. Each thread that writes (the sampler) opens its own
-//! connection: WAL and a 5 s busy timeout let them share the file.
+//! connection: WAL and a 5 s busy timeout let them share the file. The file and its `-wal` and
+//! `-shm` companions are private to the node's user (0600): they hold key hashes and the audit
+//! log.
 
 pub mod keys;
 pub mod metrics;
@@ -23,6 +25,14 @@ pub enum StoreError {
         path: String,
         /// The SQLite error.
         source: rusqlite::Error,
+    },
+    /// The database file could not be created or made private.
+    #[error("database {path}: {source}")]
+    Io {
+        /// The database file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// The database was written by a newer node.
     #[error("database {path} has schema version {found}, this node knows up to {known}; upgrade the node")]
@@ -48,14 +58,53 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Creates the database file 0600 before SQLite does (SQLite would make it 0644, and makes
+/// its `-wal` and `-shm` files with the database's mode), and tightens an existing database
+/// and companions that others could read.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            // Another user's file (a shared setup) stays as it is: warn, still open it.
+            if let Err(e) =
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & !0o077))
+            {
+                tracing::warn!(file = %file.display(), error = %e, "cannot make the database private (mode {mode:04o}); other users may read it");
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens (creating if needed, private to this user) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
         let wrap = |source| StoreError::Sqlite {
             path: shown.clone(),
             source,
         };
+        make_private(path).map_err(|source| StoreError::Io {
+            path: shown.clone(),
+            source,
+        })?;
         let mut conn = Connection::open(path).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(wrap)?;
@@ -132,6 +181,31 @@ impl Store {
             .map_err(|e| self.wrap(e))
     }
 
+    /// Deletes audit events older than `days` days (0: none by age) and all but the newest
+    /// `max_events` (0: no cap). Returns how many were deleted.
+    pub fn prune_audit(&self, days: u64, max_events: u64) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        if days > 0 {
+            deleted += self
+                .conn
+                .execute(
+                    "DELETE FROM audit_log WHERE at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)",
+                    params![format!("-{days} days")],
+                )
+                .map_err(|e| self.wrap(e))?;
+        }
+        if max_events > 0 {
+            deleted += self
+                .conn
+                .execute(
+                    "DELETE FROM audit_log WHERE id <= (SELECT id FROM audit_log ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                    params![i64::try_from(max_events).unwrap_or(i64::MAX)],
+                )
+                .map_err(|e| self.wrap(e))?;
+        }
+        Ok(deleted)
+    }
+
     /// The most recent audit events, newest first: `(at, kind, subject, detail)`.
     pub fn recent_audit(
         &self,
@@ -182,5 +256,42 @@ mod tests {
         }
         let err = Store::open(&path).unwrap_err().to_string();
         assert!(err.contains("999") && err.contains("upgrade"), "{err}");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_database_and_its_wal_are_private_to_the_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let store = Store::open(&path).unwrap();
+        store.audit("node_started", "node", "test").unwrap();
+        let second = Store::open(&path).unwrap();
+        second.node_id().unwrap();
+        assert_eq!(mode(&path), 0o600, "node.db");
+        for companion in ["node.db-wal", "node.db-shm"] {
+            let file = dir.path().join(companion);
+            assert!(
+                file.exists(),
+                "{companion} exists while the database is open"
+            );
+            assert_eq!(mode(&file), 0o600, "{companion}");
+        }
+        drop((store, second));
+
+        // A database left world-readable by an older node is tightened when opened.
+        let old = dir.path().join("old.db");
+        drop(Connection::open(&old).unwrap());
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let wal = dir.path().join("old.db-wal");
+        std::fs::write(&wal, b"").unwrap();
+        std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let _open = Store::open(&old).unwrap();
+        assert_eq!(mode(&old), 0o600);
+        assert_eq!(mode(&wal), 0o600);
     }
 }

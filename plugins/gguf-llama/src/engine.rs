@@ -3,10 +3,17 @@
 //! shared context; every step decodes one batch holding the next prompt chunk or sampled token
 //! of every active slot, so all streams progress together. Requests beyond the slots wait in
 //! a bounded queue; beyond that they are refused at once.
+//!
+//! Cancellation is exact: a caller answers every piece of text it is sent (its sink returned
+//! true or false, see `Control`), and a slot's next token enters a batch only after the answer
+//! to its last piece arrived. So a stream whose sink said stop is retired before the next batch
+//! is built and never generates or delivers another token. The engine does not run ahead of its
+//! callers: before each batch it waits for the answers (a channel send in the host, so
+//! microseconds), at most `ANSWER_GRACE`; a caller slower than that skips steps, alone.
 
 use crate::{
     adapt,
-    slot::{Slot, Step},
+    slot::{Readiness, Slot, Step},
 };
 use cyxwiz_sdk::{Error, FinishReason, GenerateOutput, Result};
 use llama_cpp_2::{
@@ -16,10 +23,19 @@ use llama_cpp_2::{
 use std::{
     num::NonZeroU32,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc, Arc,
     },
+    thread::Thread,
+    time::{Duration, Instant},
 };
+
+/// How long the engine waits for callers to answer the last step's pieces before it decodes
+/// without the late ones.
+const ANSWER_GRACE: Duration = Duration::from_millis(20);
+/// How long the engine sleeps when every slot waits for an answer (answers and new jobs wake
+/// it at once; this only bounds a missed wake-up).
+const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// What the engine sends back while a request runs.
 pub enum Event {
@@ -35,10 +51,57 @@ pub struct Job {
     pub prompt: Vec<LlamaToken>,
     /// Sampling and stopping.
     pub params: cyxwiz_sdk::SamplingParams,
-    /// Set by the caller when its client went away.
-    pub cancel: Arc<AtomicBool>,
+    /// The caller's answers and cancellation.
+    pub control: Arc<Control>,
     /// Where text and the outcome go.
     pub events: mpsc::Sender<Event>,
+}
+
+/// What a caller tells the engine about its request: how many pieces of text it has answered
+/// and whether it wants no more. Each answer wakes the engine.
+pub struct Control {
+    cancelled: AtomicBool,
+    answered: AtomicU64,
+    engine: Thread,
+}
+
+impl Control {
+    /// Answers the oldest unanswered piece: `go` is what the sink returned.
+    pub fn answer(&self, go: bool) {
+        // Cancel first: the engine reads `answered` before `cancelled`, so once it sees this
+        // answer it also sees the cancellation.
+        if !go {
+            self.cancelled.store(true, Ordering::Release);
+        }
+        self.answered.fetch_add(1, Ordering::Release);
+        self.engine.unpark();
+    }
+
+    /// Asks the engine to drop the request.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.engine.unpark();
+    }
+
+    /// Pieces answered so far (read before `cancelled`).
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Acquire)
+    }
+
+    /// Whether the caller wants no more.
+    pub fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+}
+
+/// Cancels its request when dropped: a caller that leaves `generate` early (a panicking sink)
+/// frees the slot instead of leaving the engine waiting for an answer.
+pub struct CancelOnDrop(pub Arc<Control>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// Engine settings.
@@ -63,6 +126,7 @@ pub struct EngineConfig {
 pub struct EngineHandle {
     tx: mpsc::SyncSender<Job>,
     queue: usize,
+    thread: Thread,
 }
 
 impl EngineHandle {
@@ -75,19 +139,33 @@ impl EngineHandle {
         let (tx, rx) = mpsc::sync_channel::<Job>(config.queue);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let queue = config.queue;
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("llama-engine".into())
             .spawn(move || run(backend, &model, config, rx, ready_tx))
-            .map_err(|e| Error::runtime(format!("cannot start the decoding thread: {e}")))?;
+            .map_err(|e| Error::runtime(format!("cannot start the decoding thread: {e}")))?
+            .thread()
+            .clone();
         ready_rx
             .recv()
             .map_err(|_| Error::runtime("the decoding thread stopped while starting"))??;
-        Ok(Self { tx, queue })
+        Ok(Self { tx, queue, thread })
+    }
+
+    /// A fresh control for one request.
+    pub fn control(&self) -> Arc<Control> {
+        Arc::new(Control {
+            cancelled: AtomicBool::new(false),
+            answered: AtomicU64::new(0),
+            engine: self.thread.clone(),
+        })
     }
 
     /// Queues a job; fails at once when the queue is full.
     pub fn submit(&self, job: Job) -> Result<()> {
-        self.tx.try_send(job).map_err(|e| match e {
+        let sent = self.tx.try_send(job);
+        // The engine may be parked waiting for answers while it has free slots.
+        self.thread.unpark();
+        sent.map_err(|e| match e {
             mpsc::TrySendError::Full(_) => Error::new(
                 cyxwiz_sdk::ErrorKind::BUSY,
                 format!(
@@ -239,20 +317,30 @@ fn serve(
         if busy.is_none() && slots.iter().any(Option::is_some) {
             busy = Some(adapt::Busy::new(threads.0.max(threads.1)));
         }
-        // One batch: the next prompt chunk or the last sampled token of each slot.
+        await_answers(&slots);
+        // One batch: the next prompt chunk or the last sampled token of each slot whose
+        // caller has answered; cancelled slots leave here, before anything is decoded.
         batch.clear();
         let mut budget = n_batch as usize;
         let mut sampled_at: Vec<(usize, i32)> = Vec::new();
+        let mut waiting = false;
         for (seq, slot) in slots.iter_mut().enumerate() {
             let Some(active) = slot.as_mut() else {
                 continue;
             };
-            if active.cancelled() {
-                if let Some(done) = slot.take() {
-                    done.finish(FinishReason::CANCELLED);
+            match active.readiness() {
+                Readiness::Cancelled => {
+                    if let Some(done) = slot.take() {
+                        done.finish(FinishReason::CANCELLED);
+                    }
+                    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                    continue;
                 }
-                let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-                continue;
+                Readiness::Unanswered => {
+                    waiting = true;
+                    continue;
+                }
+                Readiness::Ready => {}
             }
             match active.feed(&mut batch, &mut budget) {
                 Ok(Some(index)) => sampled_at.push((seq, index)),
@@ -266,6 +354,9 @@ fn serve(
             }
         }
         if batch.n_tokens() == 0 {
+            if waiting {
+                std::thread::park_timeout(IDLE_POLL);
+            }
             continue;
         }
         if let Err(e) = ctx.decode(&mut batch) {
@@ -291,7 +382,22 @@ fn serve(
     }
 }
 
-/// Marks a request cancelled.
-pub fn cancel(flag: &AtomicBool) {
-    flag.store(true, Ordering::Relaxed);
+/// Waits until every slot's caller has answered the pieces it was sent (or cancelled), at
+/// most `ANSWER_GRACE`. Answers unpark this thread.
+fn await_answers(slots: &[Option<Slot>]) {
+    let deadline = Instant::now() + ANSWER_GRACE;
+    loop {
+        let pending = slots
+            .iter()
+            .flatten()
+            .any(|s| s.readiness() == Readiness::Unanswered);
+        if !pending {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        std::thread::park_timeout(deadline - now);
+    }
 }

@@ -7,10 +7,14 @@
 //! touching llama.cpp and refuses to load a model on a CPU without them, instead of dying of an
 //! illegal instruction.
 //!
-//! Load options (JSON object): `slots` (parallel sequences, default 4), `context_length`
-//! (tokens per sequence, default min(2048, trained context)), `threads_batch` (threads for
-//! batches of more than one token: prompts and several streams at once), `queue` (waiting
-//! requests, default 64). `LoadOptions.threads` sets the decode threads.
+//! Load options (JSON object), all range-checked before llama.cpp sees them (`options`):
+//! `slots` (parallel sequences, 1..=64, default 4), `context_length` (tokens per sequence,
+//! 16..=trained context, default min(2048, trained)), `threads_batch` (threads for batches of
+//! more than one token: prompts and several streams at once; 1..=the CPUs available),
+//! `queue` (waiting requests, 0..=100000, default 64), `embed_batch_tokens` (token budget of
+//! one embedding batch and so the longest text `embed` takes, 16..=trained context, default
+//! `context_length`). `LoadOptions.threads` sets the decode threads, at most the CPUs
+//! available to the process.
 //!
 //! Threads: by default (`threads` 0, no `threads_batch`) they adapt to the machine's load
 //! (see `adapt`): whenever work starts after idling, the engine takes the cores that other
@@ -18,26 +22,39 @@
 //! one on a quiet 2-core machine, but ggml's workers wait actively for each other, so on a
 //! busy one two threads collapse (measured 23 tokens/s against 94 with one thread). Fixed
 //! counts (either option set) are never changed.
+//!
+//! Prompts (`prompt`): special tokens come only from the chat template; message contents and
+//! plain prompts are tokenized as text, after a byte-length check against the context.
+//!
+//! Modules: `engine` (decoding thread, continuous batching, cancellation), `slot` (one
+//! sequence), `prompt` (templates and tokens), `embed` (pooled embeddings in token-budgeted
+//! batches), `options` (load options), `adapt` (thread counts from the load), `gguf` (file
+//! check), `logs` (llama.cpp's log to `tracing`).
 
 mod adapt;
 mod embed;
 mod engine;
 mod gguf;
 mod logs;
+mod options;
+mod prompt;
 mod slot;
 
 use cyxwiz_sdk::{
     export_plugin, serde_json::Value, Capabilities, Embeddings, Error, Format, GenerateOutput,
-    GenerateRequest, LoadOptions, Model, ModelInfo, Plugin, Result, TokenSink,
+    GenerateRequest, LoadOptions, Model, ModelInfo, Plugin, Result, SamplingParams, TokenSink,
 };
-use engine::{EngineConfig, EngineHandle, Event, Job};
+use engine::{CancelOnDrop, EngineConfig, EngineHandle, Event, Job};
 use llama_cpp_2::{
     llama_backend::LlamaBackend,
-    model::{params::LlamaModelParams, LlamaChatMessage, LlamaChatTemplate, LlamaModel},
+    model::{params::LlamaModelParams, LlamaChatTemplate, LlamaModel},
+    token::LlamaToken,
 };
+use options::Options;
+use prompt::Vocab;
 use std::{
     path::Path,
-    sync::{atomic::AtomicBool, mpsc, Arc, OnceLock},
+    sync::{mpsc, Arc, OnceLock},
 };
 
 /// One llama.cpp backend per process.
@@ -86,30 +103,9 @@ pub struct LlamaLm {
     model: Arc<LlamaModel>,
     engine: EngineHandle,
     template: Option<LlamaChatTemplate>,
+    vocab: Vocab,
     info: ModelInfo,
-    threads_batch: i32,
-}
-
-fn option_u32(
-    options: &Value,
-    key: &str,
-    default: u32,
-    range: std::ops::RangeInclusive<u32>,
-) -> Result<u32> {
-    match options.get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|n| range.contains(n))
-            .ok_or_else(|| {
-                Error::invalid_input(format!(
-                    "load option `{key}` must be an integer in {}..={}, got {v}",
-                    range.start(),
-                    range.end()
-                ))
-            }),
-    }
+    embed: embed::EmbedConfig,
 }
 
 impl Plugin for GgufLlama {
@@ -130,21 +126,10 @@ impl Plugin for GgufLlama {
 
     fn load(&self, path: &Path, options: &LoadOptions) -> Result<LlamaLm> {
         check_cpu()?;
+        // Every option is checked before llama.cpp is called at all.
+        let opts = Options::parse(options, options::cores())?;
         gguf::check_file(path)?;
         let backend = backend()?;
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1);
-        let opts = &options.options;
-        let slots = option_u32(opts, "slots", 4, 1..=64)?;
-        let queue = option_u32(opts, "queue", 64, 0..=100_000)?;
-        let adaptive = options.threads == 0 && opts.get("threads_batch").is_none();
-        let threads_batch = option_u32(opts, "threads_batch", cores, 1..=1024)? as i32;
-        let threads = if options.threads == 0 {
-            cores as i32
-        } else {
-            options.threads as i32
-        };
 
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .map_err(|e| {
@@ -154,12 +139,16 @@ impl Plugin for GgufLlama {
                 ))
             })?;
         let trained = model.n_ctx_train();
-        let context = option_u32(
-            opts,
-            "context_length",
-            trained.clamp(1, 2048),
-            16..=trained.max(16),
-        )?;
+        let resolved = opts.resolve(trained)?;
+        let (slots, context) = (opts.slots, resolved.context_length);
+        // Weights plus the f16 KV cache of every slot (K and V, one row of n_embd * kv/heads per
+        // layer and cell); compute buffers come on top and are not counted.
+        let kv_width = u64::try_from(model.n_embd()).unwrap_or(0) * u64::from(model.n_head_kv())
+            / u64::from(model.n_head().max(1));
+        let kv_cache = (2u64 * 2 * u64::from(slots) * u64::from(context))
+            .saturating_mul(u64::from(model.n_layer()))
+            .saturating_mul(kv_width);
+        options::check_kv_cache(kv_cache, slots, context)?;
         let model = Arc::new(model);
         let engine = EngineHandle::start(
             backend,
@@ -167,32 +156,31 @@ impl Plugin for GgufLlama {
             EngineConfig {
                 slots,
                 context_per_slot: context,
-                threads,
-                threads_batch,
-                adaptive,
-                queue: queue as usize,
+                threads: opts.threads,
+                threads_batch: opts.threads_batch,
+                adaptive: opts.adaptive,
+                queue: opts.queue as usize,
             },
         )?;
         let template = model.chat_template(None).ok();
+        let vocab = Vocab::new(&model);
         let mut metadata = vec![
             ("slots".to_string(), slots.to_string()),
             ("n_ctx_train".to_string(), trained.to_string()),
             ("n_params".to_string(), model.n_params().to_string()),
             ("chat_template".to_string(), template.is_some().to_string()),
+            (
+                "embed_batch_tokens".to_string(),
+                resolved.embed_batch_tokens.to_string(),
+            ),
         ];
         for key in ["general.architecture", "general.name", "general.file_type"] {
             if let Ok(v) = model.meta_val_str(key) {
                 metadata.push((key.to_string(), v));
             }
         }
-        // Weights plus the f16 KV cache of every slot (K and V, one row of n_embd * kv/heads per
-        // layer and cell); compute buffers come on top and are not counted.
-        let kv_width = u64::try_from(model.n_embd()).unwrap_or(0) * u64::from(model.n_head_kv())
-            / u64::from(model.n_head().max(1));
-        let kv_cache =
-            2 * 2 * u64::from(slots) * u64::from(context) * u64::from(model.n_layer()) * kv_width;
         let info = ModelInfo {
-            memory_bytes: model.size() + kv_cache,
+            memory_bytes: model.size().saturating_add(kv_cache),
             capabilities: Self::CAPABILITIES,
             context_length: context,
             embedding_dim: u32::try_from(model.n_embd()).unwrap_or(0),
@@ -203,37 +191,82 @@ impl Plugin for GgufLlama {
             model,
             engine,
             template,
+            vocab,
             info,
-            threads_batch,
+            embed: embed::EmbedConfig {
+                batch_tokens: resolved.embed_batch_tokens,
+                threads: opts.threads_batch,
+            },
         })
     }
 }
 
 impl LlamaLm {
-    fn prompt_text(&self, request: &GenerateRequest) -> Result<String> {
+    /// The request's prompt as tokens: chat messages through the model's template, or the
+    /// plain prompt, refused by its length in bytes when it cannot fit the context.
+    fn prompt_tokens(&self, request: &GenerateRequest) -> Result<Vec<LlamaToken>> {
+        let context = self.info.context_length;
         if request.messages.is_empty() {
             if request.prompt.is_empty() {
                 return Err(Error::invalid_input(
                     "the request has neither messages nor a prompt",
                 ));
             }
-            return Ok(request.prompt.clone());
+            return self.vocab.prompt(&self.model, &request.prompt, context);
         }
         let template = self.template.as_ref().ok_or_else(|| {
             Error::unsupported("this model has no chat template in its metadata; send a prompt")
         })?;
-        let messages = request
-            .messages
-            .iter()
-            .map(|m| {
-                LlamaChatMessage::new(m.role.clone(), m.content.clone())
-                    .map_err(|e| Error::invalid_input(format!("chat message: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.model
-            .apply_chat_template(template, &messages, true)
-            .map_err(|e| Error::invalid_input(format!("cannot apply the chat template: {e}")))
+        // A first look at the size, before the template is even rendered.
+        let bytes: usize = request.messages.iter().map(|m| m.content.len()).sum();
+        let least = self.vocab.min_tokens(bytes);
+        if least >= context as usize {
+            return Err(Error::invalid_input(format!(
+                "the messages are {bytes} bytes, so at least {least} tokens (one token is at \
+                 most {} bytes here), but the context holds {context} per sequence",
+                self.vocab.max_piece()
+            )));
+        }
+        self.vocab
+            .chat(&self.model, template, &request.messages, context)
     }
+}
+
+/// Sampling numbers llama.cpp would take at face value (a NaN temperature, a top-k that wraps
+/// negative) are refused before a sampler is built.
+fn check_sampling(params: &SamplingParams) -> Result<()> {
+    let bad = |key: &str, bound: &str, got: f32| {
+        Err(Error::invalid_input(format!(
+            "`{key}` must be {bound}, got {got}"
+        )))
+    };
+    if params.max_tokens == 0 {
+        return Err(Error::invalid_input("`max_tokens` must be at least 1"));
+    }
+    if !(params.temperature.is_finite() && params.temperature >= 0.0) {
+        return bad("temperature", "a finite number >= 0", params.temperature);
+    }
+    if !(0.0..=1.0).contains(&params.top_p) {
+        return bad("top_p", "in 0..=1", params.top_p);
+    }
+    if !(0.0..=1.0).contains(&params.min_p) {
+        return bad("min_p", "in 0..=1", params.min_p);
+    }
+    if !(params.repeat_penalty.is_finite() && params.repeat_penalty > 0.0) {
+        return bad(
+            "repeat_penalty",
+            "a finite number > 0",
+            params.repeat_penalty,
+        );
+    }
+    if i32::try_from(params.top_k).is_err() {
+        return Err(Error::invalid_input(format!(
+            "`top_k` must be at most {}, got {}",
+            i32::MAX,
+            params.top_k
+        )));
+    }
+    Ok(())
 }
 
 impl Model for LlamaLm {
@@ -246,28 +279,29 @@ impl Model for LlamaLm {
         request: &GenerateRequest,
         sink: &mut dyn TokenSink,
     ) -> Result<GenerateOutput> {
-        if request.params.max_tokens == 0 {
-            return Err(Error::invalid_input("`max_tokens` must be at least 1"));
-        }
-        let text = self.prompt_text(request)?;
-        let prompt = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        check_sampling(&request.params)?;
+        let prompt = self.prompt_tokens(request)?;
         if prompt.is_empty() {
             return Err(Error::invalid_input("the prompt tokenizes to nothing"));
         }
-        let cancel = Arc::new(AtomicBool::new(false));
+        let control = self.engine.control();
+        // Leaving early (a panicking sink) cancels the request.
+        let _cancel_on_drop = CancelOnDrop(control.clone());
         let (events, rx) = mpsc::channel();
         self.engine.submit(Job {
             prompt,
             params: request.params.clone(),
-            cancel: cancel.clone(),
+            control: control.clone(),
             events,
         })?;
+        let mut open = true;
         for event in rx {
             match event {
                 Event::Text(piece) => {
-                    if !sink.emit(&piece) {
-                        engine::cancel(&cancel);
-                    }
+                    // The engine waits for this answer before the slot decodes again; once the
+                    // sink said stop it is never called again.
+                    open = open && sink.emit(&piece);
+                    control.answer(open);
                 }
                 Event::Done(result) => return result,
             }
@@ -276,10 +310,18 @@ impl Model for LlamaLm {
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
-        embed::embed(&self.model, texts, self.threads_batch)
+        embed::embed(&self.model, &self.vocab, texts, &self.embed)
     }
 
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        // llama-cpp-2 panics beyond i32::MAX bytes; say so instead.
+        if i32::try_from(text.len()).is_err() {
+            return Err(Error::invalid_input(format!(
+                "the text is {} bytes; at most {} can be tokenized",
+                text.len(),
+                i32::MAX
+            )));
+        }
         Ok(self
             .model
             .vocab()

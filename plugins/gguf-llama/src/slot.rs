@@ -1,6 +1,7 @@
 //! One sequence of the continuous batch: its prompt, sampler, position, and the text it has
 //! produced, with stop strings held back until they can no longer match and UTF-8 pieces
-//! joined before they are sent.
+//! joined before they are sent. It counts the pieces it sends, so the engine knows when the
+//! caller has answered them all (see `engine::Control`).
 
 use crate::engine::{Event, Job};
 use cyxwiz_sdk::{Error, FinishReason, GenerateOutput, Result, SamplingParams};
@@ -8,7 +9,16 @@ use llama_cpp_2::{
     context::LlamaContext, llama_batch::LlamaBatch, model::LlamaModel, sampling::LlamaSampler,
     token::LlamaToken,
 };
-use std::sync::atomic::Ordering;
+/// Whether a slot may take part in the next batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Its caller answered every piece and wants more.
+    Ready,
+    /// A piece it was sent is still unanswered.
+    Unanswered,
+    /// Its caller cancelled or went away.
+    Cancelled,
+}
 
 /// What sampling one token led to.
 pub enum Step {
@@ -31,6 +41,8 @@ pub struct Slot {
     pending_bytes: Vec<u8>,
     text: String,
     sent: usize,
+    /// Pieces of text sent to the caller.
+    delivered: u64,
     gone: bool,
 }
 
@@ -94,13 +106,23 @@ impl Slot {
             pending_bytes: Vec::new(),
             text: String::new(),
             sent: 0,
+            delivered: 0,
             gone: false,
         })
     }
 
-    /// Whether the caller cancelled or went away.
-    pub fn cancelled(&self) -> bool {
-        self.gone || self.job.cancel.load(Ordering::Relaxed)
+    /// Whether the caller cancelled, went away, or still owes an answer.
+    pub fn readiness(&self) -> Readiness {
+        // `answered` first: an answer that stopped the stream is published after the
+        // cancellation, so seeing the answer guarantees seeing the cancellation too.
+        let answered = self.job.control.answered();
+        if self.gone || self.job.control.cancelled() {
+            Readiness::Cancelled
+        } else if answered < self.delivered {
+            Readiness::Unanswered
+        } else {
+            Readiness::Ready
+        }
     }
 
     /// Adds this slot's next tokens to `batch` within `budget`; returns the batch index whose
@@ -140,8 +162,11 @@ impl Slot {
     }
 
     fn send(&mut self, event: Event) {
+        let text = matches!(event, Event::Text(_));
         if self.job.events.send(event).is_err() {
             self.gone = true;
+        } else if text {
+            self.delivered += 1;
         }
     }
 

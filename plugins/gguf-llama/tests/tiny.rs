@@ -1,17 +1,20 @@
 //! gguf-llama mechanics on the tiny random llama (`tests/fixtures/make_gguf.py`), which loads
 //! and decodes in milliseconds: the conformance kit, embeddings of batches whose token count
 //! does not divide by the number of texts, isolation between many concurrent sequences
-//! (greedy and seeded sampling) and the context limit. What the model says is
+//! (greedy and seeded sampling) and the context limit; and the hostile cases: a sink that
+//! says stop (exactly one piece, no token more), a panicking sink, absurd thread counts and
+//! other load options, megabyte prompts, and many long texts to embed. What the model says is
 //! noise; that it says the same thing alone and in a crowded batch is the point.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{greedy, load_tiny, run, tiny_llama};
+use common::{greedy, load_tiny, run, tiny_llama, try_load};
 use cyxwiz_sdk::{
+    client::LoadedModel,
     serde_json::json,
     testkit::{cdylib_path, Conformance, Sample},
-    ErrorKind, FinishReason, GenerateRequest, LoadOptions, SamplingParams,
+    ChatMessage, ErrorKind, FinishReason, GenerateRequest, LoadOptions, SamplingParams,
 };
 
 #[test]
@@ -110,4 +113,236 @@ fn context_limit_is_a_clear_error_and_length_finish_is_reported() {
     let (_, out) = run(&model, &greedy("hello", 5));
     assert_eq!(out.finish_reason, FinishReason::LENGTH);
     assert_eq!(out.completion_tokens, 5);
+}
+
+/// Pieces a greedy run of `prompt` delivers within `max_tokens` tokens.
+fn pieces_within(model: &LoadedModel, prompt: &str, max_tokens: u32) -> usize {
+    let mut pieces = 0;
+    model
+        .generate(&greedy(prompt, max_tokens), &mut |_: &str| {
+            pieces += 1;
+            true
+        })
+        .unwrap();
+    pieces
+}
+
+#[test]
+fn a_sink_that_says_stop_is_never_called_again_and_the_stream_stops_at_once() {
+    // The attack: a client that goes away after k pieces while other streams keep the engine
+    // busy. The engine used to run ahead of the caller's sink, so the stream went on for up to
+    // 20 tokens after the sink said stop (and the sink kept being called).
+    let model = load_tiny(json!({"slots": 6, "context_length": 256, "queue": 16}));
+    let prompt = "hello world, the user is";
+    // Tokens needed for k pieces, from uncancelled greedy runs: the stop must come right after.
+    let mut tokens_for = vec![0u32; 6];
+    for (k, need) in tokens_for.iter_mut().enumerate().skip(1) {
+        *need = (1..=64)
+            .find(|&t| pieces_within(&model, prompt, t) >= k)
+            .expect("64 tokens give 5 pieces");
+    }
+    /// Stops the background streams however the test ends (a failed assertion included).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        // Background streams, so cancellations race with full batches.
+        for i in 0..3 {
+            let (model, stop) = (&model, &stop);
+            s.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    run(model, &greedy(&format!("background {i} says"), 200));
+                }
+            });
+        }
+        for round in 0..40 {
+            for (k, &need) in tokens_for.iter().enumerate().skip(1) {
+                let mut calls = 0;
+                let out = model
+                    .generate(&greedy(prompt, 200), &mut |_: &str| {
+                        calls += 1;
+                        calls < k
+                    })
+                    .unwrap();
+                assert_eq!(calls, k, "round {round}: sink called after it said stop");
+                assert_eq!(out.finish_reason, FinishReason::CANCELLED, "round {round}");
+                assert_eq!(
+                    out.completion_tokens, need,
+                    "round {round}: stop after piece {k} must end the stream at once"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn a_panicking_sink_stops_its_stream_and_frees_its_slot() {
+    let model = load_tiny(json!({"slots": 1, "context_length": 256, "queue": 4}));
+    // The client side turns a panic in the sink into "stop" (it must not unwind through the
+    // plugin); the one slot must be free again for the next request.
+    let out = model
+        .generate(&greedy("hello", 200), &mut |_: &str| -> bool {
+            panic!("sink failure (expected by this test)")
+        })
+        .unwrap();
+    assert_eq!(out.finish_reason, FinishReason::CANCELLED);
+    let (_, out) = run(&model, &greedy("hello", 5));
+    assert_eq!(out.completion_tokens, 5);
+}
+
+#[test]
+fn threads_beyond_the_cpus_are_refused_before_llama_cpp_runs() {
+    // The attack: `threads` 2147483647, then a chat request: llama.cpp died of "double free or
+    // corruption", taking the node with it.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    for (threads, options, key) in [
+        (i32::MAX as u32, json!({}), "`threads`"),
+        (cores as u32 + 1, json!({}), "`threads`"),
+        (0, json!({"threads_batch": i32::MAX}), "`threads_batch`"),
+        (0, json!({"slots": 100_000}), "`slots`"),
+        (0, json!({"context_length": u32::MAX}), "`context_length`"),
+        (0, json!({"queue": u64::MAX}), "`queue`"),
+        (
+            0,
+            json!({"embed_batch_tokens": 100_000}),
+            "`embed_batch_tokens`",
+        ),
+    ] {
+        let load = LoadOptions {
+            threads,
+            options: options.clone(),
+            ..LoadOptions::default()
+        };
+        let err = try_load(&tiny_llama(), &load).err().expect("refused");
+        assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{options}: {err}");
+        assert!(err.message.contains(key), "{options}: {err}");
+    }
+    let err = try_load(
+        &tiny_llama(),
+        &LoadOptions {
+            threads: i32::MAX as u32,
+            ..LoadOptions::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.message.contains(&format!("at most {cores}")),
+        "the bound is named: {err}"
+    );
+    // At the bound the model loads and chats.
+    let model = try_load(
+        &tiny_llama(),
+        &LoadOptions {
+            threads: cores as u32,
+            options: json!({"threads_batch": cores, "slots": 1, "context_length": 128}),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let chat = GenerateRequest {
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: "hello".into(),
+        }],
+        params: SamplingParams {
+            max_tokens: 4,
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        ..GenerateRequest::default()
+    };
+    assert!(run(&model, &chat).1.prompt_tokens > 0);
+}
+
+#[test]
+fn a_megabyte_prompt_is_refused_by_its_bytes_before_tokenizing() {
+    let model = load_tiny(json!({"slots": 1, "context_length": 64, "queue": 4}));
+    let huge = "hello world ".repeat((7 << 20) / 12);
+    let chat = GenerateRequest {
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: huge.clone(),
+        }],
+        ..greedy("", 8)
+    };
+    for (what, request) in [("prompt", greedy(&huge, 8)), ("messages", chat)] {
+        let started = std::time::Instant::now();
+        let err = model.generate(&request, &mut |_: &str| true).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
+        // The byte check names the bytes and the context (the token check names tokens).
+        assert!(
+            err.message
+                .contains(&format!("the {what} is {} bytes", huge.len()))
+                || err
+                    .message
+                    .contains(&format!("the {what} are {} bytes", huge.len())),
+            "{err}"
+        );
+        assert!(err.message.contains("context holds 64"), "{err}");
+        println!("{what}: refused in {:?}", started.elapsed());
+    }
+    // Just under the byte bound, the token count decides, as before.
+    let err = model
+        .generate(&greedy(&"hello world ".repeat(40), 8), &mut |_: &str| true)
+        .unwrap_err();
+    assert!(
+        err.message.contains("tokens, but the context holds 64"),
+        "{err}"
+    );
+}
+
+/// Peak resident memory of this process, in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn many_long_texts_embed_in_budgeted_batches() {
+    // The attack: 32+ texts near the context length in one request. The embedding context was
+    // sized to all their tokens at once (8000 here: a 1 GB attention buffer even for this tiny
+    // model; 5 to 21 GB for real ones). Now batches hold at most `embed_batch_tokens`.
+    let model = load_tiny(json!({"slots": 1, "context_length": 256, "embed_batch_tokens": 256}));
+    let texts: Vec<String> = (0..40)
+        .map(|i| format!("{i:02}{}", "z".repeat(240)))
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let before = peak_rss();
+    let out = model.embed(&refs).unwrap();
+    let grown = peak_rss().saturating_sub(before);
+    println!("GROWN {} MB", grown >> 20);
+    assert_eq!(out.data.len(), out.dim * texts.len());
+    assert!(
+        grown < 256 << 20,
+        "embedding 40 texts grew the peak by {} MB",
+        grown >> 20
+    );
+    // Each text's vector is what it gets alone: batching changes nothing but memory.
+    for (i, row) in out.data.chunks(out.dim).enumerate().step_by(13) {
+        let alone = model.embed(&[refs[i]]).unwrap();
+        let cos: f32 = row.iter().zip(&alone.data).map(|(a, b)| a * b).sum();
+        assert!(cos > 0.9999, "text {i}: cosine {cos}");
+    }
+    // One text longer than the budget: refused, naming both numbers.
+    let long = "z".repeat(300);
+    let err = model.embed(&["short", &long]).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
+    assert!(
+        err.message.contains("input 1 is 302 tokens")
+            && err.message.contains("at most 256 tokens")
+            && err.message.contains("`embed_batch_tokens`"),
+        "{err}"
+    );
 }

@@ -10,6 +10,11 @@
 //! or `auto` use the CUDA execution provider when the loaded ONNX Runtime has it and the GPU
 //! works, and fall back to the CPU with a log line otherwise; the model's metadata
 //! (`execution_provider`) says which provider runs it.
+//!
+//! Run failures are classified by ONNX Runtime's error code (see [`run_error`]): inputs it
+//! refuses (`INVALID_ARGUMENT`: token ids out of range, shapes that do not fit together) are
+//! the caller's (`INVALID_INPUT`, a 400 on HTTP), allocation failures are `OUT_OF_MEMORY`, and
+//! the rest are the runtime's own.
 
 mod device;
 mod dtype;
@@ -22,6 +27,7 @@ use ort::{
     environment::Environment,
     session::Session,
     value::{DynValue, ValueType},
+    ErrorCode,
 };
 use std::{
     path::{Path, PathBuf},
@@ -282,12 +288,9 @@ impl Model for OrtModel {
             .session
             .lock()
             .map_err(|_| Error::runtime("the session lock is poisoned"))?;
-        let outputs = session.run(values).map_err(|e| {
-            Error::runtime(format!(
-                "ONNX Runtime failed: {}",
-                e.to_string().replace('\n', " ")
-            ))
-        })?;
+        let outputs = session
+            .run(values)
+            .map_err(|e| run_error(e.code(), e.message()))?;
         self.info
             .outputs
             .iter()
@@ -301,4 +304,95 @@ impl Model for OrtModel {
     }
 }
 
+/// The error of a failed `Session::run`, by ONNX Runtime's `code` and message. Kernels check
+/// their inputs and either fail with `INVALID_ARGUMENT` (a Gather index out of range: a token
+/// id beyond the vocabulary; an input of the wrong type or rank) or throw, which the executor
+/// reports as `FAIL` or `RUNTIME_EXCEPTION` with "Non-zero status code returned while running
+/// <op> node" (shapes that cannot be broadcast or reshaped together, such as token type ids of
+/// another length than the ids). The model was checked when it loaded and the inputs match its
+/// declared specs, so such kernel failures come from the values the caller sent: they are
+/// `INVALID_INPUT`. Allocation failures are `OUT_OF_MEMORY`; device and execution-provider
+/// failures and anything else stay runtime errors.
+fn run_error(code: ErrorCode, message: &str) -> Error {
+    let text = message.replace('\n', " ");
+    let lower = text.to_ascii_lowercase();
+    let memory = ["failed to allocate", "bad_alloc", "out of memory"]
+        .iter()
+        .any(|m| lower.contains(m));
+    let device = ["cuda", "cudnn", "cublas", "device", "execution provider"]
+        .iter()
+        .any(|m| lower.contains(m));
+    let kernel = lower.contains("non-zero status code returned while running");
+    match code {
+        _ if memory => Error::out_of_memory(format!("ONNX Runtime ran out of memory: {text}")),
+        _ if device => Error::runtime(format!("ONNX Runtime failed ({code:?}): {text}")),
+        ErrorCode::InvalidArgument => {
+            Error::invalid_input(format!("ONNX Runtime refused the inputs: {text}"))
+        }
+        ErrorCode::GenericFailure | ErrorCode::RuntimeException if kernel => {
+            Error::invalid_input(format!("ONNX Runtime cannot run these inputs: {text}"))
+        }
+        _ => Error::runtime(format!("ONNX Runtime failed ({code:?}): {text}")),
+    }
+}
+
 export_plugin!(OnnxOrt);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cyxwiz_sdk::ErrorKind;
+
+    #[test]
+    fn run_failures_are_classified_by_code() {
+        let kind = |code, message| run_error(code, message).kind;
+        let gather = "Non-zero status code returned while running Gather node. Name:'e' Status \
+                      Message: indices element out of data bounds, idx=30522 must be within the \
+                      inclusive range [-30522,30521]";
+        assert_eq!(
+            kind(ErrorCode::InvalidArgument, gather),
+            ErrorKind::INVALID_INPUT
+        );
+        let add = "Non-zero status code returned while running Add node. Name:'a' Status \
+                   Message: Attempting to broadcast an axis by a dimension other than 1. 2 by 4";
+        assert_eq!(
+            kind(ErrorCode::GenericFailure, add),
+            ErrorKind::INVALID_INPUT
+        );
+        assert_eq!(
+            kind(ErrorCode::RuntimeException, add),
+            ErrorKind::INVALID_INPUT
+        );
+        assert_eq!(
+            kind(
+                ErrorCode::InvalidArgument,
+                "Invalid rank for input: x Got: 3 Expected: 4"
+            ),
+            ErrorKind::INVALID_INPUT
+        );
+        assert_eq!(
+            kind(
+                ErrorCode::GenericFailure,
+                "Non-zero status code returned while running Conv node. Status Message: Failed \
+                 to allocate memory for requested buffer of size 123456789"
+            ),
+            ErrorKind::OUT_OF_MEMORY
+        );
+        assert_eq!(
+            kind(
+                ErrorCode::GenericFailure,
+                "Non-zero status code returned while running Conv node. Status Message: CUDA \
+                 failure 700: an illegal memory access was encountered"
+            ),
+            ErrorKind::RUNTIME
+        );
+        assert_eq!(
+            kind(ErrorCode::ExecutionProviderFailure, "the provider failed"),
+            ErrorKind::RUNTIME
+        );
+        assert_eq!(kind(ErrorCode::GenericFailure, "?"), ErrorKind::RUNTIME);
+        assert_eq!(kind(ErrorCode::DeviceReset, "reset"), ErrorKind::RUNTIME);
+        let e = run_error(ErrorCode::InvalidArgument, "two\nlines");
+        assert_eq!(e.message, "ONNX Runtime refused the inputs: two lines");
+    }
+}

@@ -52,7 +52,7 @@ pub fn wait_healthy(addr: &str, what: &str) {
         if let Ok(mut s) = TcpStream::connect(addr) {
             let _ = write!(
                 s,
-                "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
             );
             let mut t = String::new();
             let _ = s.read_to_string(&mut t);

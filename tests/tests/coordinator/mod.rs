@@ -2,7 +2,8 @@
 //! `JobStatusService` from our protos on loopback and behaves as PROTOCOL.md describes the
 //! real one (Bearer token required, the proposed node id ignored, nodes matched by wallet then
 //! by ip:port, else a fresh UUID; heartbeats from unknown ids get NOT_FOUND). Its node table
-//! plays the server's database: it can survive a restart or be wiped.
+//! plays the server's database: it can survive a restart or be wiped. It serves plaintext, or
+//! TLS with a certificate the test made (`start_tls`).
 
 #![allow(dead_code)]
 
@@ -271,6 +272,25 @@ pub struct Coordinator {
 impl Coordinator {
     /// Starts on `addr` (port 0 for a free one) requiring `token`, with `seen` as its state.
     pub async fn start(addr: SocketAddr, token: &str, seen: Arc<Mutex<Seen>>) -> Self {
+        Self::start_with(addr, token, seen, None).await
+    }
+
+    /// Like `start`, over TLS with `identity` (PEM certificate chain and key).
+    pub async fn start_tls(
+        addr: SocketAddr,
+        token: &str,
+        seen: Arc<Mutex<Seen>>,
+        identity: tonic::transport::Identity,
+    ) -> Self {
+        Self::start_with(addr, token, seen, Some(identity)).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        token: &str,
+        seen: Arc<Mutex<Seen>>,
+        identity: Option<tonic::transport::Identity>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let service = Service {
@@ -278,8 +298,14 @@ impl Coordinator {
             seen: seen.clone(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tonic::transport::Server::builder();
+        if let Some(identity) = identity {
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .unwrap();
+        }
         let task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            server
                 .add_service(NodeServiceServer::new(service.clone()))
                 .add_service(JobStatusServiceServer::new(service))
                 .serve_with_incoming_shutdown(

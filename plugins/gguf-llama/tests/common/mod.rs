@@ -20,14 +20,19 @@ pub fn smollm2() -> PathBuf {
     path
 }
 
+/// `model` loaded through the built plugin with these load options, or the plugin's refusal.
+pub fn try_load(model: &std::path::Path, options: &LoadOptions) -> cyxwiz_sdk::Result<LoadedModel> {
+    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_gguf_llama")).unwrap();
+    lib.load(model, options)
+}
+
 /// `model` loaded through the built plugin with these load options.
 pub fn load_model(model: &std::path::Path, options: cyxwiz_sdk::serde_json::Value) -> LoadedModel {
-    let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_gguf_llama")).unwrap();
     let options = LoadOptions {
         options,
         ..LoadOptions::default()
     };
-    lib.load(model, &options).unwrap()
+    try_load(model, &options).unwrap()
 }
 
 /// SmolLM2 loaded through the built plugin with these load options.

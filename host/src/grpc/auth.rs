@@ -1,0 +1,59 @@
+//! API keys on gRPC: `authorization: Bearer KEY` metadata checked against the node's keyring
+//! with the scope each RPC needs, and the one mapping of an access refusal to a
+//! `tonic::Status`. Keys are required whenever gRPC listens beyond loopback, or
+//! `[grpc] require_auth` / `[api] require_auth` is set.
+
+use super::GrpcState;
+use crate::{
+    access::{Caller, Denied, Scope},
+    config::Config,
+};
+use tonic::{Request, Status};
+
+/// Whether gRPC calls must carry a key under `config`.
+pub fn required(config: &Config) -> bool {
+    let loopback = config
+        .grpc
+        .host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    config.grpc.require_auth || config.api.require_auth || !loopback
+}
+
+/// The one mapping of an access refusal to gRPC.
+pub fn status(denied: &Denied) -> Status {
+    match denied {
+        Denied::Missing | Denied::Unknown { .. } => Status::unauthenticated(denied.to_string()),
+        Denied::Scope { .. } => Status::permission_denied(denied.to_string()),
+        Denied::RateLimited { .. } => Status::resource_exhausted(denied.to_string()),
+    }
+}
+
+impl GrpcState {
+    /// The caller of `request`, who must hold `scope`; refusals are audited with the peer's
+    /// address.
+    pub fn authorize<T>(&self, request: &Request<T>, scope: Scope) -> Result<Caller, Status> {
+        let key = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::access::bearer);
+        match self.app.access.check(key, scope, self.auth_required) {
+            Ok((caller, _)) => Ok(caller),
+            Err(denied) => {
+                let peer = request
+                    .remote_addr()
+                    .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+                let (kind, subject) = match &denied {
+                    Denied::Missing => ("auth_failed", "-".to_string()),
+                    Denied::Unknown { shown } => ("auth_failed", shown.clone()),
+                    Denied::Scope { key, .. } => ("auth_failed", key.clone()),
+                    Denied::RateLimited { key, .. } => ("rate_limited", key.clone()),
+                };
+                self.app
+                    .audit(kind, &subject, &format!("grpc from {peer}: {denied}"));
+                Err(status(&denied))
+            }
+        }
+    }
+}
