@@ -9,33 +9,18 @@ CYXWIZ_OUTSIDE_MODEL (a model file outside them), CYXWIZ_PROTO_DIR.
 
 import json
 import os
-import sys
-import tempfile
 
 import grpc
 import httpx
 import numpy as np
 import pytest
-from grpc_tools import protoc
 
 ADDR = os.environ["CYXWIZ_GRPC_ADDR"]
 HTTP = os.environ["CYXWIZ_HTTP_BASE"]
 CLASSIFIER = os.environ["CYXWIZ_CLASSIFIER"]
 OUTSIDE = os.environ["CYXWIZ_OUTSIDE_MODEL"]
-PROTO_DIR = os.environ["CYXWIZ_PROTO_DIR"]
 
-
-def _generate():
-    out = tempfile.mkdtemp(prefix="cyxwiz-stubs-")
-    files = [os.path.join("cyxwiz", f) for f in sorted(os.listdir(os.path.join(PROTO_DIR, "cyxwiz")))]
-    include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-    code = protoc.main(["protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", *files])
-    assert code == 0, "protoc failed"
-    sys.path.insert(0, out)
-
-
-_generate()
+import stubs  # noqa: E402,F401  (generates the cyxwiz package)
 from cyxwiz import common_pb2, deployment_pb2, deployment_pb2_grpc  # noqa: E402
 from cyxwiz import inference_pb2, inference_pb2_grpc  # noqa: E402
 
@@ -146,12 +131,26 @@ def test_errors_carry_precise_codes(channel):
     with pytest.raises(grpc.RpcError) as e:
         dep.CreateDeployment(deployment_pb2.CreateDeploymentRequest(config=config("classifier", CLASSIFIER)))
     assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    # A missing file inside the model directories is NOT_FOUND; outside them the answer is
+    # the same as for a file that exists there (no probing of the node's file system).
+    with pytest.raises(grpc.RpcError) as e:
+        dep.CreateDeployment(deployment_pb2.CreateDeploymentRequest(
+            config=config("missing", os.path.join(os.path.dirname(CLASSIFIER), "missing.onnx"))))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as e:
         dep.CreateDeployment(deployment_pb2.CreateDeploymentRequest(config=config("missing", "/nonexistent/m.onnx")))
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert e.value.details().replace("/nonexistent/m.onnx", OUTSIDE) == \
+        dep_error(dep, OUTSIDE).details()
     with pytest.raises(grpc.RpcError) as e:
         dep.GetDeployment(deployment_pb2.GetDeploymentRequest(deployment_id="nope"))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def dep_error(dep, path):
+    with pytest.raises(grpc.RpcError) as e:
+        dep.CreateDeployment(deployment_pb2.CreateDeploymentRequest(config=config("outside", path)))
+    return e.value
 
 
 def test_stop_and_delete_reach_the_http_side(channel):

@@ -1,7 +1,8 @@
 //! The node's gRPC DeploymentService and InferenceService from a second language: Python
 //! `grpcio` stubs generated from our proto/ files (tests/grpc_python) create a deployment over
 //! gRPC, run Infer, and call the same model over HTTP; a model deployed by config answers over
-//! gRPC. Then the gRPC TLS option with a self-signed certificate.
+//! gRPC. Then the gRPC TLS option with a self-signed certificate, and the hardening attacks
+//! (tests/grpc_python/test_attacks.py) against a node that requires keys.
 
 mod common;
 
@@ -56,7 +57,7 @@ fn python_grpcio_client_deploys_infers_and_meets_the_http_api() {
             "-q",
             "-p",
             "no:cacheprovider",
-            "tests/grpc_python",
+            "tests/grpc_python/test_grpc_client.py",
         ])
         .current_dir(&root)
         .env("CYXWIZ_GRPC_ADDR", format!("127.0.0.1:{port}"))
@@ -96,6 +97,112 @@ fn python_grpcio_client_deploys_infers_and_meets_the_http_api() {
         .map(|e| e.1)
         .collect();
     assert!(kinds.iter().any(|k| k == "deployment_deleted"), "{kinds:?}");
+}
+
+/// A shared library whose constructor writes `marker`: proof, if the file appears, that the
+/// node `dlopen`ed a library a caller named.
+fn evil_library(dir: &std::path::Path, marker: &std::path::Path) -> PathBuf {
+    let source = dir.join("evil.c");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <stdio.h>\n__attribute__((constructor)) static void owned(void) {{\n  FILE *f = fopen(\"{}\", \"w\"); if (f) {{ fputs(\"owned\", f); fclose(f); }}\n}}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let library = dir.join("libevil.so");
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cc: {}", stderr(&out));
+    library
+}
+
+#[test]
+fn an_exposed_node_refuses_the_hardening_attacks() {
+    let python = venv_python();
+    let node = Node::new();
+    node.write_config(&format!(
+        "{}\n[api]\nrequire_auth = true\n",
+        config().replace(
+            "[grpc]\nhost = \"127.0.0.1\"\n",
+            "[grpc]\nhost = \"127.0.0.1\"\nrequire_auth = true\nassign_job_per_minute = 20\n"
+        )
+    ));
+    let create = |args: &[&str]| {
+        let out = node.cli(&[&["keys", "create"], args].concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_string()
+    };
+    let inference = create(&["--name", "app"]);
+    let deploy = create(&["--name", "ops", "--scopes", "inference,deploy"]);
+    let marker = node.data_dir().join("owned.txt");
+    let evil = evil_library(node.data_dir(), &marker);
+    let port = free_port();
+    let mut running = node.start(&["--grpc-ports", &port.to_string()]);
+    common::wait_ready(&running);
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(&python)
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/grpc_python/test_attacks.py",
+        ])
+        .current_dir(&root)
+        .env("CYXWIZ_GRPC_ADDR", format!("127.0.0.1:{port}"))
+        .env("CYXWIZ_HTTP_BASE", format!("http://{}", running.addr))
+        .env("CYXWIZ_CLASSIFIER", classifier())
+        .env("CYXWIZ_PROTO_DIR", root.join("proto/proto"))
+        .env("CYXWIZ_INFERENCE_KEY", &inference)
+        .env("CYXWIZ_DEPLOY_KEY", &deploy)
+        .env("CYXWIZ_EVIL_LIBRARY", &evil)
+        .env("CYXWIZ_EVIL_MARKER", &marker)
+        .output()
+        .unwrap();
+    println!("{}", stdout(&out));
+    assert!(
+        out.status.success(),
+        "pytest failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(!marker.exists(), "a caller's library ran inside the node");
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "the node died"
+    );
+    // No caller text forged a log line.
+    let log = running.drain_log().join("\n");
+    assert!(
+        !log.lines().any(|l| l.contains("INFO forged line") && !l.contains("job")),
+        "{log}"
+    );
+    assert!(running.stop().success());
+
+    // The audit log kept the refusals with the caller's address, small and escaped.
+    let store = cyxwiz_node::store::Store::open(&node.data_dir().join("node.db")).unwrap();
+    let events = store.recent_audit(10_000).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.1 == "auth_failed" && e.3.contains("grpc from 127.0.0.1")),
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e.2.len() <= 512 && e.3.len() <= 2048));
+    assert!(events.iter().all(|e| !e.2.contains('\n') && !e.3.contains('\n')));
+    // Key use reached the database (batched, flushed at shutdown).
+    let keys = store.list_keys().unwrap();
+    let app = keys.iter().find(|k| k.name == "app").unwrap();
+    assert!(app.request_count >= 1, "{app:?}");
+    assert!(app.scopes == [cyxwiz_node::store::keys::Scope::Inference]);
 }
 
 #[test]

@@ -131,8 +131,16 @@ fn param_value(text: &str) -> serde_json::Value {
 
 /// Whether `path` lies inside one of `dirs` (after resolving links).
 fn inside(path: &std::path::Path, dirs: &[PathBuf]) -> bool {
-    let Ok(real) = path.canonicalize() else {
-        return false;
+    // A file that does not exist is judged by its (existing) directory.
+    let real = match path.canonicalize() {
+        Ok(real) => real,
+        Err(_) => match (
+            path.parent().and_then(|p| p.canonicalize().ok()),
+            path.file_name(),
+        ) {
+            (Some(dir), Some(name)) => dir.join(name),
+            _ => return false,
+        },
     };
     dirs.iter()
         .filter_map(|d| d.canonicalize().ok())
@@ -472,6 +480,8 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         assert!(inside(&file, &[dir.path().to_path_buf()]));
         assert!(!inside(&file, &[dir.path().join("other")]));
+        assert!(inside(&dir.path().join("missing.onnx"), &[dir.path().to_path_buf()]));
+        assert!(!inside(&dir.path().join("no/such/dir.onnx"), &[dir.path().to_path_buf()]));
         assert!(!inside(
             &dir.path().join("sub/../../etc/passwd"),
             &[dir.path().to_path_buf()]
