@@ -566,3 +566,57 @@ fn size_on_disk(path: &Path) -> u64 {
         std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> DeploymentConfig {
+        DeploymentConfig {
+            name: name.into(),
+            path: format!("/nonexistent/{name}.onnx").into(),
+            plugin: None,
+            aliases: Vec::new(),
+            threads: 0,
+            workers: 1,
+            queue_size: 1,
+            max_concurrent_requests: 0,
+            max_batch: 1,
+            pooling: None,
+            normalize: true,
+            options: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_number_of_deployments_is_capped_before_anything_loads() {
+        let mut config = Config::default();
+        config.limits.max_deployments = 2;
+        config.deployments = vec![entry("a"), entry("b")];
+        let deployments = Deployments::from_config(&config);
+        let registry = Registry::discover(&[], Default::default());
+        let refused = deployments.deploy(entry("c"), &registry).unwrap_err();
+        assert!(matches!(refused, DeployError::TooMany { max: 2 }));
+        assert_eq!(
+            refused.to_string(),
+            "this node already has 2 deployments ([limits] max_deployments); delete one first"
+        );
+        assert_eq!(deployments.snapshot().len(), 2);
+        // Replacing one that failed does not count twice.
+        let _ = deployments.deploy(entry("a"), &registry);
+        deployments.set("a", Status::Failed, "x".into(), None);
+        assert!(!matches!(
+            deployments.deploy(entry("a"), &registry),
+            Err(DeployError::TooMany { .. })
+        ));
+    }
+
+    #[test]
+    fn the_default_ram_budget_is_most_of_the_machine() {
+        assert_eq!(ram_budget_mb(512), 512);
+        let auto = ram_budget_mb(0);
+        if std::path::Path::new("/proc/meminfo").exists() {
+            assert!(auto > 0);
+        }
+    }
+}
