@@ -580,8 +580,9 @@ async fn an_untrusted_or_misnamed_certificate_never_receives_the_token() {
     .await;
     assert_eq!(st["central"]["state"], "disconnected", "{st}");
     drop(running);
-    let s = seen.lock().unwrap();
-    assert!(s.registrations.is_empty() && s.refused == 0, "{s:?}");
-    drop(s);
+    {
+        let s = seen.lock().unwrap();
+        assert!(s.registrations.is_empty() && s.refused == 0, "{s:?}");
+    }
     central.kill().await;
 }
