@@ -103,7 +103,7 @@ impl AuditLog {
         match tx.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+                if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
                     tracing::warn!("the audit log cannot keep up; events are being dropped");
                 }
             }

@@ -155,10 +155,16 @@ def test_unknown_model_is_not_found():
     assert e.value.body["code"] == "model_not_found"
 
 
-def test_key_restricted_to_a_model_gets_permission_denied():
+def test_a_key_restricted_to_a_model_sees_others_as_unknown():
     restricted = client(os.environ["CYXWIZ_EMBED_ONLY_KEY"])
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.NotFoundError) as allowed_elsewhere:
         restricted.chat.completions.create(model="chat", messages=CHAT, max_tokens=2)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        restricted.chat.completions.create(model="no-such-model", messages=CHAT, max_tokens=2)
+    # The answers are the same but for the name: the key learns nothing about `chat`.
+    assert allowed_elsewhere.value.body["code"] == unknown.value.body["code"] == "model_not_found"
+    assert allowed_elsewhere.value.body["message"].replace("chat", "X") == \
+        unknown.value.body["message"].replace("no-such-model", "X")
     assert {m.id for m in restricted.models.list()} == {"embed"}
     restricted.embeddings.create(model="embed", input="fine")
 
