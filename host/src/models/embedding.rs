@@ -414,7 +414,7 @@ impl<M: Backend> EmbeddingPipeline<M> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::models::worker::tests::{fake, Fake};
+    use crate::models::worker::tests::{fake, Calls, Fake};
 
     /// A word-level tokenizer (`a` = 1, `b` = 2, `c` = 3, no special tokens) reading at most 16
     /// tokens, written into `dir`.
@@ -434,8 +434,6 @@ pub(crate) mod tests {
         std::fs::write(&path, json.to_string()).unwrap();
         path
     }
-
-    type Calls = std::sync::Arc<std::sync::Mutex<Vec<(Vec<i64>, Vec<f64>)>>>;
 
     /// A pipeline over [`Fake`] (mean pooling, no normalisation) with the fake's call log,
     /// the receiver told when a call holding token id 3 starts, and the gate that releases it.

@@ -113,7 +113,16 @@ pub async fn create(
         ));
     }
     let worker = ctx.model(&caller, &req.model)?;
-    let out = worker.embed(input, limits.max_batch_tokens).await?;
+    let out = worker
+        .embed(input, limits.max_batch_tokens)
+        .await
+        .map_err(|e| {
+            let mut e = ApiError::from(e);
+            if e.status == axum::http::StatusCode::BAD_REQUEST && e.param.is_none() {
+                e.param = Some("input".into());
+            }
+            e
+        })?;
     if let Some(d) = req.dimensions {
         if d as usize != out.dim {
             return Err(ApiError::invalid_param(
@@ -149,4 +158,54 @@ pub async fn create(
             total_tokens: out.prompt_tokens,
         },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::openai::error::tests::{app, app_with, send};
+    use crate::openai::error::RequestLimits;
+    use axum::http::StatusCode;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn too_many_inputs_are_refused_before_any_work_and_the_node_stays_healthy() {
+        // The attack: 2048 inputs of 128 tokens in one request (1.4 -> 17.7 GB before).
+        let tokens = vec![vec![1000u32; 128]; 2048];
+        let texts = vec!["word ".repeat(127); 2048];
+        let app = app(&["a"]);
+        for input in [json!(tokens), json!(texts)] {
+            let body = json!({"model": "a", "input": input}).to_string();
+            let (status, json) = send(&app, "POST", "/v1/embeddings", None, &body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+            assert_eq!(json["error"]["param"], "input");
+            assert_eq!(
+                json["error"]["message"],
+                "`max_embedding_inputs` is 256, got 2048"
+            );
+        }
+        let (status, json) = send(&app, "GET", "/health", None, "").await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "`a` is loading: {json}"
+        );
+        assert_eq!(json["status"], "loading");
+
+        // The bound is the configured one; within it the request goes on to the model.
+        let limits = RequestLimits {
+            max_embedding_inputs: 4096,
+            ..RequestLimits::default()
+        };
+        let app = app_with(&["a"], Some(limits));
+        let body = json!({"model": "a", "input": tokens}).to_string();
+        let (status, json) = send(&app, "POST", "/v1/embeddings", None, &body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+        let body = json!({"model": "a", "input": []}).to_string();
+        let (status, json) = send(&app, "POST", "/v1/embeddings", None, &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+        assert_eq!(
+            json["error"]["message"],
+            "input must hold at least one item"
+        );
+    }
 }

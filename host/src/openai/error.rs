@@ -349,12 +349,14 @@ pub(crate) mod tests {
         let (restricted_key, _) = store
             .create_key("restricted", &[], &["a".to_string()], 0)
             .unwrap();
-        let mut config = Config::default();
-        config.deployments = models
-            .iter()
-            .filter(|m| !m.starts_with("failed"))
-            .map(|m| deployment(m))
-            .collect();
+        let config = Config {
+            deployments: models
+                .iter()
+                .filter(|m| !m.starts_with("failed"))
+                .map(|m| deployment(m))
+                .collect(),
+            ..Config::default()
+        };
         let registry = Arc::new(Registry::discover(&[], Default::default()));
         let deployments = Deployments::from_config(&config);
         for failed in models.iter().filter(|m| m.starts_with("failed")) {

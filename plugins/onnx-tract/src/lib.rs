@@ -5,7 +5,8 @@
 //! every thread shares (see `plans`). Errors are classified: a missing file is `NOT_FOUND`, a file that is
 //! not an ONNX protobuf is `INVALID_INPUT`, and a valid graph tract cannot run (control flow
 //! with branch-dependent shapes, unknown operators) is `UNSUPPORTED` with tract's reason, which
-//! names the node.
+//! names the node. A plan that fails at request time (it ran on the load-time probe, so the
+//! request's values or sizes are what it cannot take) is `INVALID_INPUT`.
 
 mod dtype;
 mod facts;

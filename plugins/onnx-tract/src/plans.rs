@@ -79,7 +79,49 @@ impl Plans {
                 }
             }
         };
-        plan.run(inputs)
-            .map_err(|e| Error::runtime(format!("tract failed to run the model: {}", describe(&e))))
+        plan.run(inputs).map_err(|e| run_error(&e))
+    }
+}
+
+/// The error of a plan that failed to run. The inputs matched the model's specs, and a
+/// symbolic plan already ran at load on the probe (every dynamic dimension a distinct size), a
+/// per-shape plan was compiled for exactly these shapes: what fails now is what this request
+/// holds (sizes the graph's arithmetic cannot reconcile, such as two inputs that must share a
+/// dimension and do not), so it is the caller's `INVALID_INPUT`, with tract's reason.
+fn run_error(e: &TractError) -> Error {
+    Error::invalid_input(format!(
+        "tract cannot run the model on these inputs: {}",
+        describe(e)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::math::add;
+
+    #[test]
+    fn inputs_that_disagree_on_a_shared_dimension_are_the_callers_error() {
+        // a[S] + b[S]: both inputs must have the same length.
+        let mut model = TypedModel::default();
+        let s = TDim::from(model.sym("S"));
+        let a = model.add_source("a", f32::fact([s.clone()])).unwrap();
+        let b = model.add_source("b", f32::fact([s])).unwrap();
+        let sum = model.wire_node("sum", add(), &[a, b]).unwrap();
+        model.select_output_outlets(&sum).unwrap();
+        let plans = Plans::Symbolic(model.into_runnable().unwrap());
+        let v = |values: &[f32]| Tensor::from(tract_ndarray::arr1(values)).into_tvalue();
+        let ok = plans.run(tvec![v(&[1.0, 2.0]), v(&[3.0, 4.0])]).unwrap();
+        assert_eq!(ok[0].shape(), &[2]);
+        let e = plans
+            .run(tvec![v(&[1.0, 2.0]), v(&[3.0, 4.0, 5.0])])
+            .unwrap_err();
+        assert_eq!(e.kind, cyxwiz_sdk::ErrorKind::INVALID_INPUT, "{e}");
+        assert!(
+            e.message
+                .starts_with("tract cannot run the model on these inputs: "),
+            "{e}"
+        );
     }
 }

@@ -5,12 +5,15 @@ use cyxwiz_sdk::{TensorSpec, TensorView};
 use std::sync::{mpsc as std_mpsc, Mutex};
 use std::time::Duration;
 
+/// Each call's first input: its shape and values.
+pub(crate) type Calls = Arc<Mutex<Vec<(Vec<i64>, Vec<f64>)>>>;
+
 /// A stand-in model: echoes float inputs (`x` to `y`), or for `input_ids` returns hidden
 /// states `[batch, seq, 2]` of (id, 1.0) per token. A call holding the value `block` waits
 /// until the test sends on its gate. Every call's first input shape is recorded.
 pub(crate) struct Fake {
     pub info: ModelInfo,
-    pub calls: Arc<Mutex<Vec<(Vec<i64>, Vec<f64>)>>>,
+    pub calls: Calls,
     pub block: f64,
     pub started: Mutex<std_mpsc::Sender<()>>,
     pub gate: Mutex<std_mpsc::Receiver<()>>,
@@ -20,12 +23,7 @@ pub(crate) struct Fake {
 pub(crate) fn fake(
     inputs: &[(&str, DType)],
     block: f64,
-) -> (
-    Fake,
-    Arc<Mutex<Vec<(Vec<i64>, Vec<f64>)>>>,
-    std_mpsc::Receiver<()>,
-    std_mpsc::Sender<()>,
-) {
+) -> (Fake, Calls, std_mpsc::Receiver<()>, std_mpsc::Sender<()>) {
     let spec = |name: &str, dtype| TensorSpec {
         name: name.to_string(),
         dtype,
