@@ -20,7 +20,7 @@ impl IntoResponses for ModelCallErrors {
         [
             (400, "Invalid request"),
             (401, "Missing or bad API key"),
-            (403, "Key not allowed for this model"),
+            (403, "Key without the `inference` scope"),
             (404, "Unknown model"),
             (413, "Body too large"),
             (429, "Rate limited or overloaded"),

@@ -162,6 +162,7 @@ pub fn router(state: Arc<AppState>, api: &ApiSection) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(api.max_body_bytes))
         .layer(Extension(BodyLimit(api.max_body_bytes)))
+        .layer(Extension(crate::openai::error::RequestLimits::from(api)))
         .with_state(state);
     let router = match cors(&api.cors_origins) {
         Some(layer) => router.layer(layer),
