@@ -1,11 +1,13 @@
 //! Helpers shared by the bench binaries: where the built plugins are, the reference Python,
-//! waiting for a server's `/health`, and a median timer.
+//! waiting for a server's `/health`, a median timer, and watching a running server (its
+//! `/health` latency, its RSS and threads, the kernel's listen-queue overflows), percentiles.
 #![allow(dead_code)] // each bench binary uses a different subset
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -63,4 +65,116 @@ pub fn wait_healthy(addr: &str, what: &str) {
         assert!(Instant::now() < deadline, "{what} never became healthy");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// One `/health` probe: when it started, how long it took, its status (0: no answer).
+pub type Probe = (Instant, Duration, u16);
+
+fn open(addr: &str) -> Option<BufReader<TcpStream>> {
+    let s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    Some(BufReader::new(s))
+}
+
+/// One `GET /health` on `conn`: its status, once the whole answer is read.
+fn health(conn: &mut BufReader<TcpStream>, addr: &str, keep_alive: bool) -> Option<u16> {
+    let close = if keep_alive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
+    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n{close}\r\n");
+    conn.get_mut().write_all(request.as_bytes()).ok()?;
+    let mut line = String::new();
+    conn.read_line(&mut line).ok()?;
+    let code = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        conn.read_line(&mut line).ok()?;
+        let h = line.trim().to_ascii_lowercase();
+        if h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    conn.read_exact(&mut vec![0u8; length]).ok()?;
+    Some(code)
+}
+
+/// Probes `/health` every `every` until `stop`: each time on a new connection (as a
+/// load balancer does), or all on one kept-alive connection, reopened within the probe if
+/// the server closed it.
+pub fn probe_loop(addr: &str, keep_alive: bool, every: Duration, stop: &AtomicBool) -> Vec<Probe> {
+    let mut conn = None;
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let start = Instant::now();
+        let mut code = None;
+        for _ in 0..2 {
+            if conn.is_none() {
+                conn = open(addr);
+            }
+            code = conn.as_mut().and_then(|c| health(c, addr, keep_alive));
+            if code.is_none() || !keep_alive {
+                conn = None;
+            }
+            if code.is_some() || !keep_alive {
+                break;
+            }
+        }
+        out.push((start, start.elapsed(), code.unwrap_or(0)));
+        std::thread::sleep(every.saturating_sub(start.elapsed()));
+    }
+    out
+}
+
+/// A number field of `/proc/<pid>/status` (`VmRSS` and `VmHWM` are in KiB).
+pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    value.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Samples process `pid`'s RSS (KiB) and threads every `every` until `stop`: the peaks.
+pub fn sample(pid: u32, every: Duration, stop: &AtomicBool) -> (u64, u64) {
+    let (mut rss, mut threads) = (0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        rss = rss.max(proc_status(pid, "VmRSS").unwrap_or(0));
+        threads = threads.max(proc_status(pid, "Threads").unwrap_or(0));
+        std::thread::sleep(every);
+    }
+    (rss, threads)
+}
+
+/// The kernel's count of connections dropped because a listen queue was full (all sockets).
+pub fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else {
+        return 0;
+    };
+    let mut pairs = names.split_whitespace().zip(values.split_whitespace());
+    pairs
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `p`th percentile of `sorted` (nearest rank); zero when empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Milliseconds, rounded.
+pub fn ms(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1000.0)
 }
