@@ -122,6 +122,33 @@ pub fn discover_plugins(config: &Config) -> Registry {
     )
 }
 
+/// Connections the kernel keeps waiting for `accept` on the HTTP port. The server accepts
+/// at most `[api] max_connections` at once; beyond that, connections wait here rather than
+/// overflowing tokio's default backlog of 128 (which makes clients retry their handshake after
+/// 1 s and 3 s).
+const HTTP_BACKLOG: u32 = 4096;
+
+/// Binds the HTTP listener with [`HTTP_BACKLOG`].
+async fn bind_http(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::AddrNotAvailable,
+        format!("{addr} resolves to no address"),
+    );
+    for resolved in tokio::net::lookup_host(addr).await? {
+        let socket = if resolved.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(resolved).and_then(|()| socket.listen(HTTP_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Runs the node until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -259,7 +286,7 @@ pub async fn run(
     // The HTTP port is bound first so gRPC answers can point at it.
     let http = if config.api.enabled {
         let addr = format!("{}:{}", config.api.host, config.api.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
+        let listener = bind_http(&addr)
             .await
             .map_err(|source| DaemonError::Http {
                 addr: addr.clone(),

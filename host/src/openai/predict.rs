@@ -102,10 +102,20 @@ fn parse(body: &[u8], limits: &RequestLimits) -> Result<(String, JsonInputs), Ap
     })
 }
 
-/// Runs `f` on a blocking thread.
+/// Permits for tensor JSON work: one per core, so a burst of large bodies queues here instead
+/// of starting hundreds of blocking threads that starve the async runtime (and `/health`).
+static JSON_WORK: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+});
+
+/// Runs `f` on a blocking thread once a JSON-work permit is free.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let _permit = JSON_WORK
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(format!("predict parsing queue closed: {e}")))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("predict parsing task failed: {e}")))?
