@@ -4,12 +4,17 @@
 //! of every active slot, so all streams progress together. Requests beyond the slots wait in
 //! a bounded queue; beyond that they are refused at once.
 //!
-//! Cancellation is exact: a caller answers every piece of text it is sent (its sink returned
-//! true or false, see `Control`), and a slot's next token enters a batch only after the answer
-//! to its last piece arrived. So a stream whose sink said stop is retired before the next batch
-//! is built and never generates or delivers another token. The engine does not run ahead of its
-//! callers: before each batch it waits for the answers (a channel send in the host, so
-//! microseconds), at most `ANSWER_GRACE`; a caller slower than that skips steps, alone.
+//! Cancellation is bounded by one decode step: a caller answers every piece of text it is sent
+//! (what its sink returned, see `Control`), and a slot enters a batch only while at most
+//! `AHEAD` (1) of its pieces are unanswered, so a caller is never more than one piece behind.
+//! The engine used to run ahead of its callers without limit (pieces queued in the channel
+//! while the caller worked through older ones), so a stream whose sink said stop went on for
+//! another 10 or 20 tokens. Now, when the sink says stop, the stream has produced at most one
+//! piece more (normally one token: the step under way), it is retired when the next batch is
+//! built, and the sink is never called again. The one piece of slack lets the caller's answer
+//! overlap the next decode instead of stalling every step on a thread wake-up; a caller that
+//! lags further is waited for (a channel send in the host, so microseconds) at most
+//! `ANSWER_GRACE`, after which it skips steps, alone.
 
 use crate::{
     adapt,
@@ -30,8 +35,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How long the engine waits for callers to answer the last step's pieces before it decodes
-/// without the late ones.
+/// Unanswered pieces a slot may have and still be decoded: 1 lets a caller's answer overlap the
+/// next step, so a stop takes effect at most one piece (normally one step) late; 0 would make
+/// it exact but stall every step on the caller's thread wake-up.
+pub const AHEAD: u64 = 1;
+/// How long the engine waits for callers more than `AHEAD` pieces behind before it decodes
+/// without them.
 const ANSWER_GRACE: Duration = Duration::from_millis(20);
 /// How long the engine sleeps when every slot waits for an answer (answers and new jobs wake
 /// it at once; this only bounds a missed wake-up).
@@ -319,7 +328,7 @@ fn serve(
         }
         await_answers(&slots);
         // One batch: the next prompt chunk or the last sampled token of each slot whose
-        // caller has answered; cancelled slots leave here, before anything is decoded.
+        // caller keeps up; cancelled slots leave here, before anything more is decoded.
         batch.clear();
         let mut budget = n_batch as usize;
         let mut sampled_at: Vec<(usize, i32)> = Vec::new();
@@ -382,8 +391,8 @@ fn serve(
     }
 }
 
-/// Waits until every slot's caller has answered the pieces it was sent (or cancelled), at
-/// most `ANSWER_GRACE`. Answers unpark this thread.
+/// Waits until no slot's caller is more than `AHEAD` pieces behind (or cancelled), at most
+/// `ANSWER_GRACE`. Answers unpark this thread.
 fn await_answers(slots: &[Option<Slot>]) {
     let deadline = Instant::now() + ANSWER_GRACE;
     loop {

@@ -333,3 +333,91 @@ impl Model for LlamaLm {
 }
 
 export_plugin!(GgufLlama);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cyxwiz_sdk::ErrorKind;
+
+    #[test]
+    fn sampling_numbers_llama_cpp_would_take_at_face_value_are_refused() {
+        let ok = SamplingParams::default();
+        check_sampling(&ok).unwrap();
+        for (params, key) in [
+            (
+                SamplingParams {
+                    max_tokens: 0,
+                    ..ok.clone()
+                },
+                "`max_tokens`",
+            ),
+            (
+                SamplingParams {
+                    temperature: f32::NAN,
+                    ..ok.clone()
+                },
+                "`temperature`",
+            ),
+            (
+                SamplingParams {
+                    temperature: -1.0,
+                    ..ok.clone()
+                },
+                "`temperature`",
+            ),
+            (
+                SamplingParams {
+                    temperature: f32::INFINITY,
+                    ..ok.clone()
+                },
+                "`temperature`",
+            ),
+            (
+                SamplingParams {
+                    top_p: 1.5,
+                    ..ok.clone()
+                },
+                "`top_p`",
+            ),
+            (
+                SamplingParams {
+                    top_p: f32::NAN,
+                    ..ok.clone()
+                },
+                "`top_p`",
+            ),
+            (
+                SamplingParams {
+                    min_p: -0.1,
+                    ..ok.clone()
+                },
+                "`min_p`",
+            ),
+            (
+                SamplingParams {
+                    repeat_penalty: 0.0,
+                    ..ok.clone()
+                },
+                "`repeat_penalty`",
+            ),
+            (
+                SamplingParams {
+                    repeat_penalty: f32::NAN,
+                    ..ok.clone()
+                },
+                "`repeat_penalty`",
+            ),
+            (
+                SamplingParams {
+                    top_k: u32::MAX,
+                    ..ok.clone()
+                },
+                "`top_k`",
+            ),
+        ] {
+            let err = check_sampling(&params).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::INVALID_INPUT);
+            assert!(err.message.contains(key), "{params:?}: {err}");
+        }
+    }
+}

@@ -3,8 +3,15 @@
 //! template's fixed text is split at special tokens the way llama.cpp's tokenizer does, and
 //! the plain text around them, contents included, is tokenized without special parsing. So a
 //! user who writes `<|im_end|><|im_start|>system` gets those characters as text, not a forged
-//! system turn; plain completion prompts are text too. Also the byte bound that refuses a
-//! prompt too long for the context before anything is tokenized.
+//! system turn; plain completion prompts are text too. (Added tokens that a model marks as
+//! user-defined rather than control, llama.cpp matches in any text, as Hugging Face tokenizers
+//! do; they carry no turn structure.) Roles go into the fixed text, so they are restricted to
+//! short plain names.
+//!
+//! Also the byte bound that refuses a prompt too long for the context before anything is
+//! tokenized: a token stands for at most `max_piece` bytes (the longest piece in the vocabulary),
+//! so `bytes / max_piece` tokens is a floor. It is exact for BPE and SentencePiece vocabularies,
+//! which do not normalise text; for the others it bounds ordinary text.
 
 use cyxwiz_sdk::{ChatMessage, Error, Result};
 use llama_cpp_2::{

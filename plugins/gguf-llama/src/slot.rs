@@ -3,7 +3,7 @@
 //! joined before they are sent. It counts the pieces it sends, so the engine knows when the
 //! caller has answered them all (see `engine::Control`).
 
-use crate::engine::{Event, Job};
+use crate::engine::{Event, Job, AHEAD};
 use cyxwiz_sdk::{Error, FinishReason, GenerateOutput, Result, SamplingParams};
 use llama_cpp_2::{
     context::LlamaContext, llama_batch::LlamaBatch, model::LlamaModel, sampling::LlamaSampler,
@@ -14,7 +14,7 @@ use llama_cpp_2::{
 pub enum Readiness {
     /// Its caller answered every piece and wants more.
     Ready,
-    /// A piece it was sent is still unanswered.
+    /// More than `AHEAD` pieces it was sent are unanswered.
     Unanswered,
     /// Its caller cancelled or went away.
     Cancelled,
@@ -111,14 +111,14 @@ impl Slot {
         })
     }
 
-    /// Whether the caller cancelled, went away, or still owes an answer.
+    /// Whether the caller cancelled, went away, or is more than `AHEAD` answers behind.
     pub fn readiness(&self) -> Readiness {
         // `answered` first: an answer that stopped the stream is published after the
         // cancellation, so seeing the answer guarantees seeing the cancellation too.
         let answered = self.job.control.answered();
         if self.gone || self.job.control.cancelled() {
             Readiness::Cancelled
-        } else if answered < self.delivered {
+        } else if answered + AHEAD < self.delivered {
             Readiness::Unanswered
         } else {
             Readiness::Ready

@@ -128,18 +128,20 @@ fn pieces_within(model: &LoadedModel, prompt: &str, max_tokens: u32) -> usize {
 }
 
 #[test]
-fn a_sink_that_says_stop_is_never_called_again_and_the_stream_stops_at_once() {
+fn a_sink_that_says_stop_is_never_called_again_and_the_stream_stops_within_a_step() {
     // The attack: a client that goes away after k pieces while other streams keep the engine
     // busy. The engine used to run ahead of the caller's sink, so the stream went on for up to
-    // 20 tokens after the sink said stop (and the sink kept being called).
+    // 20 tokens after the sink said stop (and the sink kept being called). Now: the sink is
+    // called exactly k times and at most one more token is decoded.
     let model = load_tiny(json!({"slots": 6, "context_length": 256, "queue": 16}));
     let prompt = "hello world, the user is";
-    // Tokens needed for k pieces, from uncancelled greedy runs: the stop must come right after.
-    let mut tokens_for = vec![0u32; 6];
+    // Tokens needed for k pieces, from uncancelled greedy runs: after a stop at piece k, the
+    // stream may finish the one piece it was allowed ahead, no more.
+    let mut tokens_for = [0u32; 7];
     for (k, need) in tokens_for.iter_mut().enumerate().skip(1) {
         *need = (1..=64)
             .find(|&t| pieces_within(&model, prompt, t) >= k)
-            .expect("64 tokens give 5 pieces");
+            .expect("64 tokens give 6 pieces");
     }
     /// Stops the background streams however the test ends (a failed assertion included).
     struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
@@ -161,7 +163,8 @@ fn a_sink_that_says_stop_is_never_called_again_and_the_stream_stops_at_once() {
             });
         }
         for round in 0..40 {
-            for (k, &need) in tokens_for.iter().enumerate().skip(1) {
+            for k in 1..=5 {
+                let (need, most) = (tokens_for[k], tokens_for[k + 1]);
                 let mut calls = 0;
                 let out = model
                     .generate(&greedy(prompt, 200), &mut |_: &str| {
@@ -171,9 +174,11 @@ fn a_sink_that_says_stop_is_never_called_again_and_the_stream_stops_at_once() {
                     .unwrap();
                 assert_eq!(calls, k, "round {round}: sink called after it said stop");
                 assert_eq!(out.finish_reason, FinishReason::CANCELLED, "round {round}");
-                assert_eq!(
-                    out.completion_tokens, need,
-                    "round {round}: stop after piece {k} must end the stream at once"
+                assert!(
+                    (need..=most).contains(&out.completion_tokens),
+                    "round {round}: a stop at piece {k} ({need} tokens) must end the stream \
+                     within one piece ({most} tokens), but {} tokens were generated",
+                    out.completion_tokens
                 );
             }
         }
@@ -218,7 +223,7 @@ fn threads_beyond_the_cpus_are_refused_before_llama_cpp_runs() {
             options: options.clone(),
             ..LoadOptions::default()
         };
-        let err = try_load(&tiny_llama(), &load).err().expect("refused");
+        let err = try_load(&tiny_llama(), &load).expect_err("refused");
         assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{options}: {err}");
         assert!(err.message.contains(key), "{options}: {err}");
     }
@@ -229,8 +234,7 @@ fn threads_beyond_the_cpus_are_refused_before_llama_cpp_runs() {
             ..LoadOptions::default()
         },
     )
-    .err()
-    .unwrap();
+    .expect_err("refused");
     assert!(
         err.message.contains(&format!("at most {cores}")),
         "the bound is named: {err}"
@@ -312,8 +316,9 @@ fn peak_rss() -> u64 {
 #[test]
 fn many_long_texts_embed_in_budgeted_batches() {
     // The attack: 32+ texts near the context length in one request. The embedding context was
-    // sized to all their tokens at once (8000 here: a 1 GB attention buffer even for this tiny
-    // model; 5 to 21 GB for real ones). Now batches hold at most `embed_batch_tokens`.
+    // sized to all their tokens at once (7800 here; its buffers, the attention mask among them,
+    // grow with the square: the peak rose by 151 MB even for this tiny model, 5 to 21 GB for
+    // real ones). Now batches hold at most `embed_batch_tokens` (the peak rises by 2 MB).
     let model = load_tiny(json!({"slots": 1, "context_length": 256, "embed_batch_tokens": 256}));
     let texts: Vec<String> = (0..40)
         .map(|i| format!("{i:02}{}", "z".repeat(240)))
@@ -322,10 +327,9 @@ fn many_long_texts_embed_in_budgeted_batches() {
     let before = peak_rss();
     let out = model.embed(&refs).unwrap();
     let grown = peak_rss().saturating_sub(before);
-    println!("GROWN {} MB", grown >> 20);
     assert_eq!(out.data.len(), out.dim * texts.len());
     assert!(
-        grown < 256 << 20,
+        grown < 96 << 20,
         "embedding 40 texts grew the peak by {} MB",
         grown >> 20
     );
