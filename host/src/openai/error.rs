@@ -319,7 +319,7 @@ pub(crate) mod tests {
         server::AppState,
         store::Store,
     };
-    use axum::{body::Body, Extension, Router};
+    use axum::{body::Body, Router};
     use std::sync::{Arc, Mutex};
 
     /// The router, a key that may use only model `a`, and the scratch directory.
@@ -379,11 +379,14 @@ pub(crate) mod tests {
             plugins_failed: 0,
             started: std::time::Instant::now(),
         });
-        let router = crate::server::router(state, &ApiSection::default());
-        let router = match limits {
-            Some(limits) => router.layer(Extension(limits)),
-            None => router,
-        };
+        // The limits reach the handlers the way `[api]` does in the node: through the router.
+        let mut api = ApiSection::default();
+        if let Some(limits) = limits {
+            api.max_tensor_elements = limits.tensors.max_elements;
+            api.max_embedding_inputs = limits.max_embedding_inputs;
+            api.max_batch_tokens = limits.max_batch_tokens;
+        }
+        let router = crate::server::router(state, &api);
         App {
             router,
             restricted_key,
