@@ -40,7 +40,10 @@ pub fn clean(text: &str, max: usize) -> String {
             '\\' => "\\\\".into(),
             '"' => "\\\"".into(),
             c if c.is_control()
-                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}') =>
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+                ) =>
             {
                 c.escape_unicode().collect()
             }
@@ -103,7 +106,11 @@ impl AuditLog {
         match tx.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
+                if self
+                    .dropped
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(1000)
+                {
                     tracing::warn!("the audit log cannot keep up; events are being dropped");
                 }
             }

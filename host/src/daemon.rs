@@ -141,7 +141,10 @@ async fn bind_http(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
             tokio::net::TcpSocket::new_v6()?
         };
         socket.set_reuseaddr(true)?;
-        match socket.bind(resolved).and_then(|()| socket.listen(HTTP_BACKLOG)) {
+        match socket
+            .bind(resolved)
+            .and_then(|()| socket.listen(HTTP_BACKLOG))
+        {
             Ok(listener) => return Ok(listener),
             Err(e) => last = e,
         }
@@ -286,12 +289,10 @@ pub async fn run(
     // The HTTP port is bound first so gRPC answers can point at it.
     let http = if config.api.enabled {
         let addr = format!("{}:{}", config.api.host, config.api.port);
-        let listener = bind_http(&addr)
-            .await
-            .map_err(|source| DaemonError::Http {
-                addr: addr.clone(),
-                source,
-            })?;
+        let listener = bind_http(&addr).await.map_err(|source| DaemonError::Http {
+            addr: addr.clone(),
+            source,
+        })?;
         let bound = listener
             .local_addr()
             .map(|a| a.to_string())

@@ -175,14 +175,12 @@ fn an_exposed_node_refuses_the_hardening_attacks() {
         stderr(&out)
     );
     assert!(!marker.exists(), "a caller's library ran inside the node");
-    assert!(
-        running.child.try_wait().unwrap().is_none(),
-        "the node died"
-    );
+    assert!(running.child.try_wait().unwrap().is_none(), "the node died");
     // No caller text forged a log line.
     let log = running.drain_log().join("\n");
     assert!(
-        !log.lines().any(|l| l.contains("INFO forged line") && !l.contains("job")),
+        !log.lines()
+            .any(|l| l.contains("INFO forged line") && !l.contains("job")),
         "{log}"
     );
     assert!(running.stop().success());
@@ -197,7 +195,9 @@ fn an_exposed_node_refuses_the_hardening_attacks() {
         "{events:?}"
     );
     assert!(events.iter().all(|e| e.2.len() <= 512 && e.3.len() <= 2048));
-    assert!(events.iter().all(|e| !e.2.contains('\n') && !e.3.contains('\n')));
+    assert!(events
+        .iter()
+        .all(|e| !e.2.contains('\n') && !e.3.contains('\n')));
     // Key use reached the database (batched, flushed at shutdown).
     let keys = store.list_keys().unwrap();
     let app = keys.iter().find(|k| k.name == "app").unwrap();

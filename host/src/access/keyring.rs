@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(ring.flush(&mut cli).unwrap(), 1);
         assert_eq!(cli.list_keys().unwrap()[0].request_count, 2);
         cli.revoke_key("a").unwrap();
-        assert!(ring.lookup(&key).is_none(), "revocation counts on the next lookup");
+        assert!(
+            ring.lookup(&key).is_none(),
+            "revocation counts on the next lookup"
+        );
     }
 
     #[test]

@@ -178,7 +178,9 @@ mod tests {
             access.check(Some("cyx-nope"), Scope::Inference, true),
             Err(Denied::Unknown { .. })
         ));
-        let denied = access.check(Some(&infer), Scope::Deploy, false).unwrap_err();
+        let denied = access
+            .check(Some(&infer), Scope::Deploy, false)
+            .unwrap_err();
         assert_eq!(
             denied.to_string(),
             "API key `i` lacks the `deploy` scope (create a key with `--scopes deploy`)"

@@ -596,8 +596,16 @@ impl Config {
             ));
         }
         for (key, value, max) in [
-            ("api.max_tensor_elements", self.api.max_tensor_elements, 1 << 30),
-            ("api.max_embedding_inputs", self.api.max_embedding_inputs, 1 << 16),
+            (
+                "api.max_tensor_elements",
+                self.api.max_tensor_elements,
+                1 << 30,
+            ),
+            (
+                "api.max_embedding_inputs",
+                self.api.max_embedding_inputs,
+                1 << 16,
+            ),
             ("api.max_batch_tokens", self.api.max_batch_tokens, 1 << 24),
         ] {
             if !(1..=max).contains(&value) {
@@ -767,25 +775,52 @@ impl Config {
             }
         }
         for (key, value, range) in [
-            ("grpc.assign_job_per_minute", self.grpc.assign_job_per_minute, 1..=100_000),
-            ("grpc.max_concurrent_requests", self.grpc.max_concurrent_requests, 1..=10_000),
-            ("grpc.max_concurrent_streams", self.grpc.max_concurrent_streams, 1..=10_000),
-            ("limits.max_deployments", self.limits.max_deployments, 1..=10_000),
+            (
+                "grpc.assign_job_per_minute",
+                self.grpc.assign_job_per_minute,
+                1..=100_000,
+            ),
+            (
+                "grpc.max_concurrent_requests",
+                self.grpc.max_concurrent_requests,
+                1..=10_000,
+            ),
+            (
+                "grpc.max_concurrent_streams",
+                self.grpc.max_concurrent_streams,
+                1..=10_000,
+            ),
+            (
+                "limits.max_deployments",
+                self.limits.max_deployments,
+                1..=10_000,
+            ),
             ("limits.max_slots", self.limits.max_slots, 1..=64),
-            ("limits.max_context_length", self.limits.max_context_length, 16..=1 << 20),
+            (
+                "limits.max_context_length",
+                self.limits.max_context_length,
+                16..=1 << 20,
+            ),
             ("limits.max_batch", self.limits.max_batch, 1..=1 << 16),
             ("limits.max_threads", self.limits.max_threads, 0..=4096),
         ] {
             if !range.contains(&value) {
                 return Err(self.key_error(
                     key,
-                    format!("must be in {}..={}, got {value}", range.start(), range.end()),
+                    format!(
+                        "must be in {}..={}, got {value}",
+                        range.start(),
+                        range.end()
+                    ),
                 ));
             }
         }
         for (key, value) in [
             ("grpc.max_message_bytes", self.grpc.max_message_bytes),
-            ("grpc.max_infer_message_bytes", self.grpc.max_infer_message_bytes),
+            (
+                "grpc.max_infer_message_bytes",
+                self.grpc.max_infer_message_bytes,
+            ),
         ] {
             if !(1024..=1 << 30).contains(&value) {
                 return Err(self.key_error(

@@ -119,18 +119,29 @@ mod tests {
         let ort = ["onnx-ort".to_string()];
         let llama = ["gguf-llama".to_string()];
         let err = check(&limits, &ort, &deployment(r#"library = "/tmp/x.so""#, 0)).unwrap_err();
-        assert!(err.0.contains("`library` is set by the node's operator"), "{err}");
+        assert!(
+            err.0.contains("`library` is set by the node's operator"),
+            "{err}"
+        );
         assert!(check(&limits, &ort, &deployment(r#"device = "cuda""#, 0)).is_err());
         let err = check(&limits, &llama, &deployment("", 2_147_483_647)).unwrap_err();
         assert!(err.0.starts_with("`threads` must be at most"), "{err}");
         assert!(err.0.contains("max_threads"), "{err}");
         let err = check(&limits, &llama, &deployment("slots = 64", 0)).unwrap_err();
-        assert_eq!(err.0, "`slots` must be at most 8 ([limits] max_slots), got 64");
+        assert_eq!(
+            err.0,
+            "`slots` must be at most 8 ([limits] max_slots), got 64"
+        );
         let err = check(&limits, &llama, &deployment("context_length = 10000000", 0)).unwrap_err();
         assert!(err.0.contains("max_context_length"), "{err}");
         assert!(check(&limits, &llama, &deployment("slots = -1", 0)).is_err());
         assert!(check(&limits, &llama, &deployment(r#"slots = "4""#, 0)).is_err());
-        assert!(check(&limits, &llama, &deployment("slots = 2\ncontext_length = 512", 1)).is_ok());
+        assert!(check(
+            &limits,
+            &llama,
+            &deployment("slots = 2\ncontext_length = 512", 1)
+        )
+        .is_ok());
         // A plugin nobody listed accepts no caller options at all.
         assert!(check(&limits, &["third-party".into()], &deployment("x = 1", 0)).is_err());
         // The operator may open more.

@@ -109,7 +109,9 @@ pub enum DeployError {
         budget_mb: u64,
     },
     /// The node keeps as many deployments as it may.
-    #[error("this node already has {max} deployments ([limits] max_deployments); delete one first")]
+    #[error(
+        "this node already has {max} deployments ([limits] max_deployments); delete one first"
+    )]
     TooMany {
         /// The limit.
         max: usize,

@@ -480,8 +480,14 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         assert!(inside(&file, &[dir.path().to_path_buf()]));
         assert!(!inside(&file, &[dir.path().join("other")]));
-        assert!(inside(&dir.path().join("missing.onnx"), &[dir.path().to_path_buf()]));
-        assert!(!inside(&dir.path().join("no/such/dir.onnx"), &[dir.path().to_path_buf()]));
+        assert!(inside(
+            &dir.path().join("missing.onnx"),
+            &[dir.path().to_path_buf()]
+        ));
+        assert!(!inside(
+            &dir.path().join("no/such/dir.onnx"),
+            &[dir.path().to_path_buf()]
+        ));
         assert!(!inside(
             &dir.path().join("sub/../../etc/passwd"),
             &[dir.path().to_path_buf()]

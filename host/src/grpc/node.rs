@@ -181,7 +181,9 @@ impl NodeService for NodeSvc {
             .ok_or_else(|| Status::invalid_argument("AssignJobRequest.job is missing"))?;
         if let Err(why) = check_job_id(&job.job_id) {
             tracing::info!(%peer, id = %crate::audit::clean(&job.job_id, 64), why, "refused an AssignJob");
-            return Err(Status::invalid_argument(format!("AssignJobRequest.job.job_id {why}")));
+            return Err(Status::invalid_argument(format!(
+                "AssignJobRequest.job.job_id {why}"
+            )));
         }
         let our_id = state.app.central.node_id();
         let (code, reason) = policy_refusal(

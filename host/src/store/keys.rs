@@ -96,7 +96,9 @@ pub fn hash_key(key: &str) -> String {
 impl KeyRecord {
     /// Whether the key grants `scope` (`admin` grants all).
     pub fn allows(&self, scope: Scope) -> bool {
-        self.scopes.iter().any(|s| *s == scope || *s == Scope::Admin)
+        self.scopes
+            .iter()
+            .any(|s| *s == scope || *s == Scope::Admin)
     }
 }
 
@@ -192,7 +194,14 @@ impl Store {
             .execute(
                 "INSERT INTO api_keys (name, prefix, hash, models, rpm, scopes, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, strftime('%Y-%m-%dT%H:%M:%SZ','now'))",
-                params![name, prefix, hash_key(&key), models.join(","), rpm, scopes_text],
+                params![
+                    name,
+                    prefix,
+                    hash_key(&key),
+                    models.join(","),
+                    rpm,
+                    scopes_text
+                ],
             )
             .map_err(|e| self.wrap(e))?;
         self.audit(
@@ -327,7 +336,9 @@ mod tests {
         // Only the hash is stored.
         let stored: String = store
             .conn
-            .query_row("SELECT hash FROM api_keys WHERE name = 'ci'", [], |r| r.get(0))
+            .query_row("SELECT hash FROM api_keys WHERE name = 'ci'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(stored, hash_key(&key));
         assert!(!stored.contains(&key[4..]));
@@ -343,7 +354,11 @@ mod tests {
         assert!(ci.last_used_at.is_some());
 
         store.revoke_key("ci").unwrap();
-        assert!(store.active_keys().unwrap().iter().all(|(_, k)| k.name != "ci"));
+        assert!(store
+            .active_keys()
+            .unwrap()
+            .iter()
+            .all(|(_, k)| k.name != "ci"));
         assert!(matches!(store.revoke_key("ci"), Err(KeyError::NotFound(_))));
         // The name is free again once revoked.
         store.create_key("ci", &[], &[], 0).unwrap();
