@@ -13,8 +13,10 @@
 //! piece more (normally one token: the step under way), it is retired when the next batch is
 //! built, and the sink is never called again. The one piece of slack lets the caller's answer
 //! overlap the next decode instead of stalling every step on a thread wake-up; a caller that
-//! lags further is waited for (a channel send in the host, so microseconds) at most
-//! `ANSWER_GRACE`, after which it skips steps, alone.
+//! lags further skips steps, alone: the others are decoded without waiting for it (waiting up
+//! to 20 ms per step for the slowest caller cut the engine's throughput under CPU contention,
+//! where a caller's thread often is not scheduled within one step). When no slot can be
+//! decoded the engine parks until an answer or a new job wakes it.
 
 use crate::{
     adapt,
@@ -32,16 +34,13 @@ use std::{
         mpsc, Arc,
     },
     thread::Thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 /// Unanswered pieces a slot may have and still be decoded: 1 lets a caller's answer overlap the
 /// next step, so a stop takes effect at most one piece (normally one step) late; 0 would make
 /// it exact but stall every step on the caller's thread wake-up.
 pub const AHEAD: u64 = 1;
-/// How long the engine waits for callers more than `AHEAD` pieces behind before it decodes
-/// without them.
-const ANSWER_GRACE: Duration = Duration::from_millis(20);
 /// How long the engine sleeps when every slot waits for an answer (answers and new jobs wake
 /// it at once; this only bounds a missed wake-up).
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -326,7 +325,6 @@ fn serve(
         if busy.is_none() && slots.iter().any(Option::is_some) {
             busy = Some(adapt::Busy::new(threads.0.max(threads.1)));
         }
-        await_answers(&slots);
         // One batch: the next prompt chunk or the last sampled token of each slot whose
         // caller keeps up; cancelled slots leave here, before anything more is decoded.
         batch.clear();
@@ -388,25 +386,5 @@ fn serve(
                 let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
             }
         }
-    }
-}
-
-/// Waits until no slot's caller is more than `AHEAD` pieces behind (or cancelled), at most
-/// `ANSWER_GRACE`. Answers unpark this thread.
-fn await_answers(slots: &[Option<Slot>]) {
-    let deadline = Instant::now() + ANSWER_GRACE;
-    loop {
-        let pending = slots
-            .iter()
-            .flatten()
-            .any(|s| s.readiness() == Readiness::Unanswered);
-        if !pending {
-            return;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
-        std::thread::park_timeout(deadline - now);
     }
 }
