@@ -128,6 +128,41 @@ pub fn discover_plugins(config: &Config) -> Registry {
 /// 1 s and 3 s).
 const HTTP_BACKLOG: u32 = 4096;
 
+/// Raises the soft open-file limit towards the hard one (as servers commonly do; the default
+/// soft limit of 1024 would end the node's accepts long before `[api] max_connections`) and
+/// warns when the connections allowed could still exhaust it.
+fn raise_open_files(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !ok {
+        return;
+    }
+    let wanted = limit.rlim_max.min(1 << 20);
+    if limit.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = wanted;
+        }
+    }
+    // Models, plugins, the database and gRPC need descriptors too.
+    let needed = max_connections as u64 + 512;
+    if (limit.rlim_cur as u64) < needed {
+        tracing::warn!(
+            open_files = limit.rlim_cur as u64,
+            max_connections,
+            "the open-file limit is below [api] max_connections + 512; lower max_connections or raise the limit (ulimit -n)"
+        );
+    }
+}
+
 /// Binds the HTTP listener with [`HTTP_BACKLOG`].
 async fn bind_http(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
     let mut last = std::io::Error::new(
@@ -289,6 +324,7 @@ pub async fn run(
     // The HTTP port is bound first so gRPC answers can point at it.
     let http = if config.api.enabled {
         let addr = format!("{}:{}", config.api.host, config.api.port);
+        raise_open_files(config.api.max_connections);
         let listener = bind_http(&addr).await.map_err(|source| DaemonError::Http {
             addr: addr.clone(),
             source,

@@ -486,7 +486,7 @@ impl Default for ApiSection {
             allowed_hosts: Vec::new(),
             header_timeout_seconds: 10,
             body_timeout_seconds: 30,
-            max_connections: 512,
+            max_connections: 2048,
             shutdown_grace_seconds: 10,
             max_tensor_elements: 4 << 20,
             max_embedding_inputs: 256,
