@@ -469,7 +469,7 @@ mod tests {
         assert!(valid.validate().is_ok());
         assert_eq!(
             Limits::from_api(&valid.api),
-            limits(10, 30, 512, 10),
+            limits(10, 30, 2048, 10),
             "defaults"
         );
         let mut bad = Config::default();
