@@ -154,9 +154,9 @@ fn raise_open_files(max_connections: usize) {
     }
     // Models, plugins, the database and gRPC need descriptors too.
     let needed = max_connections as u64 + 512;
-    if (limit.rlim_cur as u64) < needed {
+    if limit.rlim_cur < needed {
         tracing::warn!(
-            open_files = limit.rlim_cur as u64,
+            open_files = limit.rlim_cur,
             max_connections,
             "the open-file limit is below [api] max_connections + 512; lower max_connections or raise the limit (ulimit -n)"
         );
