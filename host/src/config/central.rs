@@ -148,12 +148,12 @@ impl Config {
             ),
             ("reconnect_delay_seconds", section.reconnect_delay_seconds),
         ] {
-            if !(1..=3600).contains(&value) {
-                return Err(self.key_error(
-                    &format!("central_server.{key}"),
-                    format!("must be between 1 and 3600 seconds, got {value}"),
-                ));
-            }
+            self.in_range(
+                &format!("central_server.{key}"),
+                value,
+                1..=3600,
+                " seconds",
+            )?;
         }
         for (key, set) in [
             ("ca_file", !section.ca_file.as_os_str().is_empty()),

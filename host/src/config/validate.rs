@@ -4,6 +4,27 @@
 use super::{Config, ConfigError, JOB_TYPES};
 
 impl Config {
+    /// `key`'s `value` must lie in `range`; `unit` (with its leading space) follows the bounds.
+    pub(super) fn in_range<T: PartialOrd + std::fmt::Display>(
+        &self,
+        key: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+        unit: &str,
+    ) -> Result<(), ConfigError> {
+        if range.contains(&value) {
+            return Ok(());
+        }
+        Err(self.key_error(
+            key,
+            format!(
+                "must be between {} and {}{unit}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+
     /// Checks values that the types alone do not constrain.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node.name.trim().is_empty() {
@@ -58,9 +79,7 @@ impl Config {
             ),
             ("api.max_batch_tokens", self.api.max_batch_tokens, 1 << 24),
         ] {
-            if !(1..=max).contains(&value) {
-                return Err(self.key_error(key, format!("must be in 1..={max}, got {value}")));
-            }
+            self.in_range(key, value, 1..=max, "")?;
         }
         self.validate_api_limits()?;
         if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
@@ -99,12 +118,12 @@ impl Config {
                     format!("must be between 0 (automatic) and 256, got {}", d.workers),
                 ));
             }
-            if !(1..=4096).contains(&d.max_batch) {
-                return Err(self.key_error(
-                    &format!("deployments[{i}].max_batch"),
-                    format!("must be between 1 and 4096, got {}", d.max_batch),
-                ));
-            }
+            self.in_range(
+                &format!("deployments[{i}].max_batch"),
+                d.max_batch,
+                1..=4096,
+                "",
+            )?;
             if let Some(p) = &d.pooling {
                 if !matches!(p.as_str(), "mean" | "cls") {
                     return Err(self.key_error(
@@ -138,19 +157,9 @@ impl Config {
                 3600,
             ),
         ] {
-            if !(min..=max).contains(&value) {
-                return Err(self.key_error(
-                    &format!("api.{key}"),
-                    format!("must be between {min} and {max} seconds, got {value}"),
-                ));
-            }
+            self.in_range(&format!("api.{key}"), value, min..=max, " seconds")?;
         }
-        if !(1..=65_536).contains(&api.max_connections) {
-            return Err(self.key_error(
-                "api.max_connections",
-                format!("must be between 1 and 65536, got {}", api.max_connections),
-            ));
-        }
+        self.in_range("api.max_connections", api.max_connections, 1..=65_536, "")?;
         for host in &api.allowed_hosts {
             let bad = host.is_empty()
                 || host
@@ -254,16 +263,7 @@ impl Config {
             ("limits.max_batch", self.limits.max_batch, 1..=1 << 16),
             ("limits.max_threads", self.limits.max_threads, 0..=4096),
         ] {
-            if !range.contains(&value) {
-                return Err(self.key_error(
-                    key,
-                    format!(
-                        "must be in {}..={}, got {value}",
-                        range.start(),
-                        range.end()
-                    ),
-                ));
-            }
+            self.in_range(key, value, range, "")?;
         }
         for (key, value) in [
             ("grpc.max_message_bytes", self.grpc.max_message_bytes),
@@ -272,12 +272,7 @@ impl Config {
                 self.grpc.max_infer_message_bytes,
             ),
         ] {
-            if !(1024..=1 << 30).contains(&value) {
-                return Err(self.key_error(
-                    key,
-                    format!("must be between 1024 and 1073741824 bytes, got {value}"),
-                ));
-            }
+            self.in_range(key, value, 1024..=1 << 30, " bytes")?;
         }
         for t in &self.jobs.allowed_job_types {
             if !JOB_TYPES.contains(&t.as_str()) {
@@ -287,24 +282,18 @@ impl Config {
                 ));
             }
         }
-        if !(1..=3600).contains(&self.metrics.interval_seconds) {
-            return Err(self.key_error(
-                "metrics.interval_seconds",
-                format!(
-                    "must be between 1 and 3600 seconds, got {}",
-                    self.metrics.interval_seconds
-                ),
-            ));
-        }
-        if !(1..=365).contains(&self.metrics.retention_days) {
-            return Err(self.key_error(
-                "metrics.retention_days",
-                format!(
-                    "must be between 1 and 365 days, got {}",
-                    self.metrics.retention_days
-                ),
-            ));
-        }
+        self.in_range(
+            "metrics.interval_seconds",
+            self.metrics.interval_seconds,
+            1..=3600,
+            " seconds",
+        )?;
+        self.in_range(
+            "metrics.retention_days",
+            self.metrics.retention_days,
+            1..=365,
+            " days",
+        )?;
         if !matches!(
             self.pricing.billing_model.as_str(),
             "hourly" | "per_epoch" | "per_job" | "per_inference"
