@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{classifier, models_dir, stderr, stdout, venv_python, Node};
+use common::{classifier, models_dir, stderr, stdout, Node};
 use std::{path::PathBuf, process::Command};
 
 fn free_port() -> u16 {
@@ -39,7 +39,6 @@ options = {{ input_shapes = {{ x = [-1, 3, 48, 192] }} }}
 
 #[test]
 fn python_grpcio_client_deploys_infers_and_meets_the_http_api() {
-    let python = venv_python();
     let node = Node::new();
     node.write_config(&config());
     let outside = node.data_dir().join("elsewhere/cls.onnx");
@@ -50,29 +49,15 @@ fn python_grpcio_client_deploys_infers_and_meets_the_http_api() {
     common::wait_ready(&running);
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(&python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/grpc_python/test_grpc_client.py",
-        ])
-        .current_dir(&root)
-        .env("CYXWIZ_GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .env("CYXWIZ_HTTP_BASE", format!("http://{}", running.addr))
-        .env("CYXWIZ_CLASSIFIER", classifier())
-        .env("CYXWIZ_OUTSIDE_MODEL", &outside)
-        .env("CYXWIZ_PROTO_DIR", root.join("proto/proto"))
-        .output()
-        .unwrap();
-    println!("{}", stdout(&out));
-    assert!(
-        out.status.success(),
-        "pytest failed:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
+    common::pytest(
+        "tests/grpc_python/test_grpc_client.py",
+        &[
+            ("CYXWIZ_GRPC_ADDR", &format!("127.0.0.1:{port}")),
+            ("CYXWIZ_HTTP_BASE", &format!("http://{}", running.addr)),
+            ("CYXWIZ_CLASSIFIER", &classifier()),
+            ("CYXWIZ_OUTSIDE_MODEL", &outside),
+            ("CYXWIZ_PROTO_DIR", &root.join("proto/proto")),
+        ],
     );
 
     // What gRPC did is visible to the operator's CLI and in the audit trail.
@@ -124,7 +109,6 @@ fn evil_library(dir: &std::path::Path, marker: &std::path::Path) -> PathBuf {
 
 #[test]
 fn an_exposed_node_refuses_the_hardening_attacks() {
-    let python = venv_python();
     let node = Node::new();
     node.write_config(&format!(
         "{}\n[api]\nrequire_auth = true\n",
@@ -147,32 +131,18 @@ fn an_exposed_node_refuses_the_hardening_attacks() {
     common::wait_ready(&running);
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(&python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/grpc_python/test_attacks.py",
-        ])
-        .current_dir(&root)
-        .env("CYXWIZ_GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .env("CYXWIZ_HTTP_BASE", format!("http://{}", running.addr))
-        .env("CYXWIZ_CLASSIFIER", classifier())
-        .env("CYXWIZ_PROTO_DIR", root.join("proto/proto"))
-        .env("CYXWIZ_INFERENCE_KEY", &inference)
-        .env("CYXWIZ_DEPLOY_KEY", &deploy)
-        .env("CYXWIZ_EVIL_LIBRARY", &evil)
-        .env("CYXWIZ_EVIL_MARKER", &marker)
-        .output()
-        .unwrap();
-    println!("{}", stdout(&out));
-    assert!(
-        out.status.success(),
-        "pytest failed:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
+    common::pytest(
+        "tests/grpc_python/test_attacks.py",
+        &[
+            ("CYXWIZ_GRPC_ADDR", &format!("127.0.0.1:{port}")),
+            ("CYXWIZ_HTTP_BASE", &format!("http://{}", running.addr)),
+            ("CYXWIZ_CLASSIFIER", &classifier()),
+            ("CYXWIZ_PROTO_DIR", &root.join("proto/proto")),
+            ("CYXWIZ_INFERENCE_KEY", &inference),
+            ("CYXWIZ_DEPLOY_KEY", &deploy),
+            ("CYXWIZ_EVIL_LIBRARY", &evil),
+            ("CYXWIZ_EVIL_MARKER", &marker),
+        ],
     );
     assert!(!marker.exists(), "a caller's library ran inside the node");
     assert!(running.child.try_wait().unwrap().is_none(), "the node died");

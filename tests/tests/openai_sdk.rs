@@ -6,7 +6,7 @@
 mod common;
 
 use common::{models_dir, serving_config, stderr, stdout, venv_python, wait_ready, Node};
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 fn create_key(node: &Node, args: &[&str]) -> String {
     let mut all = vec!["keys", "create"];
@@ -27,30 +27,15 @@ fn the_openai_python_sdk_passes_against_the_node() {
     let running = node.start(&[]);
     wait_ready(&running);
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(&python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/python",
-        ])
-        .current_dir(&root)
-        .env("CYXWIZ_BASE_URL", format!("http://{}/v1", running.addr))
-        .env("CYXWIZ_API_KEY", &full)
-        .env("CYXWIZ_LIMITED_KEY", &limited)
-        .env("CYXWIZ_EMBED_ONLY_KEY", &embed_only)
-        .env("CYXWIZ_MODELS_DIR", models_dir())
-        .output()
-        .unwrap();
-    println!("{}", stdout(&out));
-    assert!(
-        out.status.success(),
-        "pytest failed:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
+    common::pytest(
+        "tests/python",
+        &[
+            ("CYXWIZ_BASE_URL", &format!("http://{}/v1", running.addr)),
+            ("CYXWIZ_API_KEY", &full),
+            ("CYXWIZ_LIMITED_KEY", &limited),
+            ("CYXWIZ_EMBED_ONLY_KEY", &embed_only),
+            ("CYXWIZ_MODELS_DIR", &models_dir()),
+        ],
     );
 
     // A bounded schemathesis run against /openapi.json finds no 5xx answer.

@@ -52,6 +52,27 @@ pub fn classifier() -> PathBuf {
     models_dir().join("rapidocr/ch_ppocr_mobile_v2.0_cls_infer.onnx")
 }
 
+/// Runs `pytest` on `target` (a path from the workspace root) in the tests' venv with the
+/// environment `env`; fails the calling test with pytest's output unless every test passed.
+pub fn pytest(target: &str, env: &[(&str, &dyn AsRef<std::ffi::OsStr>)]) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command = Command::new(venv_python());
+    command
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", target])
+        .current_dir(&root);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command.output().unwrap();
+    println!("{}", stdout(&out));
+    assert!(
+        out.status.success(),
+        "pytest failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
 /// A scratch data directory with its own plugin dir, isolated from the user's.
 pub struct Node {
     pub data: tempfile::TempDir,
