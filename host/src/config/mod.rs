@@ -249,6 +249,27 @@ pub struct DeploymentConfig {
     pub options: toml::Table,
 }
 
+impl DeploymentConfig {
+    /// A deployment of `path` called `name` with every other setting at the default a
+    /// `[[deployments]]` entry gets.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            plugin: None,
+            threads: 0,
+            aliases: Vec::new(),
+            workers: 0,
+            queue_size: default_queue(),
+            max_concurrent_requests: 0,
+            max_batch: default_max_batch(),
+            pooling: None,
+            normalize: yes(),
+            options: toml::Table::new(),
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }

@@ -98,18 +98,9 @@ mod tests {
 
     fn deployment(options: &str, threads: u32) -> DeploymentConfig {
         DeploymentConfig {
-            name: "m".into(),
-            path: "/m.gguf".into(),
-            plugin: None,
-            aliases: Vec::new(),
             threads,
-            workers: 0,
-            queue_size: 64,
-            max_concurrent_requests: 0,
-            max_batch: 32,
-            pooling: None,
-            normalize: true,
             options: options.parse().unwrap(),
+            ..DeploymentConfig::new("m", "/m.gguf")
         }
     }
 

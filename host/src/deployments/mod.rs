@@ -575,18 +575,10 @@ mod tests {
 
     fn entry(name: &str) -> DeploymentConfig {
         DeploymentConfig {
-            name: name.into(),
-            path: format!("/nonexistent/{name}.onnx").into(),
-            plugin: None,
-            aliases: Vec::new(),
-            threads: 0,
             workers: 1,
             queue_size: 1,
-            max_concurrent_requests: 0,
             max_batch: 1,
-            pooling: None,
-            normalize: true,
-            options: Default::default(),
+            ..DeploymentConfig::new(name, format!("/nonexistent/{name}.onnx"))
         }
     }
 

@@ -230,24 +230,15 @@ fn node_deployment(state: &GrpcState, config: &DeploymentConfig) -> Result<NodeD
             .collect(),
     };
     let threads = u32::try_from(config.threads.max(0)).unwrap_or(u32::MAX);
-    let max_batch = match config.batch_size {
-        ..=0 => 32,
-        n => u32::try_from(n).unwrap_or(u32::MAX),
-    };
-    let deployment = NodeDeployment {
-        name,
-        path,
+    let mut deployment = NodeDeployment {
         plugin,
         threads,
-        aliases: Vec::new(),
-        workers: 0,
-        queue_size: 64,
-        max_concurrent_requests: 0,
-        max_batch,
-        pooling: None,
-        normalize: true,
         options,
+        ..NodeDeployment::new(name, path)
     };
+    if config.batch_size > 0 {
+        deployment.max_batch = u32::try_from(config.batch_size).unwrap_or(u32::MAX);
+    }
     crate::deployments::caller::check(&state.config.limits, &plugins, &deployment)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(deployment)

@@ -330,10 +330,7 @@ pub(crate) mod tests {
     }
 
     fn deployment(name: &str) -> DeploymentConfig {
-        toml::from_str(&format!(
-            "name = \"{name}\"\npath = \"/nonexistent/{name}.onnx\""
-        ))
-        .unwrap()
+        DeploymentConfig::new(name, format!("/nonexistent/{name}.onnx"))
     }
 
     /// An app with `models` deployed (see the module doc) and the default limits.

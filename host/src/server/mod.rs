@@ -238,18 +238,10 @@ mod tests {
     fn one_deployment(path: &str) -> Config {
         let mut config = Config::default();
         config.deployments.push(DeploymentConfig {
-            name: "m".into(),
-            path: path.into(),
-            plugin: None,
-            aliases: Vec::new(),
-            threads: 0,
             workers: 1,
             queue_size: 1,
-            max_concurrent_requests: 0,
             max_batch: 1,
-            pooling: None,
-            normalize: true,
-            options: Default::default(),
+            ..DeploymentConfig::new("m", path)
         });
         config
     }
