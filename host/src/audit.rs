@@ -36,26 +36,29 @@ pub fn clean(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max) + 8);
     let mut shown = 0;
     for c in text.chars() {
-        let escaped: String = match c {
-            '\\' => "\\\\".into(),
-            '"' => "\\\"".into(),
-            c if c.is_control()
-                || matches!(
-                    c,
-                    '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
-                ) =>
-            {
-                c.escape_unicode().collect()
-            }
-            c => c.into(),
+        let unicode = c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+            );
+        let width = match c {
+            '\\' | '"' => 2,
+            _ if unicode => c.escape_unicode().len(),
+            _ => 1,
         };
-        let n = escaped.chars().count();
-        if shown + n > max {
+        if shown + width > max {
             out.push('…');
             break;
         }
-        shown += n;
-        out.push_str(&escaped);
+        shown += width;
+        match c {
+            '\\' | '"' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ if unicode => out.extend(c.escape_unicode()),
+            _ => out.push(c),
+        }
     }
     out
 }

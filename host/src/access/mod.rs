@@ -77,6 +77,18 @@ pub enum Denied {
     },
 }
 
+impl Denied {
+    /// The audit event for this refusal: its kind and subject (a key's name or shown prefix).
+    pub fn audit_event(&self) -> (&'static str, &str) {
+        match self {
+            Denied::Missing => ("auth_failed", "-"),
+            Denied::Unknown { shown } => ("auth_failed", shown),
+            Denied::Scope { key, .. } => ("auth_failed", key),
+            Denied::RateLimited { key, .. } => ("rate_limited", key),
+        }
+    }
+}
+
 /// The first characters of a presented key, for messages and the audit log (never more).
 pub fn shown(key: &str) -> String {
     key.chars()

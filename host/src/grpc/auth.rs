@@ -44,14 +44,9 @@ impl GrpcState {
                 let peer = request
                     .remote_addr()
                     .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-                let (kind, subject) = match &denied {
-                    Denied::Missing => ("auth_failed", "-".to_string()),
-                    Denied::Unknown { shown } => ("auth_failed", shown.clone()),
-                    Denied::Scope { key, .. } => ("auth_failed", key.clone()),
-                    Denied::RateLimited { key, .. } => ("rate_limited", key.clone()),
-                };
+                let (kind, subject) = denied.audit_event();
                 self.app
-                    .audit(kind, &subject, &format!("grpc from {peer}: {denied}"));
+                    .audit(kind, subject, &format!("grpc from {peer}: {denied}"));
                 Err(status(&denied))
             }
         }

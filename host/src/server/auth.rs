@@ -51,32 +51,26 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The one mapping of an access refusal to HTTP.
 fn refusal(state: &AppState, denied: Denied, path: &str) -> Response {
+    let (kind, subject) = denied.audit_event();
+    let detail = match &denied {
+        Denied::Missing => format!("no key for {path}"),
+        Denied::Unknown { .. } => format!("unknown or revoked key for {path}"),
+        Denied::Scope { .. } => format!("missing scope for {path}"),
+        Denied::RateLimited { .. } => path.to_string(),
+    };
+    state.audit(kind, subject, &detail);
     match &denied {
-        Denied::Missing => {
-            state.audit("auth_failed", "-", &format!("no key for {path}"));
-            ApiError::unauthorized(
-                "You didn't provide an API key. Send it as `Authorization: Bearer KEY` \
-                 (create one with `cyxwiz-node keys create --name NAME`).",
-            )
-            .into_response()
-        }
-        Denied::Unknown { shown } => {
-            state.audit(
-                "auth_failed",
-                shown,
-                &format!("unknown or revoked key for {path}"),
-            );
-            ApiError::unauthorized(format!(
-                "Incorrect API key provided: {shown}****. The key is unknown or revoked."
-            ))
-            .into_response()
-        }
-        Denied::Scope { key, .. } => {
-            state.audit("auth_failed", key, &format!("missing scope for {path}"));
-            ApiError::forbidden(denied.to_string()).into_response()
-        }
+        Denied::Missing => ApiError::unauthorized(
+            "You didn't provide an API key. Send it as `Authorization: Bearer KEY` \
+             (create one with `cyxwiz-node keys create --name NAME`).",
+        )
+        .into_response(),
+        Denied::Unknown { shown } => ApiError::unauthorized(format!(
+            "Incorrect API key provided: {shown}****. The key is unknown or revoked."
+        ))
+        .into_response(),
+        Denied::Scope { .. } => ApiError::forbidden(denied.to_string()).into_response(),
         Denied::RateLimited { key, decision } => {
-            state.audit("rate_limited", key, path);
             let mut response = ApiError::rate_limited(
                 format!(
                     "Rate limit reached for key `{key}`: {} requests per minute. Retry in {} s.",
