@@ -290,21 +290,26 @@ pub async fn run(
     // Key use counts are kept in memory and written every 10 s and at shutdown.
     let usage = {
         let keyring = keyring.clone();
-        let mut store = Store::open(&config.database_path())?;
+        let store = Arc::new(std::sync::Mutex::new(Store::open(&config.database_path())?));
         let mut rx = stop_rx.clone();
-        tokio::task::spawn_blocking(move || loop {
-            let stopping = rx.has_changed().is_err() || *rx.borrow_and_update();
-            if let Err(e) = keyring.flush(&mut store) {
-                tracing::warn!(error = %e, "cannot record API key use; retrying later");
-            }
-            if stopping {
-                return;
-            }
-            for _ in 0..100 {
-                if *rx.borrow() {
-                    break;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                let stopping = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = rx.wait_for(|s| *s) => true,
+                };
+                let (keyring, store) = (keyring.clone(), store.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = keyring.flush(&mut store) {
+                        tracing::warn!(error = %e, "cannot record API key use; retrying later");
+                    }
+                })
+                .await;
+                if stopping {
+                    return;
                 }
-                std::thread::sleep(std::time::Duration::from_millis(100));
             }
         })
     };
