@@ -480,6 +480,13 @@ fn daemon_status_fields() {
             (7, "metrics", "SystemMetrics"),
             (8, "gpu_name", "string"),
             (9, "gpu_count", "int32"),
+            // The node's extensions (numbers from 100).
+            (100, "node_name", "string"),
+            (101, "central", "CentralLinkInfo"),
+            (102, "grpc_ports", "repeated int32"),
+            (103, "deployment_counts", "DeploymentCounts"),
+            (104, "plugins_loaded", "int32"),
+            (105, "plugins_failed", "int32"),
         ],
     );
 }
