@@ -430,8 +430,8 @@ fn load_model(
     needed: Capabilities,
     doing: &str,
 ) -> Result<(
-    std::sync::Arc<cyxwiz_sdk::client::PluginLibrary>,
-    cyxwiz_sdk::client::LoadedModel,
+    std::sync::Arc<cyxwiz_plugin_host::PluginLibrary>,
+    cyxwiz_plugin_host::LoadedModel,
 )> {
     let options = parse_options(args.options.as_deref())?;
     let registry = daemon::discover_plugins(config);

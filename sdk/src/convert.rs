@@ -1,5 +1,7 @@
 //! Conversions between the ABI data of `cyxwiz-plugin-api` and the SDK's std types, used on
-//! both sides of the boundary.
+//! both sides of the boundary: the author side (inside `export_plugin!`) and the host-side
+//! loader (`cyxwiz-plugin-host`), which is why the host direction is public. Plugin authors
+//! never call these.
 
 use crate::types::{
     ChatMessage, Embeddings, GenerateOutput, GenerateRequest, LoadOptions, Metric, ModelInfo,
@@ -17,7 +19,8 @@ fn strings(items: &RVec<RString>) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-pub(crate) fn metadata_from_abi(info: &abi::PluginInfo) -> PluginMetadata {
+/// A plugin's self-description as the host reads it.
+pub fn metadata_from_abi(info: &abi::PluginInfo) -> PluginMetadata {
     PluginMetadata {
         name: info.name.to_string(),
         version: info.version.to_string(),
@@ -64,7 +67,8 @@ pub(crate) fn info_to_abi(info: &ModelInfo) -> abi::ModelInfo {
     }
 }
 
-pub(crate) fn info_from_abi(info: &abi::ModelInfo) -> ModelInfo {
+/// A loaded model's info as the host reads it.
+pub fn info_from_abi(info: &abi::ModelInfo) -> ModelInfo {
     ModelInfo {
         inputs: info.inputs.iter().map(spec_from_abi).collect(),
         outputs: info.outputs.iter().map(spec_from_abi).collect(),
@@ -80,7 +84,8 @@ pub(crate) fn info_from_abi(info: &abi::ModelInfo) -> ModelInfo {
     }
 }
 
-pub(crate) fn view_to_abi<'a>(view: &TensorView<'a>) -> abi::TensorRef<'a> {
+/// Borrows a host tensor view for a call into the plugin (no copy).
+pub fn view_to_abi<'a>(view: &TensorView<'a>) -> abi::TensorRef<'a> {
     abi::TensorRef {
         name: view.name.into(),
         dtype: view.dtype,
@@ -107,7 +112,8 @@ pub(crate) fn tensor_to_abi(tensor: Tensor) -> abi::Tensor {
     }
 }
 
-pub(crate) fn tensor_from_abi(tensor: abi::Tensor) -> Tensor {
+/// Takes an output tensor the plugin returned.
+pub fn tensor_from_abi(tensor: abi::Tensor) -> Tensor {
     Tensor {
         name: tensor.name.into_string(),
         dtype: tensor.dtype,
@@ -116,7 +122,8 @@ pub(crate) fn tensor_from_abi(tensor: abi::Tensor) -> Tensor {
     }
 }
 
-pub(crate) fn load_to_abi(path: &str, options: &LoadOptions) -> abi::LoadRequest {
+/// A load request for the plugin.
+pub fn load_to_abi(path: &str, options: &LoadOptions) -> abi::LoadRequest {
     abi::LoadRequest {
         path: path.into(),
         threads: options.threads,
@@ -140,7 +147,8 @@ pub(crate) fn load_from_abi(request: &abi::LoadRequest) -> crate::Result<LoadOpt
     })
 }
 
-pub(crate) fn generate_to_abi(request: &GenerateRequest) -> abi::GenerateRequest {
+/// A generation request for the plugin.
+pub fn generate_to_abi(request: &GenerateRequest) -> abi::GenerateRequest {
     let p = &request.params;
     abi::GenerateRequest {
         messages: request
@@ -201,7 +209,8 @@ pub(crate) fn output_to_abi(out: GenerateOutput) -> abi::GenerateOutput {
     }
 }
 
-pub(crate) fn output_from_abi(out: abi::GenerateOutput) -> GenerateOutput {
+/// How a generation ended, as the plugin reported it.
+pub fn output_from_abi(out: abi::GenerateOutput) -> GenerateOutput {
     GenerateOutput {
         finish_reason: out.finish_reason,
         prompt_tokens: out.prompt_tokens,
@@ -219,7 +228,8 @@ pub(crate) fn embeddings_to_abi(e: Embeddings) -> crate::Result<abi::Embeddings>
     })
 }
 
-pub(crate) fn embeddings_from_abi(e: abi::Embeddings) -> Embeddings {
+/// Embeddings the plugin returned.
+pub fn embeddings_from_abi(e: abi::Embeddings) -> Embeddings {
     Embeddings {
         dim: e.dim as usize,
         data: e.data.into_vec(),
@@ -258,7 +268,8 @@ pub(crate) fn progress_to_abi(p: &TrainingProgress) -> abi::TrainingProgress {
     }
 }
 
-pub(crate) fn progress_from_abi(p: &abi::TrainingProgress) -> TrainingProgress {
+/// A training progress report from the plugin.
+pub fn progress_from_abi(p: &abi::TrainingProgress) -> TrainingProgress {
     TrainingProgress {
         epoch: p.epoch,
         total_epochs: p.total_epochs,
@@ -269,7 +280,8 @@ pub(crate) fn progress_from_abi(p: &abi::TrainingProgress) -> TrainingProgress {
     }
 }
 
-pub(crate) fn job_to_abi(job: &TrainingJob) -> abi::TrainingJob {
+/// A training job for the plugin.
+pub fn job_to_abi(job: &TrainingJob) -> abi::TrainingJob {
     abi::TrainingJob {
         job_id: job.job_id.as_str().into(),
         spec_json: job.spec.to_string().into(),
@@ -300,7 +312,8 @@ pub(crate) fn outcome_to_abi(o: TrainingOutcome) -> abi::TrainingOutcome {
     }
 }
 
-pub(crate) fn outcome_from_abi(o: abi::TrainingOutcome) -> TrainingOutcome {
+/// A finished training job's outcome from the plugin.
+pub fn outcome_from_abi(o: abi::TrainingOutcome) -> TrainingOutcome {
     TrainingOutcome {
         artifacts: o.artifacts.iter().map(|p| p.as_str().into()).collect(),
         metrics: metrics_from_abi(&o.metrics),

@@ -10,8 +10,10 @@
 //! - [`author`]: the traits plugin authors implement.
 //! - [`types`]: tensors, specs, requests and results as plain Rust types.
 //! - [`error`]: [`Error`] and [`ErrorKind`].
-//! - [`client`]: the host side: open a library, load models, call them.
-//! - [`testkit`]: the conformance suite every plugin must pass.
+//!
+//! The host side (open a plugin library, load models, call them) is the separate crate
+//! `cyxwiz-plugin-host`; the conformance suite every plugin must pass is `cyxwiz-testkit`
+//! (a dev-dependency of the plugin).
 //!
 //! # A complete plugin
 //! `Cargo.toml`: `crate-type = ["cdylib", "rlib"]` and a dependency on `cyxwiz-sdk` only.
@@ -67,16 +69,15 @@
 //! # fn main() {}
 //! ```
 //!
-//! Then run the conformance suite from the plugin's tests (see [`testkit`]).
+//! Then run the conformance suite of `cyxwiz-testkit` from the plugin's tests.
 #![deny(missing_docs)]
 
 pub mod author;
-pub mod client;
-mod convert;
+#[doc(hidden)]
+pub mod convert;
 pub mod error;
 mod export;
 mod log;
-pub mod testkit;
 pub mod types;
 
 pub use author::{Model, Plugin, ProgressSink, TokenSink, Trainer};

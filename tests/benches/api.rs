@@ -14,10 +14,8 @@
 
 mod support;
 
-use cyxwiz_sdk::{
-    client::PluginLibrary, serde_json, testkit, ChatMessage, GenerateRequest, LoadOptions,
-    SamplingParams,
-};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{serde_json, ChatMessage, GenerateRequest, LoadOptions, SamplingParams};
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
@@ -101,7 +99,7 @@ fn predict_rate(addr: &str, model: &str) -> f64 {
 }
 
 fn main() {
-    let models = testkit::models_dir();
+    let models = cyxwiz_e2e::models_dir();
     let gguf = models.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     let data = tempfile::tempdir().expect("tempdir");
     let config = data.path().join("config.toml");

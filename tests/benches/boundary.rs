@@ -8,7 +8,8 @@
 mod support;
 
 use cyxwiz_node::models::{Engine, ModelWorker};
-use cyxwiz_sdk::{client::PluginLibrary, LoadOptions, Plugin as _, Tensor};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{LoadOptions, Plugin as _, Tensor};
 use std::time::Duration;
 use support::{target_dir, time};
 use tract_onnx::prelude::*;
@@ -79,7 +80,7 @@ fn main() {
     );
 
     // 2. A real model through tract: squeezenet (light weights, full compute).
-    let squeeze = cyxwiz_sdk::testkit::models_dir().join("onnx-light/light_squeezenet.onnx");
+    let squeeze = cyxwiz_e2e::models_dir().join("onnx-light/light_squeezenet.onnx");
     let plan = tract_onnx::onnx()
         .model_for_path(&squeeze)
         .and_then(|m| m.into_optimized())

@@ -14,7 +14,7 @@
 
 mod support;
 
-use cyxwiz_sdk::{serde_json, testkit};
+use cyxwiz_sdk::serde_json;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
@@ -251,7 +251,7 @@ fn busy(n: usize) -> Vec<Child> {
 }
 
 fn main() {
-    let gguf = testkit::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let gguf = cyxwiz_e2e::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     let bin = llama_server_bin();
     let data = tempfile::tempdir().expect("tempdir");
     println!(

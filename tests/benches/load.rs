@@ -24,7 +24,7 @@
 
 mod support;
 
-use cyxwiz_sdk::{serde_json, testkit};
+use cyxwiz_sdk::serde_json;
 use std::{
     borrow::Cow,
     collections::BTreeMap,
@@ -499,7 +499,7 @@ options = {{ input_shapes = {{ x = [-1, 3, 48, 192] }} }}
 }
 
 fn start_node(data: &Path) -> (Node, String) {
-    let models = testkit::models_dir();
+    let models = cyxwiz_e2e::models_dir();
     let config = data.join("load.toml");
     write_config(&config, &models);
     let bin = target_dir().join("cyxwiz-node");

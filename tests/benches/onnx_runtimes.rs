@@ -8,12 +8,13 @@
 
 mod support;
 
-use cyxwiz_sdk::{client::PluginLibrary, serde_json::json, testkit, LoadOptions, Tensor};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{serde_json::json, LoadOptions, Tensor};
 use std::path::PathBuf;
 use support::{bench_python, target_dir, time};
 
 fn main() {
-    let models = testkit::models_dir();
+    let models = cyxwiz_e2e::models_dir();
     let python = bench_python();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/ort_reference.py");
     let library = models.join("runtimes/onnxruntime/libonnxruntime.so.1.31.1");

@@ -12,7 +12,8 @@
 
 mod support;
 
-use cyxwiz_sdk::{client::PluginLibrary, serde_json::json, testkit, LoadOptions, Tensor};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{serde_json::json, LoadOptions, Tensor};
 use support::{bench_python, target_dir, time};
 
 /// Python onnxruntime on silero_vad.onnx with the inputs the Rust side feeds; prints µs.
@@ -119,7 +120,7 @@ fn ramp(name: &str, shape: Vec<i64>, offset: f32) -> Tensor {
 }
 
 fn main() {
-    let models = testkit::models_dir();
+    let models = cyxwiz_e2e::models_dir();
     let litert_options = one_thread(json!({
         "library": models.join("runtimes/tflite/libtensorflowlite_c.so")
     }));

@@ -5,7 +5,7 @@
 
 mod common;
 
-use cyxwiz_sdk::client::{OpenError, PluginLibrary};
+use cyxwiz_plugin_host::{OpenError, PluginLibrary};
 use std::{
     path::{Path, PathBuf},
     process::Command,

@@ -92,10 +92,9 @@ fn panic_fixture_passes_the_testkit() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.panicky");
     std::fs::write(&model, "panicky").unwrap();
-    let report =
-        cyxwiz_sdk::testkit::Conformance::new(common::plugin_lib("cyxwiz_plugin_test_panic"))
-            .sample(cyxwiz_sdk::testkit::Sample::new(&model))
-            .run();
+    let report = cyxwiz_testkit::Conformance::new(common::plugin_lib("cyxwiz_plugin_test_panic"))
+        .sample(cyxwiz_testkit::Sample::new(&model))
+        .run();
     println!("{report}");
     report.assert_passed();
 }

@@ -1,7 +1,7 @@
 //! The example plugin passes the SDK conformance kit, and computes what it says.
 #![allow(clippy::unwrap_used)]
-use cyxwiz_sdk::testkit::{cdylib_path, Conformance, Sample};
 use cyxwiz_sdk::Tensor;
+use cyxwiz_testkit::{cdylib_path, Conformance, Sample};
 
 #[test]
 fn example_plugin_passes_the_testkit() {

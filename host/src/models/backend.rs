@@ -2,9 +2,10 @@
 //! Worker threads and the embedding pipeline are generic over it, so their tests run on a
 //! stand-in model instead of a plugin library.
 
+use cyxwiz_plugin_host::LoadedModel;
 use cyxwiz_sdk::{
-    client::LoadedModel, Embeddings, Error as PluginError, GenerateOutput, GenerateRequest,
-    ModelInfo, Tensor, TensorView, TokenSink,
+    Embeddings, Error as PluginError, GenerateOutput, GenerateRequest, ModelInfo, Tensor,
+    TensorView, TokenSink,
 };
 
 /// What a worker calls: a plugin's loaded model (or, in tests, a stand-in).

@@ -11,7 +11,8 @@
 //! refused, and token-array inputs are checked against the vocabulary.
 
 use super::backend::Backend;
-use cyxwiz_sdk::{client::LoadedModel, DType, Embeddings, Error as PluginError, Tensor};
+use cyxwiz_plugin_host::LoadedModel;
+use cyxwiz_sdk::{DType, Embeddings, Error as PluginError, Tensor};
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 

@@ -14,9 +14,10 @@
 
 use super::backend::Backend;
 use super::embedding::EmbeddingPipeline;
+use cyxwiz_plugin_host::LoadedModel;
 use cyxwiz_sdk::{
-    client::LoadedModel, Capabilities, DType, Embeddings, Error as PluginError, GenerateOutput,
-    GenerateRequest, ModelInfo, Tensor,
+    Capabilities, DType, Embeddings, Error as PluginError, GenerateOutput, GenerateRequest,
+    ModelInfo, Tensor,
 };
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},

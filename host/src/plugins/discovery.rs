@@ -3,7 +3,7 @@
 //! per-library header API so that any number of plugins coexist.
 
 use super::{PluginEntry, PluginState};
-use cyxwiz_sdk::client::PluginLibrary;
+use cyxwiz_plugin_host::PluginLibrary;
 use std::{
     path::{Path, PathBuf},
     sync::Arc,

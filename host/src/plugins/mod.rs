@@ -9,10 +9,8 @@ mod discovery;
 
 pub use discovery::{search_dirs, SearchDir};
 
-use cyxwiz_sdk::{
-    client::{LoadedModel, PluginLibrary},
-    Error as PluginError, ErrorKind, LoadOptions,
-};
+use cyxwiz_plugin_host::{LoadedModel, PluginLibrary};
+use cyxwiz_sdk::{Error as PluginError, ErrorKind, LoadOptions};
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},

@@ -7,8 +7,7 @@
 
 use cyxwiz_plugin_gguf_llama::{GgufLlama, LlamaLm};
 use cyxwiz_sdk::{
-    serde_json::json, testkit, GenerateRequest, LoadOptions, Model as _, Plugin as _,
-    SamplingParams,
+    serde_json::json, GenerateRequest, LoadOptions, Model as _, Plugin as _, SamplingParams,
 };
 use std::{process::Child, time::Instant};
 
@@ -74,7 +73,7 @@ fn busy(n: usize) -> Vec<Child> {
 }
 
 fn main() {
-    let path = testkit::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = cyxwiz_e2e::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     println!("| machine | threads (decode / batch) | streams | tokens/s (all streams) | tokens/s per stream | slowest first token (ms) |");
     println!("|---|---:|---:|---:|---:|---:|");
     for loaded in [false, true] {

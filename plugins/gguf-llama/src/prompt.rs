@@ -346,7 +346,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cyxwiz_sdk::{testkit, ErrorKind};
+    use cyxwiz_sdk::ErrorKind;
     use llama_cpp_2::model::params::LlamaModelParams;
     use std::sync::OnceLock;
 
@@ -381,7 +381,7 @@ mod tests {
     type Loaded = (LlamaModel, Vocab, LlamaChatTemplate);
 
     fn load(path: &str) -> Loaded {
-        let path = testkit::models_dir().join(path);
+        let path = cyxwiz_e2e::models_dir().join(path);
         assert!(
             path.is_file(),
             "{}: run scripts/fetch-models.py and scripts/test",

@@ -10,7 +10,8 @@
 mod common;
 
 use common::{greedy, load_with, run};
-use cyxwiz_sdk::{client::LoadedModel, serde_json::json, GenerateRequest};
+use cyxwiz_plugin_host::LoadedModel;
+use cyxwiz_sdk::{serde_json::json, GenerateRequest};
 use std::time::Instant;
 
 fn load() -> LoadedModel {

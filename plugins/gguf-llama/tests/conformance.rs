@@ -8,12 +8,12 @@
 mod common;
 
 use common::{greedy, load_with, run, smollm2};
+use cyxwiz_plugin_host::LoadedModel;
 use cyxwiz_sdk::{
-    client::LoadedModel,
-    serde_json::json,
-    testkit::{cdylib_path, Conformance, Sample},
-    ChatMessage, ErrorKind, FinishReason, GenerateRequest, LoadOptions, SamplingParams,
+    serde_json::json, ChatMessage, ErrorKind, FinishReason, GenerateRequest, LoadOptions,
+    SamplingParams,
 };
+use cyxwiz_testkit::{cdylib_path, Conformance, Sample};
 
 fn options(slots: u32, queue: u32) -> LoadOptions {
     LoadOptions {

@@ -10,12 +10,12 @@
 mod common;
 
 use common::{greedy, load_tiny, run, tiny_llama, try_load};
+use cyxwiz_plugin_host::LoadedModel;
 use cyxwiz_sdk::{
-    client::LoadedModel,
-    serde_json::json,
-    testkit::{cdylib_path, Conformance, Sample},
-    ChatMessage, ErrorKind, FinishReason, GenerateRequest, LoadOptions, SamplingParams,
+    serde_json::json, ChatMessage, ErrorKind, FinishReason, GenerateRequest, LoadOptions,
+    SamplingParams,
 };
+use cyxwiz_testkit::{cdylib_path, Conformance, Sample};
 
 #[test]
 fn gguf_llama_passes_the_testkit_on_the_tiny_model() {

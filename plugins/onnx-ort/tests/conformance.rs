@@ -3,12 +3,9 @@
 //! with onnx-tract's on every model both load.
 #![allow(clippy::unwrap_used)]
 
-use cyxwiz_sdk::{
-    client::PluginLibrary,
-    serde_json::json,
-    testkit::{self, allclose, cdylib_path, Conformance, Sample},
-    DType, LoadOptions, Tensor,
-};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{serde_json::json, DType, LoadOptions, Tensor};
+use cyxwiz_testkit::{allclose, cdylib_path, Conformance, Sample};
 use std::path::PathBuf;
 
 const LIGHT: [&str; 9] = [
@@ -24,7 +21,7 @@ const LIGHT: [&str; 9] = [
 ];
 
 fn models() -> PathBuf {
-    let dir = testkit::models_dir();
+    let dir = cyxwiz_e2e::models_dir();
     assert!(
         dir.join("runtimes/onnxruntime").is_dir(),
         "run scripts/fetch-models.py"
@@ -135,7 +132,7 @@ fn cuda_device_falls_back_to_the_cpu_with_the_reason() {
         options.device = device.to_string();
         lib.load(&classifier(), &options)
     };
-    let provider = |model: &cyxwiz_sdk::client::LoadedModel| {
+    let provider = |model: &cyxwiz_plugin_host::LoadedModel| {
         model
             .info()
             .metadata

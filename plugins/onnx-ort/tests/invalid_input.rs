@@ -4,15 +4,12 @@
 //! still answers valid inputs afterwards.
 #![allow(clippy::unwrap_used)]
 
-use cyxwiz_sdk::{
-    client::{LoadedModel, PluginLibrary},
-    serde_json::json,
-    testkit::{self, cdylib_path},
-    ErrorKind, LoadOptions, Tensor,
-};
+use cyxwiz_plugin_host::{LoadedModel, PluginLibrary};
+use cyxwiz_sdk::{serde_json::json, ErrorKind, LoadOptions, Tensor};
+use cyxwiz_testkit::cdylib_path;
 
 fn minilm() -> (PluginLibrary, LoadedModel) {
-    let models = testkit::models_dir();
+    let models = cyxwiz_e2e::models_dir();
     let library = models.join("runtimes/onnxruntime/libonnxruntime.so.1.31.1");
     assert!(library.is_file(), "run scripts/fetch-models.py");
     let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_onnx_ort")).unwrap();

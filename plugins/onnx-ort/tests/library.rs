@@ -3,12 +3,9 @@
 //! because ONNX Runtime is initialised once per process.
 #![allow(clippy::unwrap_used)]
 
-use cyxwiz_sdk::{
-    client::PluginLibrary,
-    serde_json::json,
-    testkit::{self, cdylib_path},
-    ErrorKind, LoadOptions,
-};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{serde_json::json, ErrorKind, LoadOptions};
+use cyxwiz_testkit::cdylib_path;
 
 fn with_library(library: &str) -> LoadOptions {
     LoadOptions {
@@ -20,7 +17,7 @@ fn with_library(library: &str) -> LoadOptions {
 #[test]
 fn bad_libraries_are_refused_and_a_good_one_then_works() {
     let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_onnx_ort")).unwrap();
-    let model = testkit::models_dir().join("onnx-light/light_squeezenet.onnx");
+    let model = cyxwiz_e2e::models_dir().join("onnx-light/light_squeezenet.onnx");
 
     let err = lib
         .load(&model, &with_library("/nonexistent/libonnxruntime.so"))
@@ -40,7 +37,7 @@ fn bad_libraries_are_refused_and_a_good_one_then_works() {
     assert_eq!(err.kind, ErrorKind::UNSUPPORTED, "{err}");
     assert!(err.message.contains("OrtGetApiBase"), "{err}");
 
-    let good = testkit::models_dir().join("runtimes/onnxruntime/libonnxruntime.so.1.31.1");
+    let good = cyxwiz_e2e::models_dir().join("runtimes/onnxruntime/libonnxruntime.so.1.31.1");
     let model = lib
         .load(&model, &with_library(good.to_str().unwrap()))
         .unwrap();

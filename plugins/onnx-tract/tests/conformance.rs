@@ -3,12 +3,9 @@
 //! reference outputs. Models come from `scripts/fetch-models.py`.
 #![allow(clippy::unwrap_used)]
 
-use cyxwiz_sdk::{
-    client::PluginLibrary,
-    serde_json,
-    testkit::{self, cdylib_path, Conformance, Sample},
-    DType, ErrorKind, LoadOptions, Tensor,
-};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{serde_json, DType, ErrorKind, LoadOptions, Tensor};
+use cyxwiz_testkit::{cdylib_path, Conformance, Sample};
 use std::path::PathBuf;
 
 const LIGHT: [&str; 9] = [
@@ -24,7 +21,7 @@ const LIGHT: [&str; 9] = [
 ];
 
 fn models_dir() -> PathBuf {
-    let dir = testkit::models_dir();
+    let dir = cyxwiz_e2e::models_dir();
     assert!(
         dir.join("rapidocr").is_dir(),
         "models missing in {}: run scripts/fetch-models.py",

@@ -4,17 +4,14 @@
 //! with plans per shape.
 #![allow(clippy::unwrap_used)]
 
-use cyxwiz_sdk::{
-    client::PluginLibrary,
-    serde_json::json,
-    testkit::{self, cdylib_path},
-    ErrorKind, LoadOptions, Tensor,
-};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{serde_json::json, ErrorKind, LoadOptions, Tensor};
+use cyxwiz_testkit::cdylib_path;
 
 #[test]
 fn shapes_the_classifier_cannot_take_are_invalid_input() {
     let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_onnx_tract")).unwrap();
-    let path = testkit::models_dir().join("rapidocr/ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    let path = cyxwiz_e2e::models_dir().join("rapidocr/ch_ppocr_mobile_v2.0_cls_infer.onnx");
     let image = |shape: &[i64]| {
         let n: i64 = shape.iter().product();
         Tensor::from_f32("x", shape.to_vec(), &vec![0.5; n as usize])

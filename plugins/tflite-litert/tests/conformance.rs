@@ -6,11 +6,8 @@
 mod common;
 
 use common::{models, options, options_with, plugin};
-use cyxwiz_sdk::{
-    serde_json::json,
-    testkit::{cdylib_path, Conformance, Sample},
-    DType, ErrorKind, Tensor,
-};
+use cyxwiz_sdk::{serde_json::json, DType, ErrorKind, Tensor};
+use cyxwiz_testkit::{cdylib_path, Conformance, Sample};
 
 #[test]
 fn tflite_litert_passes_the_testkit_on_real_models() {

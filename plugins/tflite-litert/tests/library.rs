@@ -3,12 +3,9 @@
 //! because the library is loaded once per process.
 #![allow(clippy::unwrap_used)]
 
-use cyxwiz_sdk::{
-    client::PluginLibrary,
-    serde_json::json,
-    testkit::{self, cdylib_path},
-    ErrorKind, LoadOptions,
-};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{serde_json::json, ErrorKind, LoadOptions};
+use cyxwiz_testkit::cdylib_path;
 
 fn with_library(library: &str) -> LoadOptions {
     LoadOptions {
@@ -20,7 +17,7 @@ fn with_library(library: &str) -> LoadOptions {
 #[test]
 fn bad_libraries_are_refused_and_a_good_one_then_works() {
     let lib = PluginLibrary::open(&cdylib_path("cyxwiz_plugin_tflite_litert")).unwrap();
-    let model = testkit::models_dir().join("wakeword/okay_nabu.tflite");
+    let model = cyxwiz_e2e::models_dir().join("wakeword/okay_nabu.tflite");
 
     let err = lib
         .load(&model, &with_library("/nonexistent/libtensorflowlite_c.so"))
@@ -38,7 +35,7 @@ fn bad_libraries_are_refused_and_a_good_one_then_works() {
     assert_eq!(err.kind, ErrorKind::UNSUPPORTED, "{err}");
     assert!(err.message.contains("lacks `TfLiteVersion`"), "{err}");
 
-    let good = testkit::models_dir().join("runtimes/tflite/libtensorflowlite_c.so");
+    let good = cyxwiz_e2e::models_dir().join("runtimes/tflite/libtensorflowlite_c.so");
     let loaded = lib
         .load(&model, &with_library(good.to_str().unwrap()))
         .unwrap();

@@ -10,19 +10,19 @@
 mod common;
 
 use common::{library, models, options_with, plugin};
+use cyxwiz_plugin_host::LoadedModel;
 use cyxwiz_sdk::{
-    client::LoadedModel,
     serde_json::{json, Value},
-    testkit::{self, allclose},
     DType, LoadOptions, Tensor,
 };
+use cyxwiz_testkit::allclose;
 use std::path::Path;
 use std::process::Command;
 
 fn reference(args: &[&str]) -> Value {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/tflite_reference.py");
-    let out = Command::new(testkit::venv_python())
+    let out = Command::new(cyxwiz_e2e::venv_python())
         .arg(script)
         .args(args)
         .output()

@@ -4,16 +4,13 @@
 //! which tract-tflite cannot run, refused as `UNSUPPORTED` naming the operators it lacks.
 #![allow(clippy::unwrap_used)]
 
-use cyxwiz_sdk::{
-    client::PluginLibrary,
-    serde_json::json,
-    testkit::{self, allclose, cdylib_path, generated_inputs, Conformance, Sample},
-    DType, ErrorKind, LoadOptions, Tensor,
-};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{serde_json::json, DType, ErrorKind, LoadOptions, Tensor};
+use cyxwiz_testkit::{allclose, cdylib_path, generated_inputs, Conformance, Sample};
 use std::path::PathBuf;
 
 fn models() -> PathBuf {
-    testkit::models_dir()
+    cyxwiz_e2e::models_dir()
 }
 
 fn tiny_cnn() -> PathBuf {

@@ -3,16 +3,13 @@
 //! chunk from a fresh state, and a stream of chunks where both carry state between calls.
 #![allow(clippy::unwrap_used)]
 
-use cyxwiz_sdk::{
-    client::{LoadedModel, PluginLibrary},
-    serde_json::json,
-    testkit::{self, cdylib_path, Conformance, Sample},
-    DType, ErrorKind, LoadOptions, Tensor,
-};
+use cyxwiz_plugin_host::{LoadedModel, PluginLibrary};
+use cyxwiz_sdk::{serde_json::json, DType, ErrorKind, LoadOptions, Tensor};
+use cyxwiz_testkit::{cdylib_path, Conformance, Sample};
 use std::path::PathBuf;
 
 fn models() -> PathBuf {
-    let dir = testkit::models_dir();
+    let dir = cyxwiz_e2e::models_dir();
     assert!(
         dir.join("silero-vad/silero_vad.jit").is_file(),
         "run scripts/fetch-models.py"

@@ -25,7 +25,7 @@ pub fn target_dir() -> PathBuf {
 pub fn bench_python() -> PathBuf {
     std::env::var_os("CYXWIZ_BENCH_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(cyxwiz_sdk::testkit::venv_python)
+        .unwrap_or_else(cyxwiz_e2e::venv_python)
 }
 
 /// Median time per call over 7 rounds of `iters` calls, after a short warm-up.

@@ -39,7 +39,7 @@ pub fn plugin_lib(crate_name: &str) -> PathBuf {
 
 /// The real models fetched by `scripts/fetch-models.py`.
 pub fn models_dir() -> PathBuf {
-    let dir = cyxwiz_sdk::testkit::models_dir();
+    let dir = cyxwiz_e2e::models_dir();
     assert!(
         dir.join("onnx-light").is_dir(),
         "models missing in {}: run scripts/fetch-models.py",
@@ -260,7 +260,7 @@ pub fn prefer_onnx_runtime() -> String {
 
 /// The test venv's python (`CYXWIZ_VENV`, default `~/.cache/cyxwiz-venv`).
 #[allow(unused_imports)] // not every test binary talks to Python
-pub use cyxwiz_sdk::testkit::venv_python;
+pub use cyxwiz_e2e::venv_python;
 
 /// A config serving chat, embeddings and a tensor model.
 pub fn serving_config(require_auth: bool) -> String {

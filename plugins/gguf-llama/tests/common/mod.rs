@@ -2,16 +2,14 @@
 //! options, greedy requests, and collecting a generation's text.
 #![allow(dead_code)]
 
-use cyxwiz_sdk::{
-    client::{LoadedModel, PluginLibrary},
-    testkit::{self, cdylib_path},
-    GenerateOutput, GenerateRequest, LoadOptions, SamplingParams,
-};
+use cyxwiz_plugin_host::{LoadedModel, PluginLibrary};
+use cyxwiz_sdk::{GenerateOutput, GenerateRequest, LoadOptions, SamplingParams};
+use cyxwiz_testkit::cdylib_path;
 use std::path::PathBuf;
 
 /// SmolLM2-135M-Instruct Q4_1, fetched by `scripts/fetch-models.py`.
 pub fn smollm2() -> PathBuf {
-    let path = testkit::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = cyxwiz_e2e::models_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.is_file(),
         "{} missing: run scripts/fetch-models.py",
@@ -67,7 +65,7 @@ pub fn run(model: &LoadedModel, request: &GenerateRequest) -> (String, GenerateO
 
 /// The tiny random llama `tests/fixtures/make_gguf.py` writes (scripts/test runs it).
 pub fn tiny_llama() -> PathBuf {
-    let path = testkit::models_dir().join("fixtures/tiny_llama.gguf");
+    let path = cyxwiz_e2e::models_dir().join("fixtures/tiny_llama.gguf");
     assert!(
         path.is_file(),
         "{} missing: run scripts/test (it writes the fixture)",

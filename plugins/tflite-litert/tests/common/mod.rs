@@ -2,17 +2,17 @@
 //! from the `pymicro-wakeword` wheel, and load options naming it.
 #![allow(dead_code)]
 
+use cyxwiz_plugin_host::PluginLibrary;
 use cyxwiz_sdk::{
-    client::PluginLibrary,
     serde_json::{json, Value},
-    testkit::{self, cdylib_path},
     LoadOptions,
 };
+use cyxwiz_testkit::cdylib_path;
 use std::path::PathBuf;
 
 /// The models `scripts/fetch-models.py` fetched, with the TFLite runtime among them.
 pub fn models() -> PathBuf {
-    let dir = testkit::models_dir();
+    let dir = cyxwiz_e2e::models_dir();
     assert!(
         dir.join("runtimes/tflite").is_dir(),
         "run scripts/fetch-models.py"

@@ -1,17 +1,15 @@
 //! The individual conformance checks: metadata, self-tests, and everything done with a sample
 //! model (capabilities, wrong inputs, concurrency).
 
-use super::{inputs, Report, Sample};
-use crate::{
-    client::{LoadedModel, PluginLibrary},
-    error::ErrorKind,
-    types::{Capabilities, DType, FinishReason, GenerateRequest, SamplingParams, Tensor},
-    SelfTest,
+use crate::{inputs, Report, Sample};
+use cyxwiz_plugin_host::{LoadedModel, PluginLibrary};
+use cyxwiz_sdk::{
+    Capabilities, DType, ErrorKind, FinishReason, GenerateRequest, SamplingParams, SelfTest, Tensor,
 };
 
 type Outcome = Result<(), String>;
 
-fn expect_kind<T>(what: &str, result: crate::Result<T>, kind: ErrorKind) -> Outcome {
+fn expect_kind<T>(what: &str, result: cyxwiz_sdk::Result<T>, kind: ErrorKind) -> Outcome {
     match result {
         Ok(_) => Err(format!("{what}: succeeded, expected a {kind} error")),
         Err(e) if e.kind == kind => Ok(()),
@@ -72,11 +70,11 @@ pub(super) fn metadata(lib: &PluginLibrary) -> Outcome {
     if m.capabilities.is_empty() {
         return Err("no capabilities declared".into());
     }
-    if m.interface_version != crate::INTERFACE_VERSION {
+    if m.interface_version != cyxwiz_sdk::INTERFACE_VERSION {
         return Err(format!(
             "built against plugin-api {}, the testkit is {}",
             m.interface_version,
-            crate::INTERFACE_VERSION
+            cyxwiz_sdk::INTERFACE_VERSION
         ));
     }
     Ok(())

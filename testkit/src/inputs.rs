@@ -1,6 +1,6 @@
 //! Valid inputs generated from a model's specs, and output comparison with tolerances.
 
-use crate::types::{DType, ModelInfo, Tensor};
+use cyxwiz_sdk::{DType, ModelInfo, Tensor};
 
 /// Inputs matching `info`'s specs: dynamic dimensions become 1; floats count up from 0 to 1
 /// (`arange(n) / n`, as the ONNX backend tests feed them); every other dtype is zero.

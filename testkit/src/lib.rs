@@ -3,22 +3,21 @@
 //! panic, and eight threads calling at once.
 //!
 //! ```no_run
-//! use cyxwiz_sdk::testkit::{cdylib_path, Conformance, Sample};
+//! use cyxwiz_testkit::{cdylib_path, Conformance, Sample};
 //!
 //! let report = Conformance::new(cdylib_path("cyxwiz_plugin_example"))
 //!     .sample(Sample::new("tests/data/model.scale.json"))
 //!     .run();
 //! report.assert_passed();
 //! ```
+#![deny(missing_docs)]
 
 mod checks;
 mod hostile;
 mod inputs;
 
-use crate::{
-    client::PluginLibrary,
-    types::{LoadOptions, Tensor},
-};
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::{LoadOptions, Tensor};
 use std::{
     fmt,
     path::{Path, PathBuf},
@@ -207,40 +206,6 @@ impl Conformance {
         }
         report
     }
-}
-
-/// Where `scripts/fetch-models.py` puts the real test models: `$CYXWIZ_MODELS_DIR`, else
-/// `$CYXWIZ_DATA_DIR/models`, else `~/.cyxwiz/server-node/models`.
-pub fn models_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CYXWIZ_MODELS_DIR") {
-        return PathBuf::from(dir);
-    }
-    let data = std::env::var_os("CYXWIZ_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cyxwiz/server-node")
-        });
-    data.join("models")
-}
-
-/// The Python of the test venv that `scripts/python-env` makes (reference runtimes, the
-/// `openai` SDK): `$CYXWIZ_VENV/bin/python`, default `~/.cache/cyxwiz-venv/bin/python`.
-///
-/// # Panics
-/// When that file does not exist, with a message saying how to create it.
-pub fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("CYXWIZ_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/cyxwiz-venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "{} missing: run scripts/test or scripts/python-env (they create the venv from tests/python/requirements.txt)",
-        python.display()
-    );
-    python
 }
 
 /// Finds a cdylib built in this target directory: `lib<crate_name>.so` (or `.dylib`, `.dll`)

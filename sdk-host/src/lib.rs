@@ -1,18 +1,12 @@
-//! The host side of the boundary: open a plugin library, check its interface version, load
-//! models and call them with std types. Used by the node and by the testkit.
+//! The host side of the plugin boundary: open a plugin library, check its interface version,
+//! load models and call them with the std types of `cyxwiz-sdk`. Used by the node and by the
+//! conformance testkit; plugin authors depend on `cyxwiz-sdk` alone.
 //!
 //! Libraries are opened with abi_stable's per-library header API (`lib_header_from_path` +
 //! `init_root_module`), so any number of plugins load side by side. They are never unloaded.
 
-use crate::{
-    convert,
-    error::{Error, Result},
-    types::{
-        Embeddings, GenerateOutput, GenerateRequest, LoadOptions, ModelInfo, PluginMetadata,
-        Tensor, TensorView, TrainingJob, TrainingOutcome, TrainingProgress,
-    },
-    ProgressSink, TokenSink,
-};
+#![deny(missing_docs)]
+
 use cyxwiz_plugin_api::{
     self as abi,
     abi_stable::{
@@ -23,6 +17,11 @@ use cyxwiz_plugin_api::{
         std_types::{RSlice, RStr},
     },
     LoaderBox, LogLevel, ModelBox, PluginModRef, SelfTest, TrainingBackendBox,
+};
+use cyxwiz_sdk::{
+    convert, Embeddings, Error, GenerateOutput, GenerateRequest, LoadOptions, ModelInfo,
+    PluginMetadata, ProgressSink, Result, Tensor, TensorView, TokenSink, TrainingJob,
+    TrainingOutcome, TrainingProgress,
 };
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},

@@ -1,7 +1,9 @@
 //! Hostile model files: each must give an error, never a panic or a crash.
 
-use super::Report;
-use crate::{client::PluginLibrary, error::ErrorKind, testkit::Sample};
+use crate::Report;
+use crate::Sample;
+use cyxwiz_plugin_host::PluginLibrary;
+use cyxwiz_sdk::ErrorKind;
 use std::{
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
