@@ -10,6 +10,7 @@
 //! - [`author`]: the traits plugin authors implement.
 //! - [`types`]: tensors, specs, requests and results as plain Rust types.
 //! - [`error`]: [`Error`] and [`ErrorKind`].
+//! - [`read_json`]: a plugin's own JSON file into a serde type, errors naming file and field.
 //!
 //! The host side (open a plugin library, load models, call them) is the separate crate
 //! `cyxwiz-plugin-host`; the conformance suite every plugin must pass is `cyxwiz-testkit`
@@ -19,49 +20,43 @@
 //! `Cargo.toml`: `crate-type = ["cdylib", "rlib"]` and a dependency on `cyxwiz-sdk` only.
 //!
 //! ```rust,no_run
-//! use cyxwiz_sdk::{
-//!     export_plugin, Capabilities, DType, Error, Format, LoadOptions, Model, ModelInfo, Plugin,
-//!     Result, Tensor, TensorSpec, TensorView,
-//! };
+//! use cyxwiz_sdk::{serde::Deserialize, *};
 //! use std::path::Path;
 //!
-//! /// Doubles a float32 vector of length 4; the model file holds nothing but `double`.
+//! /// Doubles a float32 `[batch, width]` matrix; the model file is `{"width": 4}`.
 //! #[derive(Default)]
 //! struct Doubler;
-//! struct DoublerModel;
+//! #[derive(Deserialize)]
+//! #[serde(crate = "cyxwiz_sdk::serde")]
+//! struct DoublerModel {
+//!     width: std::num::NonZeroU32,
+//! }
 //!
 //! impl Plugin for Doubler {
 //!     const NAME: &'static str = "doubler";
-//!     const DESCRIPTION: &'static str = "multiplies a vector by two";
-//!     const FORMATS: &'static [Format] = &[Format { name: "double", extensions: &["double"] }];
+//!     const DESCRIPTION: &'static str = "multiplies a matrix by two";
+//!     const FORMATS: &'static [Format] = &[Format::new("double", &["double"])];
 //!     const CAPABILITIES: Capabilities = Capabilities::TENSOR_INFERENCE;
 //!     type Model = DoublerModel;
 //!
 //!     fn load(&self, path: &Path, _: &LoadOptions) -> Result<DoublerModel> {
-//!         let text = std::fs::read_to_string(path).map_err(|e| Error::from_io(path, &e))?;
-//!         match text.trim() {
-//!             "double" => Ok(DoublerModel),
-//!             _ => Err(Error::invalid_input(format!("{}: not a doubler model", path.display()))),
-//!         }
+//!         read_json(path) // NOT_FOUND / INVALID_INPUT errors naming the file and field
 //!     }
 //! }
 //!
 //! impl Model for DoublerModel {
 //!     fn info(&self) -> Result<ModelInfo> {
-//!         let spec = |name: &str| TensorSpec { name: name.into(), dtype: DType::F32, shape: vec![4] };
-//!         Ok(ModelInfo {
-//!             inputs: vec![spec("x")],
-//!             outputs: vec![spec("y")],
-//!             capabilities: Capabilities::TENSOR_INFERENCE,
-//!             ..ModelInfo::default()
-//!         })
+//!         let shape = [-1, i64::from(self.width.get())];
+//!         Ok(ModelInfo::tensors(
+//!             vec![TensorSpec::f32("x", shape)],
+//!             vec![TensorSpec::f32("y", shape)],
+//!         ))
 //!     }
 //!
 //!     fn infer(&self, inputs: &[TensorView<'_>]) -> Result<Vec<Tensor>> {
 //!         self.info()?.check_inputs(inputs)?;
-//!         let x = inputs[0].to_f32_vec()?;
-//!         let y: Vec<f32> = x.iter().map(|v| v * 2.0).collect();
-//!         Ok(vec![Tensor::from_f32("y", vec![4], &y)])
+//!         let y: Vec<f32> = inputs[0].to_f32_vec()?.iter().map(|v| v * 2.0).collect();
+//!         Ok(vec![Tensor::from_f32("y", inputs[0].shape.to_vec(), &y)])
 //!     }
 //! }
 //!
@@ -77,6 +72,7 @@ pub mod author;
 pub mod convert;
 pub mod error;
 mod export;
+mod json;
 mod log;
 pub mod types;
 
@@ -85,6 +81,10 @@ pub use cyxwiz_plugin_api::{SelfTest, INTERFACE_VERSION};
 pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]
 pub use export::__private;
+pub use json::read_json;
+/// `serde`, with its derive macros, for the types [`read_json`] reads (add
+/// `#[serde(crate = "cyxwiz_sdk::serde")]` to derive without depending on serde yourself).
+pub use serde;
 pub use serde_json;
 /// `tracing`, for plugin logs: events reach the host's log tagged with the plugin's name.
 pub use tracing;

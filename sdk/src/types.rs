@@ -13,6 +13,13 @@ pub struct Format {
     pub extensions: &'static [&'static str],
 }
 
+impl Format {
+    /// `Format::new("onnx", &["onnx"])`, usable in a `const`.
+    pub const fn new(name: &'static str, extensions: &'static [&'static str]) -> Self {
+        Self { name, extensions }
+    }
+}
+
 /// What a plugin says about itself, as the host reads it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PluginMetadata {
@@ -51,6 +58,26 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
+    /// A spec from its parts; `shape` takes `-1` for dynamic dimensions
+    /// (`TensorSpec::new("ids", DType::I64, [-1, -1])`).
+    pub fn new(name: impl Into<String>, dtype: DType, shape: impl Into<Vec<i64>>) -> Self {
+        Self {
+            name: name.into(),
+            dtype,
+            shape: shape.into(),
+        }
+    }
+
+    /// A float32 spec: `TensorSpec::f32("x", [-1, 4])`.
+    pub fn f32(name: impl Into<String>, shape: impl Into<Vec<i64>>) -> Self {
+        Self::new(name, DType::F32, shape)
+    }
+
+    /// An int64 spec: `TensorSpec::i64("input_ids", [-1, -1])`.
+    pub fn i64(name: impl Into<String>, shape: impl Into<Vec<i64>>) -> Self {
+        Self::new(name, DType::I64, shape)
+    }
+
     /// Checks `view` against this spec: dtype, rank, fixed dimensions, byte length, and that no
     /// dimension is zero (an empty batch).
     pub fn check(&self, view: &TensorView<'_>) -> Result<()> {
@@ -248,6 +275,17 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// The info of a tensor model: these inputs and outputs, capability
+    /// [`TENSOR_INFERENCE`](Capabilities::TENSOR_INFERENCE), everything else default.
+    pub fn tensors(inputs: Vec<TensorSpec>, outputs: Vec<TensorSpec>) -> Self {
+        Self {
+            inputs,
+            outputs,
+            capabilities: Capabilities::TENSOR_INFERENCE,
+            ..Self::default()
+        }
+    }
+
     /// Checks a set of inputs against the declared input specs: every declared input present
     /// once, no unknown names, each matching its spec.
     pub fn check_inputs(&self, inputs: &[TensorView<'_>]) -> Result<()> {
@@ -455,4 +493,47 @@ pub struct TrainingOutcome {
     pub artifacts: Vec<std::path::PathBuf>,
     /// Final metrics.
     pub metrics: Vec<Metric>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_constructors_fill_name_dtype_and_shape() {
+        let x = TensorSpec::f32("x", [-1, 4]);
+        assert_eq!(
+            x,
+            TensorSpec {
+                name: "x".into(),
+                dtype: DType::F32,
+                shape: vec![-1, 4]
+            }
+        );
+        assert_eq!(TensorSpec::i64("ids", vec![2]).dtype, DType::I64);
+        assert_eq!(
+            TensorSpec::new("m", DType::BOOL, []).shape,
+            Vec::<i64>::new()
+        );
+        // The constructed spec checks inputs like a hand-written one.
+        let ok = Tensor::from_f32("x", vec![2, 4], &[0.0; 8]);
+        assert!(x.check(&ok.view()).is_ok());
+        let bad = Tensor::from_f32("x", vec![2, 3], &[0.0; 6]);
+        let err = x.check(&bad.view()).unwrap_err();
+        assert!(err.message.contains("[?, 4]"), "{err}");
+    }
+
+    #[test]
+    fn tensor_model_info_declares_tensor_inference_only() {
+        let info = ModelInfo::tensors(vec![TensorSpec::f32("x", [1])], vec![]);
+        assert_eq!(info.capabilities, Capabilities::TENSOR_INFERENCE);
+        assert_eq!(info.inputs.len(), 1);
+        assert_eq!((info.memory_bytes, info.context_length), (0, 0));
+    }
+
+    #[test]
+    fn format_new_is_const() {
+        const F: Format = Format::new("scale", &["scale", "sc"]);
+        assert_eq!((F.name, F.extensions), ("scale", &["scale", "sc"][..]));
+    }
 }

@@ -58,8 +58,10 @@ fn build_skewed_plugin(version: &str) -> PathBuf {
             "0.1.0",
             "",
             &format!(
-                "cyxwiz-plugin-api = {{ path = \"../plugin-api\" }}\n{}{}{}",
+                "cyxwiz-plugin-api = {{ path = \"../plugin-api\" }}\nserde = {{ version = \"={}\", features = [\"derive\"] }}\n{}{}{}{}",
+                locked_version(&root, "serde"),
                 dep("serde_json"),
+                dep("serde_path_to_error"),
                 dep("thiserror"),
                 dep("tracing")
             ),
