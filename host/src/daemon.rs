@@ -11,11 +11,13 @@ use crate::{
     grpc::{self, GrpcState},
     metrics::sampler::{run_sampler, MetricsSettings},
     plugins::{search_dirs, PluginState, Registry},
-    server::{self, control, tls, AppState},
+    node::{self, Node},
+    control,
+    server::{self, tls},
     store::{Store, StoreError},
 };
 use std::{
-    future::{Future, IntoFuture},
+    future::Future,
     path::PathBuf,
     sync::Arc,
 };
@@ -228,10 +230,15 @@ pub async fn run(
         .iter()
         .filter(|e| matches!(e.state, PluginState::Failed(_)))
         .count();
-    let loaded = registry.entries().len() - failed;
-    tracing::info!(loaded, failed, "plugins discovered");
+    tracing::info!(
+        loaded = registry.entries().len() - failed,
+        failed,
+        "plugins discovered"
+    );
 
-    let deployments = Arc::new(Deployments::from_config(&config));
+    let deployments = Arc::new(Deployments::from_config(&config).with_devices(
+        crate::deployments::device::DevicePool::new(&config.devices, &inventory),
+    ));
     let auth_required = config.api.auth_required();
     let keyring = Arc::new(crate::access::keyring::Keyring::open(
         &config.database_path(),
@@ -255,21 +262,18 @@ pub async fn run(
         );
     }
     let metrics: Arc<crate::metrics::Metrics> = Arc::default();
-    let state = Arc::new(AppState {
-        node_name: config.node.name.clone(),
+    let config = Arc::new(config);
+    let state = Arc::new(Node::new(node::Parts {
+        config: config.clone(),
+        inventory: inventory.clone(),
         central: central.clone(),
-        grpc_ports: config.grpc.ports.clone(),
         deployments: deployments.clone(),
         registry: registry.clone(),
-        store: std::sync::Mutex::new(store),
+        store,
         metrics: metrics.clone(),
         access: Arc::new(crate::access::Access::new(keyring.clone())),
         audit_log,
-        auth_required,
-        plugins_loaded: loaded,
-        plugins_failed: failed,
-        started: std::time::Instant::now(),
-    });
+    }));
 
     let loader = {
         let deployments = deployments.clone();
@@ -279,10 +283,14 @@ pub async fn run(
 
     // One shutdown signal for every server.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    let stop_tx = Arc::new(stop_tx);
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+    }
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -325,7 +333,6 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
-    let config = Arc::new(config);
     // The HTTP port is bound first so gRPC answers can point at it.
     let http = if config.api.enabled {
         let addr = format!("{}:{}", config.api.host, config.api.port);
@@ -354,12 +361,7 @@ pub async fn run(
         tracing::info!("gRPC disabled ([grpc] ports = [])");
         None
     } else {
-        let grpc_state = Arc::new(GrpcState::new(
-            state.clone(),
-            config.clone(),
-            inventory.clone(),
-            endpoint_url,
-        ));
+        let grpc_state = Arc::new(GrpcState::new(state.clone(), endpoint_url));
         if grpc_state.auth_required {
             tracing::info!("API keys required on gRPC (AssignJob excepted)");
         } else {
@@ -408,11 +410,16 @@ pub async fn run(
         addr: socket.display().to_string(),
         source,
     })?;
-    let control_server = tokio::spawn(
-        axum::serve(control_listener, control::router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let control_server = tokio::spawn(control::serve(
+        control_listener,
+        control::peer::node_uid(),
+        control::ControlService::new(control::ControlContext {
+            node: state.clone(),
+            logs: crate::logging::ring(),
+            stop: stop_tx.clone(),
+        }),
+        stopped(stop_rx.clone()),
+    ));
 
     if let Some((listener, bound)) = http {
         if auth_required {

@@ -9,7 +9,8 @@
 //! - [`models`]: per-model worker threads, JSON tensors, model directory scans.
 //! - [`deployments`]: configured models and their lifecycle.
 //! - [`openai`]: the OpenAI-compatible `/v1` API, one module per endpoint family.
-//! - [`server`]: the HTTP router (health, metrics, auth, limits) and the control socket.
+//! - [`server`]: the HTTP router (health, metrics, auth, limits).
+//! - [`control`]: the CyxWiz `DaemonService` on the local Unix socket (server and CLI client).
 //! - [`metrics`]: Prometheus metrics, the system sampler and its history.
 //! - [`devices`]: the hardware inventory (CPU, memory, disks, interfaces, NVIDIA GPUs).
 //! - [`grpc`]: the CyxWiz gRPC services (NodeService.AssignJob, DeploymentService,
@@ -24,6 +25,7 @@ pub mod access;
 pub mod audit;
 pub mod central;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod deployments;
 pub mod devices;
@@ -31,6 +33,7 @@ pub mod grpc;
 pub mod logging;
 pub mod metrics;
 pub mod models;
+pub mod node;
 pub mod openai;
 pub mod plugins;
 pub mod server;

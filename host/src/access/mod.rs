@@ -15,7 +15,11 @@ use std::sync::Arc;
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub enum Caller {
-    /// No key, where none is required (the operator's own loopback node): may do anything.
+    /// The node's operator: its own config file, or its user on the control socket. May do
+    /// anything, and choose any load option.
+    Operator,
+    /// No key, where none is required (the operator's own loopback node): may do anything
+    /// a key may, within `[limits]`.
     Anonymous,
     /// A valid key.
     Key(Arc<KeyRecord>),
@@ -25,7 +29,7 @@ impl Caller {
     /// Whether the caller may use the model named `model`.
     pub fn may_use(&self, model: &str) -> bool {
         match self {
-            Caller::Anonymous => true,
+            Caller::Operator | Caller::Anonymous => true,
             Caller::Key(k) => k.models.is_empty() || k.models.iter().any(|m| m == model),
         }
     }
@@ -33,7 +37,7 @@ impl Caller {
     /// Whether the caller holds `scope`.
     pub fn allows(&self, scope: Scope) -> bool {
         match self {
-            Caller::Anonymous => true,
+            Caller::Operator | Caller::Anonymous => true,
             Caller::Key(k) => k.allows(scope),
         }
     }
@@ -41,6 +45,7 @@ impl Caller {
     /// The key's name for logs and the audit log, `-` without a key.
     pub fn name(&self) -> &str {
         match self {
+            Caller::Operator => "operator",
             Caller::Anonymous => "-",
             Caller::Key(k) => &k.name,
         }

@@ -244,6 +244,10 @@ pub struct DeploymentConfig {
     /// Embedding pipelines: L2-normalise the vectors.
     #[serde(default = "yes")]
     pub normalize: bool,
+    /// Where it runs: `cpu`, `auto` (a GPU if usable, else the CPU), `cuda` (the first GPU
+    /// `[devices] gpu_ids` allows) or `cuda:N`. Plugins without GPU support refuse others.
+    #[serde(default = "default_device")]
+    pub device: String,
     /// Plugin-specific load options, e.g. `{ input_shapes = { x = [-1, 3, 48, 192] } }`.
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
     pub options: toml::Table,
@@ -265,9 +269,14 @@ impl DeploymentConfig {
             max_batch: default_max_batch(),
             pooling: None,
             normalize: yes(),
+            device: default_device(),
             options: toml::Table::new(),
         }
     }
+}
+
+fn default_device() -> String {
+    "cpu".into()
 }
 
 fn yes() -> bool {

@@ -132,6 +132,9 @@ impl Config {
                     ));
                 }
             }
+            if let Err(why) = crate::deployments::device::Request::parse(&d.device) {
+                return Err(self.key_error(&format!("deployments[{i}].device"), why));
+            }
             for alias in &d.aliases {
                 if !names.insert(alias.as_str()) {
                     return Err(self.key_error(

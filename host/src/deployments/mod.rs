@@ -9,6 +9,7 @@
 //! it (tensors, text generation, embeddings).
 
 pub mod caller;
+pub mod device;
 
 use crate::{
     config::{Config, DeploymentConfig},
@@ -121,6 +122,20 @@ pub enum DeployError {
     Load(String),
 }
 
+/// A deployment's change of status, as told to [`Deployments::subscribe`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// The deployment.
+    pub name: String,
+    /// Its new status.
+    pub status: Status,
+    /// Why it failed, or empty.
+    pub message: String,
+}
+
+/// Status changes a slow subscriber may fall behind by.
+const CHANGES: usize = 256;
+
 /// Result of looking a model name up.
 #[derive(Debug)]
 pub enum Lookup {
@@ -167,6 +182,8 @@ pub struct Deployments {
     inner: RwLock<Vec<Deployment>>,
     ram_budget_mb: u64,
     max_deployments: usize,
+    devices: device::DevicePool,
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 impl Default for Deployments {
@@ -175,6 +192,8 @@ impl Default for Deployments {
             inner: RwLock::new(Vec::new()),
             ram_budget_mb: 0,
             max_deployments: usize::MAX,
+            devices: device::DevicePool::default(),
+            changes: tokio::sync::broadcast::channel(CHANGES).0,
         }
     }
 }
@@ -235,6 +254,7 @@ fn load_worker(
     config: &DeploymentConfig,
     path: &Path,
     registry: &Registry,
+    devices: &device::DevicePool,
 ) -> Result<(ModelWorker, Kind), String> {
     let (file, tokenizer) = if path.is_dir() {
         let tokenizer = path.join("tokenizer.json");
@@ -245,10 +265,23 @@ fn load_worker(
     } else {
         (path.to_path_buf(), None)
     };
+    let device = devices.resolve(&config.device)?;
+    let mut options = serde_json::to_value(&config.options)
+        .unwrap_or_else(|_| serde_json::Value::Object(Default::default()));
+    if let (Some(mb), Some(map), false) = (
+        devices.gpu_memory_limit_mb(),
+        options.as_object_mut(),
+        device == "cpu",
+    ) {
+        map.entry("gpu_memory_limit_mb").or_insert(mb.into());
+    }
+    if device != "cpu" {
+        tracing::info!(%device, "loading on a GPU device");
+    }
     let options = LoadOptions {
         threads: config.threads,
-        options: serde_json::to_value(&config.options)
-            .unwrap_or_else(|_| serde_json::Value::Object(Default::default())),
+        device,
+        options,
         ..LoadOptions::default()
     };
     let (lib, model) = registry
@@ -308,7 +341,29 @@ impl Deployments {
             inner: RwLock::new(list),
             ram_budget_mb: ram_budget_mb(config.devices.max_ram_mb),
             max_deployments: config.limits.max_deployments as usize,
+            ..Self::default()
         }
+    }
+
+    /// Deployments run on `pool`'s devices (by default: the CPU, and GPU requests go to the
+    /// plugins as they are).
+    pub fn with_devices(mut self, pool: device::DevicePool) -> Self {
+        self.devices = pool;
+        self
+    }
+
+    /// Status changes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn announce(&self, name: &str, status: Status, message: &str) {
+        // No subscriber is not an error.
+        let _ = self.changes.send(Change {
+            name: name.to_string(),
+            status,
+            message: message.to_string(),
+        });
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Deployment>> {
@@ -373,10 +428,13 @@ impl Deployments {
         message: String,
         loaded: Option<(Arc<ModelWorker>, Kind)>,
     ) {
-        let mut list = self.write();
-        if let Some(d) = list.iter_mut().find(|d| d.config.name == name) {
+        {
+            let mut list = self.write();
+            let Some(d) = list.iter_mut().find(|d| d.config.name == name) else {
+                return;
+            };
             d.status = status;
-            d.message = message;
+            d.message.clone_from(&message);
             if let Some((worker, kind)) = loaded {
                 d.worker = Some(worker);
                 d.kind = kind;
@@ -384,6 +442,7 @@ impl Deployments {
                 d.worker = None;
             }
         }
+        self.announce(name, status, &message);
     }
 
     /// Memory of the loaded models, in MiB.
@@ -432,22 +491,23 @@ impl Deployments {
         }
         self.set(name, Status::Loading, String::new(), None);
         let started = std::time::Instant::now();
-        let loaded = load_worker(&config, &path, registry).and_then(|(worker, kind)| {
-            // The plugin's own figure (weights plus caches such as a KV cache) against what
-            // is left of the budget; the model is released again if it does not fit.
-            let needed_mb = (worker.info().memory_bytes >> 20).max(1);
-            let free_mb = self.ram_budget_mb.saturating_sub(self.used_mb());
-            if self.ram_budget_mb > 0 && needed_mb > free_mb {
-                return Err(DeployError::OverBudget {
-                    name: name.to_string(),
-                    needed_mb,
-                    free_mb,
-                    budget_mb: self.ram_budget_mb,
+        let loaded =
+            load_worker(&config, &path, registry, &self.devices).and_then(|(worker, kind)| {
+                // The plugin's own figure (weights plus caches such as a KV cache) against what
+                // is left of the budget; the model is released again if it does not fit.
+                let needed_mb = (worker.info().memory_bytes >> 20).max(1);
+                let free_mb = self.ram_budget_mb.saturating_sub(self.used_mb());
+                if self.ram_budget_mb > 0 && needed_mb > free_mb {
+                    return Err(DeployError::OverBudget {
+                        name: name.to_string(),
+                        needed_mb,
+                        free_mb,
+                        budget_mb: self.ram_budget_mb,
+                    }
+                    .to_string());
                 }
-                .to_string());
-            }
-            Ok((worker, kind))
-        });
+                Ok((worker, kind))
+            });
         match loaded {
             Ok((worker, kind)) => {
                 tracing::info!(
@@ -523,14 +583,17 @@ impl Deployments {
     /// Stops serving a deployment. Requests in flight finish; the model is released when
     /// the last one does. The deployment stays listed as stopped until replaced.
     pub fn undeploy(&self, name: &str) -> Result<(), DeployError> {
-        let mut list = self.write();
-        let d = list
-            .iter_mut()
-            .find(|d| d.config.name == name && d.status != Status::Stopped)
-            .ok_or_else(|| DeployError::NotFound(name.to_string()))?;
-        d.status = Status::Stopped;
-        d.message = String::new();
-        d.worker = None;
+        {
+            let mut list = self.write();
+            let d = list
+                .iter_mut()
+                .find(|d| d.config.name == name && d.status != Status::Stopped)
+                .ok_or_else(|| DeployError::NotFound(name.to_string()))?;
+            d.status = Status::Stopped;
+            d.message = String::new();
+            d.worker = None;
+        }
+        self.announce(name, Status::Stopped, "");
         Ok(())
     }
 

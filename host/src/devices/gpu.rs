@@ -9,7 +9,7 @@ use nvml_wrapper::{enum_wrappers::device::TemperatureSensor, error::NvmlError, D
 use serde::Serialize;
 
 /// One GPU as the inventory reports it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Gpu {
     /// NVML index (what `CUDA_VISIBLE_DEVICES` and the `gpu` metric label use).
     pub index: u32,

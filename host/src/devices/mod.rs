@@ -36,7 +36,7 @@ pub struct Interface {
 }
 
 /// The node's hardware, as probed at start.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Inventory {
     /// CPU brand string, e.g. "AMD EPYC 7763 64-Core Processor".
     pub cpu_model: String,

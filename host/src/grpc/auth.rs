@@ -1,11 +1,11 @@
 //! API keys on gRPC: `authorization: Bearer KEY` metadata checked against the node's keyring
-//! with the scope each RPC needs, and the one mapping of an access refusal to a
-//! `tonic::Status`. Keys are required whenever gRPC listens beyond loopback, or
+//! with the scope each RPC needs; a refusal is a node error, mapped to a `tonic::Status` like
+//! every other. Keys are required whenever gRPC listens beyond loopback, or
 //! `[grpc] require_auth` / `[api] require_auth` is set.
 
 use super::GrpcState;
 use crate::{
-    access::{Caller, Denied, Scope},
+    access::{Caller, Scope},
     config::Config,
 };
 use tonic::{Request, Status};
@@ -20,15 +20,6 @@ pub fn required(config: &Config) -> bool {
     config.grpc.require_auth || config.api.require_auth || !loopback
 }
 
-/// The one mapping of an access refusal to gRPC.
-pub fn status(denied: &Denied) -> Status {
-    match denied {
-        Denied::Missing | Denied::Unknown { .. } => Status::unauthenticated(denied.to_string()),
-        Denied::Scope { .. } => Status::permission_denied(denied.to_string()),
-        Denied::RateLimited { .. } => Status::resource_exhausted(denied.to_string()),
-    }
-}
-
 impl GrpcState {
     /// The caller of `request`, who must hold `scope`; refusals are audited with the peer's
     /// address.
@@ -38,16 +29,16 @@ impl GrpcState {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(crate::access::bearer);
-        match self.app.access.check(key, scope, self.auth_required) {
+        match self.node.access.check(key, scope, self.auth_required) {
             Ok((caller, _)) => Ok(caller),
             Err(denied) => {
                 let peer = request
                     .remote_addr()
                     .map_or_else(|| "unknown".to_string(), |a| a.to_string());
                 let (kind, subject) = denied.audit_event();
-                self.app
+                self.node
                     .audit(kind, subject, &format!("grpc from {peer}: {denied}"));
-                Err(status(&denied))
+                Err(crate::node::NodeError::from(denied).into())
             }
         }
     }

@@ -7,9 +7,8 @@
 
 use super::{convert, error, GrpcState};
 use crate::{
-    access::{Caller, Scope},
-    config::DeploymentConfig as NodeDeployment,
-    deployments::DeploymentView,
+    access::Scope, config::DeploymentConfig as NodeDeployment, deployments::DeploymentView,
+    node::ErrorKind,
 };
 use cyxwiz_proto::protocol::{
     deployment_service_server::DeploymentService, CreateDeploymentRequest,
@@ -30,22 +29,6 @@ pub struct DeploymentSvc(pub Arc<GrpcState>);
 const MAX_PAGE: usize = 1000;
 
 impl DeploymentSvc {
-    /// The deployment `id` (name or alias) as `caller` may see it: one its key may not use
-    /// is answered exactly like an unknown one.
-    fn view(&self, caller: &Caller, id: &str) -> Result<DeploymentView, Status> {
-        if id.is_empty() {
-            return Err(Status::invalid_argument("deployment_id is empty"));
-        }
-        self.0
-            .app
-            .deployments
-            .snapshot()
-            .into_iter()
-            .find(|d| d.name == id || d.aliases.iter().any(|a| a == id))
-            .filter(|d| caller.may_use(&d.name))
-            .ok_or_else(|| Status::not_found(format!("no deployment `{id}` on this node")))
-    }
-
     /// The protocol's view of a deployment.
     fn message(&self, view: &DeploymentView) -> Deployment {
         let state = &self.0;
@@ -74,7 +57,7 @@ impl DeploymentSvc {
                         .collect(),
                     ..Default::default()
                 }),
-                node_id: state.app.central.node_id(),
+                node_id: state.node.central.node_id(),
                 port: state
                     .endpoint_url
                     .rsplit(':')
@@ -93,7 +76,7 @@ impl DeploymentSvc {
             uptime_seconds: view.uptime_seconds as i64,
             total_requests: i64::try_from(view.requests).unwrap_or(i64::MAX),
             avg_latency_ms: view.mean_latency_ms,
-            error: failed.then(|| error::proto(&Status::failed_precondition(view.message.clone()))),
+            error: failed.then(|| error::of_kind(ErrorKind::Unavailable, view.message.clone())),
             ..Default::default()
         }
     }
@@ -129,35 +112,8 @@ fn param_value(text: &str) -> serde_json::Value {
     }
 }
 
-/// Whether `path` lies inside one of `dirs` (after resolving links).
-fn inside(path: &std::path::Path, dirs: &[PathBuf]) -> bool {
-    // A file that does not exist is judged by its (existing) directory.
-    let real = match path.canonicalize() {
-        Ok(real) => real,
-        Err(_) => match (
-            path.parent().and_then(|p| p.canonicalize().ok()),
-            path.file_name(),
-        ) {
-            (Some(dir), Some(name)) => dir.join(name),
-            _ => return false,
-        },
-    };
-    dirs.iter()
-        .filter_map(|d| d.canonicalize().ok())
-        .any(|d| real.starts_with(d))
-}
-
-/// A valid deployment name: letters, digits and `-_.:/`, at most 128 characters.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
-}
-
 /// The node's deployment entry for a protocol `DeploymentConfig`.
-fn node_deployment(state: &GrpcState, config: &DeploymentConfig) -> Result<NodeDeployment, Status> {
+fn node_deployment(config: &DeploymentConfig) -> Result<NodeDeployment, Status> {
     let model = config
         .model
         .as_ref()
@@ -170,42 +126,19 @@ fn node_deployment(state: &GrpcState, config: &DeploymentConfig) -> Result<NodeD
         }));
     }
     let path = PathBuf::from(&model.local_path);
-    if !path.is_absolute() {
-        return Err(Status::invalid_argument(format!(
-            "config.model.local_path must be absolute, got `{}`",
-            model.local_path
-        )));
-    }
-    // Outside the model directories a caller learns nothing about the file, not even
-    // whether it exists.
-    let dirs = state.config.model_dirs();
-    if !state.config.grpc.allow_any_model_path && !inside(&path, &dirs) {
-        return Err(Status::permission_denied(format!(
-            "{} is not inside the node's model directories; the operator can add its directory to [models] dirs",
-            path.display()
-        )));
-    }
-    if !path.exists() {
-        return Err(Status::not_found(format!(
-            "{}: no such file or directory on this node",
-            path.display()
-        )));
-    }
     let name = [&config.deployment_id, &model.name, &model.model_id]
         .into_iter()
         .find(|n| !n.is_empty())
         .cloned()
         .unwrap_or_else(|| format!("dep-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
-    if !valid_name(&name) {
-        return Err(Status::invalid_argument(format!(
-            "deployment name `{name}` must be 1-128 letters, digits or -_.:/"
-        )));
-    }
     let mut options = serde_json::Map::new();
     let mut plugin = None;
+    let mut device = None;
     for (key, value) in &config.runtime_params {
         if key == "plugin" {
             plugin = Some(value.clone());
+        } else if key == "device" {
+            device = Some(value.clone());
         } else {
             options.insert(key.clone(), param_value(value));
         }
@@ -215,20 +148,6 @@ fn node_deployment(state: &GrpcState, config: &DeploymentConfig) -> Result<NodeD
     }
     let options: toml::Table = serde_json::from_value(serde_json::Value::Object(options))
         .map_err(|e| Status::invalid_argument(format!("config.runtime_params: {e}")))?;
-    let registry = &state.app.registry;
-    let plugins: Vec<String> = match &plugin {
-        Some(p) if registry.get(p).is_some() => vec![p.clone()],
-        Some(p) => {
-            return Err(Status::invalid_argument(format!(
-                "config.runtime_params.plugin: no plugin `{p}` is loaded on this node"
-            )))
-        }
-        None => registry
-            .candidates(&path)
-            .iter()
-            .map(|l| l.metadata().name.clone())
-            .collect(),
-    };
     let threads = u32::try_from(config.threads.max(0)).unwrap_or(u32::MAX);
     let mut deployment = NodeDeployment {
         plugin,
@@ -236,11 +155,12 @@ fn node_deployment(state: &GrpcState, config: &DeploymentConfig) -> Result<NodeD
         options,
         ..NodeDeployment::new(name, path)
     };
+    if let Some(device) = device {
+        deployment.device = device;
+    }
     if config.batch_size > 0 {
         deployment.max_batch = u32::try_from(config.batch_size).unwrap_or(u32::MAX);
     }
-    crate::deployments::caller::check(&state.config.limits, &plugins, &deployment)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(deployment)
 }
 
@@ -263,32 +183,13 @@ impl DeploymentService for DeploymentSvc {
                 "this node serves LOCAL_NODE deployments; NETWORK deployments are placed by the central server",
             ));
         }
-        let entry = node_deployment(&self.0, &config)?;
-        let name = entry.name.clone();
-        let path = entry.path.display().to_string();
-        let app = self.0.app.clone();
-        let outcome =
-            tokio::task::spawn_blocking(move || app.deployments.deploy(entry, &app.registry))
-                .await
-                .map_err(|e| Status::internal(format!("deployment task failed: {e}")))?;
-        match outcome {
-            Ok(view) => {
-                self.0.app.audit(
-                    "deployment_created",
-                    &name,
-                    &format!("grpc, key {}: {path}", caller.name()),
-                );
-                Ok(Response::new(CreateDeploymentResponse {
-                    status: StatusCode::StatusSuccess as i32,
-                    deployment: Some(self.message(&view)),
-                    error: None,
-                }))
-            }
-            Err(e) => {
-                self.0.app.audit("deployment_failed", &name, &e.to_string());
-                Err(error::deploy(e))
-            }
-        }
+        let entry = node_deployment(&config)?;
+        let view = self.0.node.deploy(&caller, "grpc", entry).await?;
+        Ok(Response::new(CreateDeploymentResponse {
+            status: StatusCode::StatusSuccess as i32,
+            deployment: Some(self.message(&view)),
+            error: None,
+        }))
     }
 
     async fn get_deployment(
@@ -296,7 +197,10 @@ impl DeploymentService for DeploymentSvc {
         request: Request<GetDeploymentRequest>,
     ) -> Result<Response<GetDeploymentResponse>, Status> {
         let caller = self.0.authorize(&request, Scope::Inference)?;
-        let view = self.view(&caller, &request.into_inner().deployment_id)?;
+        let view = self
+            .0
+            .node
+            .deployment(&caller, &request.into_inner().deployment_id)?;
         Ok(Response::new(GetDeploymentResponse {
             deployment: Some(self.message(&view)),
             error: None,
@@ -326,11 +230,10 @@ impl DeploymentService for DeploymentSvc {
         };
         let matching: Vec<Deployment> = self
             .0
-            .app
-            .deployments
-            .snapshot()
+            .node
+            .deployment_list(&caller)
             .iter()
-            .filter(|v| type_ok && caller.may_use(&v.name))
+            .filter(|_| type_ok)
             .map(|v| self.message(v))
             .filter(|d| {
                 r.status_filter == DeploymentStatus::Unknown as i32 || d.status == r.status_filter
@@ -357,18 +260,7 @@ impl DeploymentService for DeploymentSvc {
     ) -> Result<Response<StopDeploymentResponse>, Status> {
         let caller = self.0.authorize(&request, Scope::Deploy)?;
         let id = request.into_inner().deployment_id;
-        let view = self.view(&caller, &id)?;
-        self.0
-            .app
-            .deployments
-            .undeploy(&view.name)
-            .map_err(error::deploy)?;
-        self.0.app.audit(
-            "deployment_stopped",
-            &view.name,
-            &format!("grpc, key {}", caller.name()),
-        );
-        let view = self.view(&caller, &view.name)?;
+        let view = self.0.node.undeploy(&caller, "grpc", &id)?;
         let mut message = self.message(&view);
         message.stopped_at = i64::try_from(now()).unwrap_or(0);
         Ok(Response::new(StopDeploymentResponse {
@@ -384,17 +276,7 @@ impl DeploymentService for DeploymentSvc {
     ) -> Result<Response<DeleteDeploymentResponse>, Status> {
         let caller = self.0.authorize(&request, Scope::Deploy)?;
         let id = request.into_inner().deployment_id;
-        let view = self.view(&caller, &id)?;
-        self.0
-            .app
-            .deployments
-            .remove(&view.name)
-            .map_err(error::deploy)?;
-        self.0.app.audit(
-            "deployment_deleted",
-            &view.name,
-            &format!("grpc, key {}", caller.name()),
-        );
+        self.0.node.remove(&caller, "grpc", &id)?;
         Ok(Response::new(DeleteDeploymentResponse {
             status: StatusCode::StatusSuccess as i32,
             error: None,
@@ -407,13 +289,14 @@ impl DeploymentService for DeploymentSvc {
     ) -> Result<Response<GetDeploymentMetricsResponse>, Status> {
         let caller = self.0.authorize(&request, Scope::Inference)?;
         let r = request.into_inner();
-        let view = self.view(&caller, &r.deployment_id)?;
+        let view = self.0.node.deployment(&caller, &r.deployment_id)?;
         let end = if r.end_time > 0 { r.end_time } else { i64::MAX };
         let start = r.start_time.max(i64::try_from(view.created).unwrap_or(0));
         // Node-wide CPU, GPU and memory over the deployment's life; the request figures are
         // the deployment's own totals, on the newest point only (they are not sampled).
         let mut points: Vec<DeploymentMetricPoint> = self
             .0
+            .node
             .history(start, end, 10_000)?
             .into_iter()
             .map(|p| DeploymentMetricPoint {
@@ -455,34 +338,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_params_and_paths() {
-        assert!(valid_name("minilm"));
-        assert!(valid_name("org/model:v1"));
-        assert!(!valid_name(""));
-        assert!(!valid_name("a b"));
+    fn params_and_formats() {
         assert_eq!(param_value("4"), serde_json::json!(4));
         assert_eq!(param_value("true"), serde_json::json!(true));
         assert_eq!(param_value("x"), serde_json::json!("x"));
         assert_eq!(param_value("[1]"), serde_json::json!([1]));
         assert_eq!(param_value("{\"x\": [-1]}"), serde_json::json!({"x": [-1]}));
         assert_eq!(param_value("{oops"), serde_json::json!("{oops"));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("m.onnx");
-        std::fs::write(&file, b"x").unwrap();
-        assert!(inside(&file, &[dir.path().to_path_buf()]));
-        assert!(!inside(&file, &[dir.path().join("other")]));
-        assert!(inside(
-            &dir.path().join("missing.onnx"),
-            &[dir.path().to_path_buf()]
-        ));
-        assert!(!inside(
-            &dir.path().join("no/such/dir.onnx"),
-            &[dir.path().to_path_buf()]
-        ));
-        assert!(!inside(
-            &dir.path().join("sub/../../etc/passwd"),
-            &[dir.path().to_path_buf()]
-        ));
         assert_eq!(
             format_code("gguf"),
             cyxwiz_proto::protocol::ModelFormat::Gguf as i32

@@ -1,59 +1,24 @@
-//! Every mapping from the node's errors to gRPC: a `tonic::Status` with the right code, and
-//! the protocol's own `Error` message built from it so both agree.
+//! The one mapping of node errors to gRPC: a `tonic::Status` with the code of the error's
+//! kind ([`ErrorKind::grpc_code`]), and the protocol's own `Error` message built from a status
+//! so both agree.
 
-use crate::{
-    deployments::{DeployError, Lookup},
-    models::WorkerError,
-};
+use crate::node::{ErrorKind, NodeError};
 use cyxwiz_proto::protocol;
-use cyxwiz_sdk::ErrorKind;
 use tonic::{Code, Status};
 
-/// A model call's failure.
-pub fn worker(e: WorkerError) -> Status {
-    match &e {
-        WorkerError::Overloaded { .. } | WorkerError::AtCapacity { .. } => {
-            Status::resource_exhausted(e.to_string())
-        }
-        WorkerError::Stopped(_) => Status::unavailable(e.to_string()),
-        WorkerError::Unsupported { .. } => Status::failed_precondition(e.to_string()),
-        WorkerError::Model(err) => match err.kind {
-            ErrorKind::INVALID_INPUT | ErrorKind::UNSUPPORTED => {
-                Status::invalid_argument(err.message.clone())
-            }
-            ErrorKind::NOT_FOUND => Status::not_found(err.message.clone()),
-            ErrorKind::BUSY => Status::resource_exhausted(err.message.clone()),
-            ErrorKind::OUT_OF_MEMORY => {
-                Status::resource_exhausted(format!("the model ran out of memory: {}", err.message))
-            }
-            _ => {
-                tracing::error!(error = %err.message, kind = %err.kind, "model call failed");
-                Status::internal("the model failed; see the node log")
-            }
-        },
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Self {
+        let message = match &e.param {
+            Some(param) if !e.message.contains(param.as_str()) => format!("{param}: {}", e.message),
+            _ => e.message,
+        };
+        Status::new(e.kind.grpc_code(), message)
     }
 }
 
-/// A deploy or undeploy refusal.
-pub fn deploy(e: DeployError) -> Status {
-    match &e {
-        DeployError::Exists(_) => Status::already_exists(e.to_string()),
-        DeployError::NotFound(_) => Status::not_found(e.to_string()),
-        DeployError::OverBudget { .. } | DeployError::TooMany { .. } => {
-            Status::resource_exhausted(e.to_string())
-        }
-        DeployError::Load(_) => Status::invalid_argument(e.to_string()),
-    }
-}
-
-/// A deployment lookup that did not find a serving model.
-pub fn lookup(name: &str, found: Lookup) -> Status {
-    match found {
-        Lookup::Ready(_) => Status::internal("model is ready"),
-        Lookup::Loading => Status::unavailable(format!("deployment `{name}` is still loading")),
-        Lookup::Unavailable(reason) => Status::unavailable(reason),
-        Lookup::Unknown => Status::not_found(format!("no deployment `{name}` on this node")),
-    }
+/// A node error as a status (for `map_err`).
+pub fn status(e: impl Into<NodeError>) -> Status {
+    e.into().into()
 }
 
 /// The protocol's `Error` for a status: the gRPC code number, its message, and the code's
@@ -69,4 +34,9 @@ pub fn proto(status: &Status) -> protocol::Error {
 /// The protocol's `Error` for a refusal that is not a failed call (e.g. a declined job).
 pub fn refusal(code: Code, message: impl Into<String>) -> protocol::Error {
     proto(&Status::new(code, message))
+}
+
+/// The protocol's `Error` for a node error of `kind`.
+pub fn of_kind(kind: ErrorKind, message: impl Into<String>) -> protocol::Error {
+    proto(&Status::from(NodeError::new(kind, message)))
 }

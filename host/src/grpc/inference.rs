@@ -1,11 +1,8 @@
 //! `InferenceService`: tensor inference on a deployment through the same model workers the
 //! HTTP `/v1/predict` uses (and so the same queues, limits and batching).
 
-use super::{convert, error, GrpcState};
-use crate::{
-    access::{Caller, Scope},
-    deployments::Lookup,
-};
+use super::{convert, GrpcState};
+use crate::access::Scope;
 use cyxwiz_proto::protocol::{
     inference_service_server::InferenceService, GetModelInfoRequest, GetModelInfoResponse,
     InferRequest, InferResponse, StatusCode,
@@ -17,21 +14,6 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct InferenceSvc(pub Arc<GrpcState>);
 
-impl InferenceSvc {
-    /// The serving worker of `id`; a model the caller's key may not use is answered exactly
-    /// like an unknown one.
-    fn worker(&self, caller: &Caller, id: &str) -> Result<Arc<crate::models::ModelWorker>, Status> {
-        if id.is_empty() {
-            return Err(Status::invalid_argument("deployment_id is empty"));
-        }
-        match self.0.app.deployments.lookup(id) {
-            Lookup::Ready(w) if caller.may_use(w.name()) || caller.may_use(id) => Ok(w),
-            Lookup::Ready(_) => Err(error::lookup(id, Lookup::Unknown)),
-            other => Err(error::lookup(id, other)),
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl InferenceService for InferenceSvc {
     async fn infer(
@@ -40,17 +22,13 @@ impl InferenceService for InferenceSvc {
     ) -> Result<Response<InferResponse>, Status> {
         let caller = self.0.authorize(&request, Scope::Inference)?;
         let r = request.into_inner();
-        let worker = self.worker(&caller, &r.deployment_id)?;
-        if r.inputs.is_empty() {
-            return Err(Status::invalid_argument("inputs is empty"));
-        }
         let inputs = r
             .inputs
             .into_iter()
             .map(convert::tensor_in)
             .collect::<Result<Vec<_>, _>>()?;
         let started = std::time::Instant::now();
-        let outputs = worker.infer(inputs).await.map_err(error::worker)?;
+        let outputs = self.0.node.infer(&caller, &r.deployment_id, inputs).await?;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let outputs = outputs
             .into_iter()
@@ -69,7 +47,10 @@ impl InferenceService for InferenceSvc {
         request: Request<GetModelInfoRequest>,
     ) -> Result<Response<GetModelInfoResponse>, Status> {
         let caller = self.0.authorize(&request, Scope::Inference)?;
-        let worker = self.worker(&caller, &request.into_inner().deployment_id)?;
+        let worker = self
+            .0
+            .node
+            .model(&caller, &request.into_inner().deployment_id)?;
         let info = worker.info();
         Ok(Response::new(GetModelInfoResponse {
             status: StatusCode::StatusSuccess as i32,

@@ -15,22 +15,17 @@ mod node;
 
 pub use node::{policy_refusal, NO_EXECUTOR};
 
-use crate::{config::Config, devices::Inventory, server::AppState};
+use crate::{config::Config, node::Node};
 use cyxwiz_proto::protocol::{
     deployment_service_server::DeploymentServiceServer,
     inference_service_server::InferenceServiceServer, node_service_server::NodeServiceServer,
 };
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
-use tonic::Status;
 
-/// What the gRPC services share.
+/// What the gRPC services share: the node, and what only gRPC needs.
 pub struct GrpcState {
-    /// The HTTP side's state: deployments, registry, store, node identity.
-    pub app: Arc<AppState>,
-    /// The effective configuration (policy, model directories, ports).
-    pub config: Arc<Config>,
-    /// The hardware probed at start.
-    pub inventory: Arc<Inventory>,
+    /// The node.
+    pub node: Arc<Node>,
     /// The base URL of this node's HTTP API (`http://host:port/v1`), empty when it is off.
     pub endpoint_url: String,
     /// Whether calls need an API key ([`auth::required`]).
@@ -42,15 +37,11 @@ pub struct GrpcState {
 }
 
 impl GrpcState {
-    /// The shared state for `config`'s gRPC services.
-    pub fn new(
-        app: Arc<AppState>,
-        config: Arc<Config>,
-        inventory: Arc<Inventory>,
-        endpoint_url: String,
-    ) -> Self {
+    /// The shared state for `node`'s gRPC services.
+    pub fn new(node: Arc<Node>, endpoint_url: String) -> Self {
+        let config = &node.config;
         Self {
-            auth_required: auth::required(&config),
+            auth_required: auth::required(config),
             assign_from: config
                 .grpc
                 .assign_job_from
@@ -58,27 +49,14 @@ impl GrpcState {
                 .filter_map(|c| net::Cidr::parse(c))
                 .collect(),
             assign_budget: net::AddressBudget::new(config.grpc.assign_job_per_minute),
-            app,
-            config,
-            inventory,
+            node,
             endpoint_url,
         }
     }
-}
 
-impl GrpcState {
-    /// Metrics history points in `[start, end]`.
-    fn history(
-        &self,
-        start: i64,
-        end: i64,
-        limit: usize,
-    ) -> Result<Vec<crate::store::metrics::HistoryPoint>, Status> {
-        let store = self.app.store.lock().unwrap_or_else(|p| p.into_inner());
-        store.metric_history(start, end, limit).map_err(|e| {
-            tracing::error!(error = %e, "cannot read the metrics history");
-            Status::internal("cannot read the metrics history; see the node log")
-        })
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.node.config
     }
 }
 
@@ -102,7 +80,7 @@ fn router(
     state: &Arc<GrpcState>,
     tls: Option<&tonic::transport::ServerTlsConfig>,
 ) -> Result<tonic::transport::server::Router, GrpcError> {
-    let grpc = &state.config.grpc;
+    let grpc = &state.config().grpc;
     let (small, large) = (grpc.max_message_bytes, grpc.max_infer_message_bytes);
     let mut builder = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(600))
@@ -159,7 +137,7 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let config = state.config.clone();
+    let config = state.node.config.clone();
     let tls = tls_config(&config)?;
     // `Config::validate` checked the address.
     let ip: std::net::IpAddr = config

@@ -171,7 +171,7 @@ impl NodeService for NodeSvc {
             if !state.assign_budget.allow(ip) {
                 return Err(Status::resource_exhausted(format!(
                     "more than {} AssignJob calls per minute from {ip}",
-                    state.config.grpc.assign_job_per_minute
+                    state.config().grpc.assign_job_per_minute
                 )));
             }
         }
@@ -185,18 +185,18 @@ impl NodeService for NodeSvc {
                 "AssignJobRequest.job.job_id {why}"
             )));
         }
-        let our_id = state.app.central.node_id();
+        let our_id = state.node.central.node_id();
         let (code, reason) = policy_refusal(
-            &state.config,
-            !state.inventory.gpus.is_empty(),
-            state.inventory.ram_total_bytes,
+            state.config(),
+            !state.node.inventory.gpus.is_empty(),
+            state.node.inventory.ram_total_bytes,
             &our_id,
             &request.node_id,
             &job,
         )
         .unwrap_or((Code::Unimplemented, NO_EXECUTOR.to_string()));
         tracing::info!(job = %job.job_id, %peer, reason = %crate::audit::clean(&reason, 512), "declined a network job");
-        state.app.audit(
+        state.node.audit(
             "job_declined",
             &job.job_id,
             &format!("from {peer}: {reason}"),
@@ -231,7 +231,7 @@ impl NodeService for NodeSvc {
         self.0
             .authorize(&request, crate::access::Scope::Inference)?;
         let r = request.into_inner();
-        let our_id = self.0.app.central.node_id();
+        let our_id = self.0.node.central.node_id();
         if !r.node_id.is_empty() && r.node_id != our_id {
             return Err(Status::not_found(format!(
                 "this node is {our_id}, not {}",
@@ -244,6 +244,7 @@ impl NodeService for NodeSvc {
         }
         let points = self
             .0
+            .node
             .history(r.start_time, end, 10_000)?
             .into_iter()
             .map(|p| MetricPoint {

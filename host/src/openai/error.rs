@@ -5,8 +5,8 @@
 
 use crate::{
     config::ApiSection,
-    deployments::Lookup,
     models::{tensor_json::JsonLimits, WorkerError},
+    node::{ErrorKind, NodeError},
 };
 use axum::{
     body::Bytes,
@@ -15,7 +15,6 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use cyxwiz_sdk::ErrorKind;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -37,115 +36,56 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            kind,
-            message: message.into(),
-            param: None,
-            code: None,
-            retry_after: None,
-        }
-    }
-
     /// 400 for a bad request.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+        NodeError::invalid(message).into()
     }
 
     /// 400 naming the parameter at fault.
     pub fn invalid_param(param: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            param: Some(param.into()),
-            ..Self::invalid(message)
-        }
-    }
-
-    /// 401.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self {
-            code: Some("invalid_api_key"),
-            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
-        }
-    }
-
-    /// 403: the key may not use this model.
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self {
-            code: Some("model_not_allowed"),
-            ..Self::new(StatusCode::FORBIDDEN, "permission_error", message)
-        }
+        NodeError::invalid_param(param, message).into()
     }
 
     /// 404 for an unknown model.
     pub fn unknown_model(name: &str) -> Self {
-        Self {
-            param: Some("model".into()),
-            code: Some("model_not_found"),
-            ..Self::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                format!("The model `{name}` does not exist or is not deployed on this node"),
-            )
-        }
+        NodeError::unknown_model(name).into()
     }
 
     /// 404 for an unknown route.
     pub fn no_route(method: &str, path: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
+        NodeError::new(
+            ErrorKind::NotFound,
             format!("Unknown request URL: {method} {path}"),
         )
+        .into()
+    }
+
+    /// 405 for a route that exists with other methods (a transport-only error: no node
+    /// operation is involved).
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            ..Self::invalid(format!("method {method} is not allowed on {path}"))
+        }
     }
 
     /// 413.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
+        NodeError::new(
+            ErrorKind::TooLarge,
             format!("request body exceeds {limit} bytes ([api] max_body_bytes)"),
         )
-    }
-
-    /// 429 for a key over its rate.
-    pub fn rate_limited(message: impl Into<String>, retry_after: u64) -> Self {
-        Self {
-            code: Some("rate_limit_exceeded"),
-            retry_after: Some(retry_after.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "requests", message)
-        }
-    }
-
-    /// 429 for a model with a full queue.
-    pub fn overloaded(message: impl Into<String>) -> Self {
-        Self {
-            code: Some("overloaded"),
-            retry_after: Some(1),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "server_overloaded", message)
-        }
+        .into()
     }
 
     /// 500 with a generic message; the detail goes to the log only.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(%detail, "internal error answered with 500");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "The server had an error while processing your request",
-        )
+        NodeError::internal(detail).into()
     }
 
     /// 503.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            retry_after: Some(5),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                message,
-            )
-        }
+        NodeError::new(ErrorKind::Unavailable, message).into()
     }
 
     /// The JSON body.
@@ -157,13 +97,21 @@ impl ApiError {
             "code": self.code,
         }})
     }
+}
 
-    /// A model lookup that did not find a serving model.
-    pub fn from_lookup(lookup: Lookup, name: &str) -> Self {
-        match lookup {
-            Lookup::Unknown | Lookup::Ready(_) => Self::unknown_model(name),
-            Lookup::Loading => Self::unavailable(format!("model `{name}` is still loading")),
-            Lookup::Unavailable(why) => Self::unavailable(why),
+/// The one mapping of a node error to HTTP: the status and OpenAI error type of its kind
+/// ([`ErrorKind::http_status`], [`ErrorKind::openai_type`]), and its parameter, code and
+/// retry delay.
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        Self {
+            status: StatusCode::from_u16(e.kind.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            kind: e.kind.openai_type(),
+            message: e.message,
+            param: e.param,
+            code: e.code,
+            retry_after: e.retry_after,
         }
     }
 }
@@ -180,26 +128,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl IntoResponse for NodeError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}
+
 impl From<WorkerError> for ApiError {
     fn from(e: WorkerError) -> Self {
-        match e {
-            WorkerError::Overloaded { .. } | WorkerError::AtCapacity { .. } => {
-                Self::overloaded(e.to_string())
-            }
-            WorkerError::Stopped(_) => Self::unavailable(e.to_string()),
-            WorkerError::Unsupported { .. } => Self::invalid_param("model", e.to_string()),
-            WorkerError::Model(e) => match e.kind {
-                ErrorKind::INVALID_INPUT | ErrorKind::UNSUPPORTED => Self::invalid(e.message),
-                ErrorKind::NOT_FOUND => {
-                    Self::new(StatusCode::NOT_FOUND, "invalid_request_error", e.message)
-                }
-                ErrorKind::BUSY => Self::overloaded(e.message),
-                ErrorKind::OUT_OF_MEMORY => {
-                    Self::unavailable(format!("the model ran out of memory: {}", e.message))
-                }
-                _ => Self::internal(format!("{} ({})", e.message, e.kind)),
-            },
-        }
+        NodeError::from(e).into()
     }
 }
 
@@ -316,11 +253,10 @@ pub(crate) mod tests {
         config::{Config, DeploymentConfig},
         deployments::Deployments,
         plugins::Registry,
-        server::AppState,
         store::Store,
     };
     use axum::{body::Body, Router};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     /// The router, a key that may use only model `a`, and the scratch directory.
     pub(crate) struct App {
@@ -354,28 +290,13 @@ pub(crate) mod tests {
                 .collect(),
             ..Config::default()
         };
-        let registry = Arc::new(Registry::discover(&[], Default::default()));
+        let registry = Registry::discover(&[], Default::default());
         let deployments = Deployments::from_config(&config);
         for failed in models.iter().filter(|m| m.starts_with("failed")) {
             assert!(deployments.deploy(deployment(failed), &registry).is_err());
         }
-        let state = Arc::new(AppState {
-            node_name: "n".into(),
-            central: Arc::new(crate::central::CentralLink::new("id".into(), "")),
-            grpc_ports: Vec::new(),
-            deployments: Arc::new(deployments),
-            registry,
-            store: Mutex::new(store),
-            metrics: Arc::default(),
-            access: Arc::new(crate::access::Access::new(Arc::new(
-                crate::access::keyring::Keyring::open(&db).unwrap(),
-            ))),
-            audit_log: Arc::new(crate::audit::AuditLog::disabled()),
-            auth_required: false,
-            plugins_loaded: 0,
-            plugins_failed: 0,
-            started: std::time::Instant::now(),
-        });
+        drop(store);
+        let state = Arc::new(crate::node::Node::scratch(config, deployments, dir.path()));
         // The limits reach the handlers the way `[api]` does in the node: through the router.
         let mut api = ApiSection::default();
         if let Some(limits) = limits {

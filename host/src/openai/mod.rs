@@ -14,11 +14,8 @@ pub mod predict;
 pub mod sse;
 pub mod types;
 
-use crate::{
-    deployments::Lookup,
-    models::ModelWorker,
-    server::{auth::Caller, AppState},
-};
+pub use crate::access::Caller;
+use crate::node::Node;
 use axum::{
     routing::{get, post},
     Router,
@@ -27,33 +24,7 @@ pub use error::{ApiError, ApiJson};
 use std::sync::Arc;
 
 /// The state every handler gets.
-pub type Ctx = Arc<AppState>;
-
-impl AppState {
-    /// The serving worker of `name` (a deployment name or alias), if the caller may use it.
-    /// A model the caller may not use is answered exactly like one that does not exist
-    /// (404 `model_not_found`), whatever its state, so a restricted key learns nothing about
-    /// the others.
-    pub fn model(&self, caller: &Caller, name: &str) -> Result<Arc<ModelWorker>, ApiError> {
-        let lookup = self.deployments.lookup(name);
-        let allowed = caller.may_use(name)
-            || match &lookup {
-                Lookup::Ready(worker) => caller.may_use(worker.name()),
-                Lookup::Unknown => false,
-                Lookup::Loading | Lookup::Unavailable(_) => self
-                    .deployments
-                    .snapshot()
-                    .iter()
-                    .find(|d| d.name == name || d.aliases.iter().any(|a| a == name))
-                    .is_some_and(|d| caller.may_use(&d.name)),
-            };
-        match lookup {
-            _ if !allowed => Err(ApiError::unknown_model(name)),
-            Lookup::Ready(worker) => Ok(worker),
-            other => Err(ApiError::from_lookup(other, name)),
-        }
-    }
-}
+pub type Ctx = Arc<Node>;
 
 /// The `/v1` routes.
 pub fn routes() -> Router<Ctx> {

@@ -1,6 +1,6 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: every ready deployment, under its name and
 //! each alias, filtered by what the caller's key may use (the same rule as
-//! `AppState::model`: the deployment's name or the id asked). A model the caller may not use
+//! `Node::model`: the deployment's name or the id asked). A model the caller may not use
 //! is answered exactly like one that does not exist.
 
 use super::types::{ErrorBody, Model, ModelList};

@@ -4,10 +4,9 @@
 //! write per request), OpenAI's `x-ratelimit-*` headers, `Retry-After` on 429, and audit
 //! events for failures and limit hits. Every `/v1` route needs the `inference` scope.
 
-use super::AppState;
 use crate::{
     access::{self, Decision, Denied, Scope},
-    openai::ApiError,
+    node::{Node, NodeError},
 };
 use axum::{
     extract::{FromRequestParts, Request, State},
@@ -49,8 +48,9 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     access::bearer(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
-/// The one mapping of an access refusal to HTTP.
-fn refusal(state: &AppState, denied: Denied, path: &str) -> Response {
+/// An access refusal answered over HTTP: audited, then mapped like every node error, with
+/// the rate headers on a 429.
+fn refusal(node: &Node, denied: Denied, path: &str) -> Response {
     let (kind, subject) = denied.audit_event();
     let detail = match &denied {
         Denied::Missing => format!("no key for {path}"),
@@ -58,40 +58,20 @@ fn refusal(state: &AppState, denied: Denied, path: &str) -> Response {
         Denied::Scope { .. } => format!("missing scope for {path}"),
         Denied::RateLimited { .. } => path.to_string(),
     };
-    state.audit(kind, subject, &detail);
-    match &denied {
-        Denied::Missing => ApiError::unauthorized(
-            "You didn't provide an API key. Send it as `Authorization: Bearer KEY` \
-             (create one with `cyxwiz-node keys create --name NAME`).",
-        )
-        .into_response(),
-        Denied::Unknown { shown } => ApiError::unauthorized(format!(
-            "Incorrect API key provided: {shown}****. The key is unknown or revoked."
-        ))
-        .into_response(),
-        Denied::Scope { .. } => ApiError::forbidden(denied.to_string()).into_response(),
-        Denied::RateLimited { key, decision } => {
-            let mut response = ApiError::rate_limited(
-                format!(
-                    "Rate limit reached for key `{key}`: {} requests per minute. Retry in {} s.",
-                    decision.limit,
-                    decision.reset.as_secs().max(1)
-                ),
-                decision.reset.as_secs().max(1),
-            )
-            .into_response();
-            set_rate_headers(response.headers_mut(), decision);
-            response
-        }
+    node.audit(kind, subject, &detail);
+    let decision = match &denied {
+        Denied::RateLimited { decision, .. } => Some(decision.clone()),
+        _ => None,
+    };
+    let mut response = NodeError::from(denied).into_response();
+    if let Some(d) = decision {
+        set_rate_headers(response.headers_mut(), &d);
     }
+    response
 }
 
 /// The middleware on `/v1` routes.
-pub async fn require_key(
-    State(state): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_key(State(state): State<Arc<Node>>, mut req: Request, next: Next) -> Response {
     let checked = state
         .access
         .check(bearer(req.headers()), Scope::Inference, state.auth_required);

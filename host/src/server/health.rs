@@ -5,8 +5,9 @@
 //! with any active key. Where keys are not required (the operator's own loopback node),
 //! everyone gets the details, as everyone may use the API there.
 
-use super::{auth, AppState};
+use super::auth;
 use crate::deployments::{DeploymentView, Status};
+use crate::node::Node;
 use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
@@ -17,12 +18,12 @@ use serde_json::json;
 use std::sync::Arc;
 
 /// Whether the request presents an active key.
-fn has_valid_key(state: &AppState, headers: &HeaderMap) -> bool {
+fn has_valid_key(state: &Node, headers: &HeaderMap) -> bool {
     auth::bearer(headers).is_some_and(|key| state.access.keyring.lookup(key).is_some())
 }
 
 /// The handler.
-pub async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub async fn health(State(state): State<Arc<Node>>, headers: HeaderMap) -> Response {
     let models: Vec<DeploymentView> = state.deployments.snapshot();
     let loading = state.deployments.loading();
     let failed = models.iter().filter(|m| m.status == Status::Failed).count();
@@ -43,9 +44,9 @@ pub async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         json!({
             "status": status,
             "reason": reason,
-            "node": {"name": state.node_name, "id": state.central.node_id(), "version": env!("CARGO_PKG_VERSION")},
+            "node": {"name": state.name(), "id": state.central.node_id(), "version": env!("CARGO_PKG_VERSION")},
             "uptime_seconds": state.started.elapsed().as_secs(),
-            "plugins": {"loaded": state.plugins_loaded, "failed": state.plugins_failed},
+            "plugins": state.plugin_counts(),
             "models": models,
         })
     } else {

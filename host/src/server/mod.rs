@@ -2,11 +2,10 @@
 //! [`auth`]), OpenAI-shaped errors for unknown routes and methods, the body-size limit, CORS,
 //! the [`guard`]s against web pages (Host allow-list, JSON-only bodies), and request metrics;
 //! [`limits`] serves it with header and body deadlines, a connection cap and a bounded
-//! graceful shutdown. [`control`] is the operator's local socket. Servers take an
-//! already-bound listener so tests bind port 0.
+//! graceful shutdown. Handlers are adapters over [`Node`]. Servers take an already-bound
+//! listener so tests bind port 0.
 
 pub mod auth;
-pub mod control;
 pub mod guard;
 pub mod health;
 pub mod limits;
@@ -14,66 +13,21 @@ pub mod tls;
 
 use crate::{
     config::ApiSection,
-    deployments::Deployments,
-    metrics::Metrics,
+    node::Node,
     openai::{self, error::BodyLimit, ApiError},
-    plugins::Registry,
-    store::Store,
 };
 use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::{header, HeaderValue, Method, StatusCode},
+    http::{header, HeaderValue, Method},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
     Extension, Router,
 };
-use std::{
-    future::Future,
-    sync::{Arc, Mutex},
-};
+use std::{future::Future, sync::Arc};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// What the HTTP handlers share.
-#[derive(Debug)]
-pub struct AppState {
-    /// Node name.
-    pub node_name: String,
-    /// The node id (adopted from the central server once registered) and the central link.
-    pub central: Arc<crate::central::CentralLink>,
-    /// Ports the gRPC services listen on (empty: off).
-    pub grpc_ports: Vec<u16>,
-    /// Deployments and their status.
-    pub deployments: Arc<Deployments>,
-    /// The plugin registry deployments load through.
-    pub registry: Arc<Registry>,
-    /// The database (keys, audit log).
-    pub store: Mutex<Store>,
-    /// Request metrics.
-    pub metrics: Arc<Metrics>,
-    /// API keys (the keyring) and per-key rate windows, shared with gRPC.
-    pub access: Arc<crate::access::Access>,
-    /// Where audit events go (off the request path).
-    pub audit_log: Arc<crate::audit::AuditLog>,
-    /// Whether `/v1` requests need a key.
-    pub auth_required: bool,
-    /// Plugins loaded.
-    pub plugins_loaded: usize,
-    /// Plugin libraries skipped.
-    pub plugins_failed: usize,
-    /// When the node started.
-    pub started: std::time::Instant,
-}
-
-impl AppState {
-    /// Appends an audit event; a failure is logged, never fatal.
-    /// Queues an audit event (never blocks; caller text is capped and escaped).
-    pub fn audit(&self, kind: &'static str, subject: &str, detail: &str) {
-        self.audit_log.record(kind, subject, detail);
-    }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(state): State<Arc<Node>>) -> Response {
     let snapshot = state.deployments.snapshot();
     let text = state.metrics.render(&snapshot, |name| {
         state.deployments.get(name).map_or(0, |w| w.queue_depth())
@@ -93,13 +47,11 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
-    let mut e = ApiError::invalid(format!("method {method} is not allowed on {}", uri.path()));
-    e.status = StatusCode::METHOD_NOT_ALLOWED;
-    e.into_response()
+    ApiError::method_not_allowed(method.as_str(), uri.path()).into_response()
 }
 
 /// Counts every request by matched route and status.
-async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn track(State(state): State<Arc<Node>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -141,7 +93,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 }
 
 /// The router.
-pub fn router(state: Arc<AppState>, api: &ApiSection) -> Router {
+pub fn router(state: Arc<Node>, api: &ApiSection) -> Router {
     let v1 = openai::routes().route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_key,
@@ -181,7 +133,7 @@ pub fn router(state: Arc<AppState>, api: &ApiSection) -> Router {
 pub async fn serve<L>(
     listener: L,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    state: Arc<AppState>,
+    state: Arc<Node>,
     api: &ApiSection,
 ) -> std::io::Result<()>
 where
@@ -201,30 +153,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, DeploymentConfig};
+    use crate::{
+        config::{Config, DeploymentConfig},
+        deployments::Deployments,
+        store::Store,
+    };
+    use axum::http::StatusCode;
 
-    fn state(deployments: Deployments, dir: &std::path::Path) -> Arc<AppState> {
+    fn state(deployments: Deployments, dir: &std::path::Path) -> Arc<Node> {
         Arc::new(app_state(deployments, dir))
     }
 
-    fn app_state(deployments: Deployments, dir: &std::path::Path) -> AppState {
-        AppState {
-            node_name: "n".into(),
-            central: Arc::new(crate::central::CentralLink::new("id".into(), "")),
-            grpc_ports: Vec::new(),
-            deployments: Arc::new(deployments),
-            registry: Arc::new(Registry::discover(&[], Default::default())),
-            store: Mutex::new(Store::open(&dir.join("node.db")).unwrap()),
-            metrics: Arc::default(),
-            access: Arc::new(crate::access::Access::new(Arc::new(
-                crate::access::keyring::Keyring::open(&dir.join("node.db")).unwrap(),
-            ))),
-            audit_log: Arc::new(crate::audit::AuditLog::disabled()),
-            auth_required: false,
-            plugins_loaded: 0,
-            plugins_failed: 0,
-            started: std::time::Instant::now(),
-        }
+    fn app_state(deployments: Deployments, dir: &std::path::Path) -> Node {
+        let mut config = Config::default();
+        config.node.name = "n".into();
+        Node::scratch(config, deployments, dir)
     }
 
     async fn body(response: Response) -> serde_json::Value {
@@ -271,13 +214,9 @@ mod tests {
             .unwrap();
         let secret = "/srv/secret/models/m.onnx";
         let config = one_deployment(secret);
-        let app = router(
-            Arc::new(AppState {
-                auth_required: true,
-                ..app_state(Deployments::from_config(&config), dir.path())
-            }),
-            &ApiSection::default(),
-        );
+        let mut node = app_state(Deployments::from_config(&config), dir.path());
+        node.auth_required = true;
+        let app = router(Arc::new(node), &ApiSection::default());
         let get = |auth: Option<&str>| {
             let mut request = axum::http::Request::builder()
                 .uri("/health")

@@ -1,6 +1,7 @@
 //! Where a session runs: `LoadOptions.device` `cpu` (default), `cuda` / `cuda:N` (the CUDA
 //! execution provider, falling back to the CPU with a warning when this ONNX Runtime build has
-//! no CUDA provider or the GPU cannot be used), or `auto` (CUDA when available, else the CPU).
+//! no CUDA provider or the GPU cannot be used), or `auto` / `auto:N` (CUDA when available,
+//! else the CPU). The load option `gpu_memory_limit_mb` caps the CUDA memory arena.
 
 use cyxwiz_sdk::{Error, Result};
 use ort::ep::{ExecutionProvider, CUDA};
@@ -22,16 +23,21 @@ impl Device {
             "" | "cpu" => Ok(Self::Cpu),
             "auto" => Ok(Self::Cuda { id: 0, auto: true }),
             "cuda" | "gpu" => Ok(Self::Cuda { id: 0, auto: false }),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<i32>().ok())
-                .filter(|n| *n >= 0)
-                .map(|id| Self::Cuda { id, auto: false })
-                .ok_or_else(|| {
-                    Error::invalid_input(format!(
-                        "device `{text}`: onnx-ort runs on `cpu`, `cuda`, `cuda:N` or `auto`"
-                    ))
-                }),
+            other => {
+                let (auto, number) = match other.strip_prefix("auto:") {
+                    Some(n) => (true, Some(n)),
+                    None => (false, other.strip_prefix("cuda:")),
+                };
+                number
+                    .and_then(|n| n.parse::<i32>().ok())
+                    .filter(|n| *n >= 0)
+                    .map(|id| Self::Cuda { id, auto })
+                    .ok_or_else(|| {
+                        Error::invalid_input(format!(
+                            "device `{text}`: onnx-ort runs on `cpu`, `cuda`, `cuda:N`, `auto` or `auto:N`"
+                        ))
+                    })
+            }
         }
     }
 }
@@ -48,13 +54,16 @@ pub fn cuda_unavailable() -> Option<String> {
     }
 }
 
-/// The CUDA provider for GPU `id`, failing (instead of ort's silent fallback) when it cannot
-/// be registered, so the caller decides what to do.
-pub fn cuda(id: i32) -> ort::ep::ExecutionProviderDispatch {
-    CUDA::default()
-        .with_device_id(id)
-        .build()
-        .error_on_failure()
+/// The CUDA provider for GPU `id`, its memory arena capped at `memory_limit_mb` if given
+/// (the node's `[devices] max_gpu_memory_mb`), failing (instead of ort's silent fallback)
+/// when it cannot be registered, so the caller decides what to do.
+pub fn cuda(id: i32, memory_limit_mb: Option<u64>) -> ort::ep::ExecutionProviderDispatch {
+    let mut provider = CUDA::default().with_device_id(id);
+    if let Some(mb) = memory_limit_mb {
+        provider = provider
+            .with_memory_limit(usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX));
+    }
+    provider.build().error_on_failure()
 }
 
 #[cfg(test)]
@@ -73,7 +82,12 @@ mod tests {
             Device::parse("auto").ok(),
             Some(Device::Cuda { id: 0, auto: true })
         );
+        assert_eq!(
+            Device::parse("auto:2").ok(),
+            Some(Device::Cuda { id: 2, auto: true })
+        );
         assert!(Device::parse("cuda:-1").is_err());
+        assert!(Device::parse("auto:x").is_err());
         assert!(Device::parse("tpu").is_err());
     }
 }

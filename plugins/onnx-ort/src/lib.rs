@@ -230,8 +230,12 @@ fn builder(
             .map_err(|e| format!("inter_threads: {e}"))?;
     }
     if let Some(id) = cuda {
+        let limit = options
+            .options
+            .get("gpu_memory_limit_mb")
+            .and_then(|v| v.as_u64());
         builder = builder
-            .with_execution_providers([device::cuda(id)])
+            .with_execution_providers([device::cuda(id, limit)])
             .map_err(|e| e.to_string())?;
     }
     Ok(builder)
