@@ -1,76 +1,102 @@
-//! Prometheus metrics of the node, in the text exposition format (version 0.0.4), all named
-//! `cyxwiz_node_*` in base units: HTTP requests by route and status, request latency, tokens
-//! generated, time to first token, and (read at scrape time) queue depth, loaded models,
-//! model memory and the process's resident memory; plus the latest system sample (CPU,
-//! memory, network, GPUs) that [`sampler`] publishes with [`Metrics::set_system`].
-//! The sampler's SQLite history is [`history`].
+//! Prometheus metrics of the node, kept and written by the `prometheus-client` crate in the
+//! Prometheus text format (version 0.0.4), all named `cyxwiz_node_*` in base units: HTTP
+//! requests by route and status, request latency, tokens generated, time to first token, and
+//! (read at scrape time) queue depth, loaded models, model memory and the process's resident
+//! memory; plus the latest system sample (CPU, memory, network, GPUs) that [`sampler`]
+//! publishes with [`Metrics::set_system`]. The sampler's SQLite history is [`history`].
 
 pub mod history;
 pub mod sampler;
 
 use crate::deployments::{DeploymentView, Status};
+use prometheus_client::{
+    encoding::{prometheus_text, EncodeLabelSet, EncodeMetric, MetricEncoder},
+    metrics::{counter::Counter, family::Family, histogram::Histogram, MetricType, TypedMetric},
+    registry::Registry,
+};
 use sampler::Sample;
-use std::{collections::BTreeMap, fmt::Write, sync::Mutex, time::Duration};
+use std::{sync::Mutex, time::Duration};
 
 /// Upper bounds of the latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 15] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// Labels of `cyxwiz_node_http_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: u16,
 }
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b) {
-            self.buckets[i] += 1;
-        }
-        self.sum += seconds;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (bound, n) in LATENCY_BUCKETS.iter().zip(self.buckets) {
-            cumulative += n;
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
+/// Labels of `cyxwiz_node_http_request_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    requests: BTreeMap<(String, u16), u64>,
-    latency: BTreeMap<String, Histogram>,
-    tokens: BTreeMap<String, u64>,
-    ttft: BTreeMap<String, Histogram>,
+/// Labels of the per-model families.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Model {
+    model: String,
 }
 
-/// The node's metrics.
-#[derive(Debug, Default)]
+/// A family of histograms with [`LATENCY_BUCKETS`].
+type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The node's metrics: the counters and histograms live in a registry; the gauges are read
+/// when [`render`](Self::render) is called.
+#[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    requests: Family<RouteStatus, Counter>,
+    latency: Latencies<Route>,
+    tokens: Family<Model, Counter>,
+    ttft: Latencies<Model>,
     system: Mutex<Option<Sample>>,
 }
 
-/// Escapes a label value.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::<RouteStatus, Counter>::default();
+        let latency = Latencies::<Route>::new_with_constructor(latency_histogram);
+        let tokens = Family::<Model, Counter>::default();
+        let ttft = Latencies::<Model>::new_with_constructor(latency_histogram);
+        let mut registry = Registry::default();
+        // The registry appends the `_total` of counters and the final full stop of help texts.
+        registry.register(
+            "cyxwiz_node_http_requests",
+            "HTTP requests answered, by route and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "cyxwiz_node_http_request_duration_seconds",
+            "Time to answer an HTTP request (to the first byte for streams)",
+            latency.clone(),
+        );
+        registry.register(
+            "cyxwiz_node_generated_tokens",
+            "Tokens generated, by model",
+            tokens.clone(),
+        );
+        registry.register(
+            "cyxwiz_node_time_to_first_token_seconds",
+            "Time from a generation request to its first token, by model",
+            ttft.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            tokens,
+            ttft,
+            system: Mutex::default(),
+        }
+    }
 }
 
 /// Resident memory of this process in bytes, from `/proc/self/status`.
@@ -82,35 +108,36 @@ fn resident_bytes() -> Option<u64> {
 }
 
 impl Metrics {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Counts an HTTP request on `route` (the matched route pattern) with its latency.
     pub fn request(&self, route: &str, status: u16, elapsed: Duration) {
-        let mut inner = self.lock();
-        *inner
-            .requests
-            .entry((route.to_string(), status))
-            .or_default() += 1;
-        inner
-            .latency
-            .entry(route.to_string())
-            .or_default()
+        self.requests
+            .get_or_create(&RouteStatus {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&Route {
+                route: route.to_string(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Counts tokens generated by `model`.
     pub fn tokens_generated(&self, model: &str, tokens: u64) {
-        *self.lock().tokens.entry(model.to_string()).or_default() += tokens;
+        self.tokens
+            .get_or_create(&Model {
+                model: model.to_string(),
+            })
+            .inc_by(tokens);
     }
 
     /// Records the time from request to first token.
     pub fn time_to_first_token(&self, model: &str, elapsed: Duration) {
-        self.lock()
-            .ttft
-            .entry(model.to_string())
-            .or_default()
+        self.ttft
+            .get_or_create(&Model {
+                model: model.to_string(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -133,248 +160,255 @@ impl Metrics {
         deployments: &[DeploymentView],
         queue_depth: impl Fn(&str) -> usize,
     ) -> String {
-        let inner = self.lock();
-        let mut out = String::new();
-        header(
-            &mut out,
-            "cyxwiz_node_http_requests_total",
-            "counter",
-            "HTTP requests answered, by route and status code.",
-        );
-        for ((route, status), n) in &inner.requests {
-            let _ = writeln!(
-                out,
-                "cyxwiz_node_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                label(route)
-            );
-        }
-        header(
-            &mut out,
-            "cyxwiz_node_http_request_duration_seconds",
-            "histogram",
-            "Time to answer an HTTP request (to the first byte for streams).",
-        );
-        for (route, h) in &inner.latency {
-            h.render(
-                &mut out,
-                "cyxwiz_node_http_request_duration_seconds",
-                &format!("route=\"{}\"", label(route)),
-            );
-        }
-        header(
-            &mut out,
-            "cyxwiz_node_generated_tokens_total",
-            "counter",
-            "Tokens generated, by model.",
-        );
-        for (model, n) in &inner.tokens {
-            let _ = writeln!(
-                out,
-                "cyxwiz_node_generated_tokens_total{{model=\"{}\"}} {n}",
-                label(model)
-            );
-        }
-        header(
-            &mut out,
-            "cyxwiz_node_time_to_first_token_seconds",
-            "histogram",
-            "Time from a generation request to its first token, by model.",
-        );
-        for (model, h) in &inner.ttft {
-            h.render(
-                &mut out,
-                "cyxwiz_node_time_to_first_token_seconds",
-                &format!("model=\"{}\"", label(model)),
-            );
-        }
-        drop(inner);
         let ready: Vec<&DeploymentView> = deployments
             .iter()
             .filter(|d| matches!(d.status, Status::Ready | Status::Running))
             .collect();
-        header(
-            &mut out,
+        let mut scrape = Registry::default();
+        scrape.register(
             "cyxwiz_node_queue_depth",
-            "gauge",
-            "Requests waiting for a model worker, by model.",
+            "Requests waiting for a model worker, by model",
+            Readings::labelled(
+                "model",
+                ready.iter().map(|d| (d.name.clone(), queue_depth(&d.name))),
+            ),
         );
-        for d in &ready {
-            let _ = writeln!(
-                out,
-                "cyxwiz_node_queue_depth{{model=\"{}\"}} {}",
-                label(&d.name),
-                queue_depth(&d.name)
-            );
-        }
-        header(
-            &mut out,
+        scrape.register(
             "cyxwiz_node_model_memory_bytes",
-            "gauge",
-            "Memory a loaded model reports, by model.",
+            "Memory a loaded model reports, by model",
+            Readings::labelled(
+                "model",
+                ready.iter().map(|d| (d.name.clone(), d.memory_bytes)),
+            ),
         );
-        for d in &ready {
-            let _ = writeln!(
-                out,
-                "cyxwiz_node_model_memory_bytes{{model=\"{}\"}} {}",
-                label(&d.name),
-                d.memory_bytes
-            );
-        }
-        header(
-            &mut out,
+        scrape.register(
             "cyxwiz_node_models_loaded",
-            "gauge",
-            "Deployments ready to serve.",
+            "Deployments ready to serve",
+            Readings::single(ready.len()),
         );
-        let _ = writeln!(out, "cyxwiz_node_models_loaded {}", ready.len());
         if let Some(rss) = resident_bytes() {
-            header(
-                &mut out,
+            scrape.register(
                 "cyxwiz_node_resident_memory_bytes",
-                "gauge",
-                "Resident memory of the node process.",
+                "Resident memory of the node process",
+                Readings::single(rss),
             );
-            let _ = writeln!(out, "cyxwiz_node_resident_memory_bytes {rss}");
         }
         if let Some(sample) = self.system() {
-            render_system(&mut out, &sample);
+            register_system(&mut scrape, &sample);
         }
+        let mut out = String::new();
+        // Writing into a `String` cannot fail, and the encoders fail only when their writer does.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_text::encode(&mut out, &scrape);
         out
     }
 }
 
-/// A gauge value, written in its own type's shortest form (an `f32` 123.4 stays "123.4").
-trait GaugeValue: Copy + std::fmt::Display {
-    /// Whether the exposition format can carry it (it has `+Inf`, not Rust's `inf`).
-    fn writable(self) -> bool {
-        true
+/// One gauge reading as the exposition carries it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reading {
+    /// Written as an integer.
+    Int(i64),
+    /// Written as a float; always finite.
+    Float(f64),
+}
+
+/// Converts a reading; `None` for values the exposition should not carry (NaN, infinities).
+trait IntoReading: Copy {
+    fn reading(self) -> Option<Reading>;
+}
+
+impl IntoReading for u64 {
+    fn reading(self) -> Option<Reading> {
+        Some(Reading::Int(i64::try_from(self).unwrap_or(i64::MAX)))
     }
 }
 
-impl GaugeValue for u64 {}
-impl GaugeValue for i64 {}
-impl GaugeValue for f32 {
-    fn writable(self) -> bool {
-        self.is_finite()
-    }
-}
-impl GaugeValue for f64 {
-    fn writable(self) -> bool {
-        self.is_finite()
+impl IntoReading for usize {
+    fn reading(self) -> Option<Reading> {
+        Some(Reading::Int(i64::try_from(self).unwrap_or(i64::MAX)))
     }
 }
 
-/// Writes one gauge family: its header, then a line per `(labels, value)`, leaving out
-/// values that are not finite.
-fn gauge<V: GaugeValue>(out: &mut String, name: &str, help: &str, series: &[(String, V)]) {
-    header(out, name, "gauge", help);
-    for (labels, value) in series.iter().filter(|(_, v)| v.writable()) {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+impl IntoReading for i64 {
+    fn reading(self) -> Option<Reading> {
+        Some(Reading::Int(self))
+    }
+}
+
+impl IntoReading for f64 {
+    fn reading(self) -> Option<Reading> {
+        self.is_finite().then_some(Reading::Float(self))
+    }
+}
+
+impl IntoReading for f32 {
+    /// Through the `f32`'s shortest decimal form, so 123.4 is written "123.4", not
+    /// "123.40000152587891".
+    fn reading(self) -> Option<Reading> {
+        let value = self
+            .to_string()
+            .parse::<f64>()
+            .unwrap_or_else(|_| f64::from(self));
+        value.reading()
+    }
+}
+
+/// A gauge family read at scrape time: a series per `(label, value)`, or one unlabelled
+/// series. Values the exposition cannot carry are left out; a family left with no series
+/// is not written at all.
+#[derive(Debug)]
+struct Readings {
+    label: &'static str,
+    series: Vec<(Option<String>, Reading)>,
+}
+
+impl Readings {
+    /// One unlabelled series.
+    fn single(value: impl IntoReading) -> Self {
+        Self {
+            label: "",
+            series: value.reading().map(|r| (None, r)).into_iter().collect(),
+        }
+    }
+
+    /// A series per item, labelled `label="<item's label value>"`.
+    fn labelled<V: IntoReading>(
+        label: &'static str,
+        series: impl IntoIterator<Item = (String, V)>,
+    ) -> Self {
+        Self {
+            label,
+            series: series
+                .into_iter()
+                .filter_map(|(l, v)| Some((Some(l), v.reading()?)))
+                .collect(),
         }
     }
 }
 
-/// One unlabelled series.
-fn single<V: GaugeValue>(value: V) -> [(String, V); 1] {
-    [(String::new(), value)]
+impl TypedMetric for Readings {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl Reading {
+    fn encode(&self, encoder: &mut MetricEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Reading::Int(v) => encoder.encode_gauge(v),
+            Reading::Float(v) => encoder.encode_gauge(v),
+        }
+    }
+}
+
+impl EncodeMetric for Readings {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (label, reading) in &self.series {
+            match label {
+                Some(value) => {
+                    let labels = [(self.label, value.as_str())];
+                    reading.encode(&mut encoder.encode_family(&labels)?)?;
+                }
+                None => reading.encode(&mut encoder)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+
+    fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
 }
 
 /// A series per GPU that has the reading, labelled `gpu="<index>"`.
-fn per_gpu<V: GaugeValue>(
+fn per_gpu<V: IntoReading>(
     gpus: &[sampler::GpuSample],
     read: impl Fn(&sampler::GpuSample) -> Option<V>,
-) -> Vec<(String, V)> {
-    gpus.iter()
-        .filter_map(|g| Some((format!("gpu=\"{}\"", g.index), read(g)?)))
-        .collect()
+) -> Readings {
+    Readings::labelled(
+        "gpu",
+        gpus.iter()
+            .filter_map(|g| Some((g.index.to_string(), read(g)?))),
+    )
 }
 
 /// The system sample as gauges: whole-machine CPU, memory and network, and per-GPU readings
 /// (GPU families only when the node has GPUs).
-fn render_system(out: &mut String, s: &Sample) {
+fn register_system(registry: &mut Registry, s: &Sample) {
+    let mut gauge = |name: &str, help: &str, readings: Readings| {
+        registry.register(name, help, readings);
+    };
     gauge(
-        out,
         "cyxwiz_node_system_sample_timestamp_seconds",
-        "Unix time of the latest system sample (a stale value means the sampler stopped).",
-        &single(s.timestamp),
+        "Unix time of the latest system sample (a stale value means the sampler stopped)",
+        Readings::single(s.timestamp),
     );
     gauge(
-        out,
         "cyxwiz_node_cpu_usage_percent",
-        "CPU busy time over the last sample interval, all cores, 0-100.",
-        &single(s.cpu_percent),
+        "CPU busy time over the last sample interval, all cores, 0-100",
+        Readings::single(s.cpu_percent),
     );
-    let cores: Vec<(String, f32)> = s
-        .per_core_percent
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (format!("core=\"{i}\""), *v))
-        .collect();
     gauge(
-        out,
         "cyxwiz_node_cpu_core_usage_percent",
-        "CPU busy time over the last sample interval, by logical core, 0-100.",
-        &cores,
+        "CPU busy time over the last sample interval, by logical core, 0-100",
+        Readings::labelled(
+            "core",
+            s.per_core_percent
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), *v)),
+        ),
     );
     gauge(
-        out,
         "cyxwiz_node_memory_used_bytes",
-        "System memory in use (total minus available).",
-        &single(s.ram_used_bytes),
+        "System memory in use (total minus available)",
+        Readings::single(s.ram_used_bytes),
     );
     gauge(
-        out,
         "cyxwiz_node_memory_total_bytes",
-        "System memory installed.",
-        &single(s.ram_total_bytes),
+        "System memory installed",
+        Readings::single(s.ram_total_bytes),
     );
     gauge(
-        out,
         "cyxwiz_node_network_receive_bytes_per_second",
-        "Bytes received per second over the last sample interval, non-loopback interfaces.",
-        &single(s.net_rx_bytes_per_s),
+        "Bytes received per second over the last sample interval, non-loopback interfaces",
+        Readings::single(s.net_rx_bytes_per_s),
     );
     gauge(
-        out,
         "cyxwiz_node_network_transmit_bytes_per_second",
-        "Bytes sent per second over the last sample interval, non-loopback interfaces.",
-        &single(s.net_tx_bytes_per_s),
+        "Bytes sent per second over the last sample interval, non-loopback interfaces",
+        Readings::single(s.net_tx_bytes_per_s),
     );
     if s.gpus.is_empty() {
         return;
     }
     gauge(
-        out,
         "cyxwiz_node_gpu_utilization_percent",
-        "Share of the last sample period a GPU kernel was running, by GPU, 0-100.",
-        &per_gpu(&s.gpus, |g| g.utilization_percent),
+        "Share of the last sample period a GPU kernel was running, by GPU, 0-100",
+        per_gpu(&s.gpus, |g| g.utilization_percent),
     );
     gauge(
-        out,
         "cyxwiz_node_gpu_memory_used_bytes",
-        "GPU memory allocated, by GPU.",
-        &per_gpu(&s.gpus, |g| g.memory_used_bytes),
+        "GPU memory allocated, by GPU",
+        per_gpu(&s.gpus, |g| g.memory_used_bytes),
     );
     gauge(
-        out,
         "cyxwiz_node_gpu_memory_total_bytes",
-        "GPU memory installed, by GPU.",
-        &per_gpu(&s.gpus, |g| g.memory_total_bytes),
+        "GPU memory installed, by GPU",
+        per_gpu(&s.gpus, |g| g.memory_total_bytes),
     );
     gauge(
-        out,
         "cyxwiz_node_gpu_temperature_celsius",
-        "GPU die temperature, by GPU.",
-        &per_gpu(&s.gpus, |g| g.temperature_c),
+        "GPU die temperature, by GPU",
+        per_gpu(&s.gpus, |g| g.temperature_c),
     );
     gauge(
-        out,
         "cyxwiz_node_gpu_power_watts",
-        "GPU board power draw, by GPU.",
-        &per_gpu(&s.gpus, |g| g.power_watts),
+        "GPU board power draw, by GPU",
+        per_gpu(&s.gpus, |g| g.power_watts),
     );
 }
 
@@ -436,16 +470,16 @@ mod tests {
         for line in [
             "# TYPE cyxwiz_node_cpu_usage_percent gauge",
             "cyxwiz_node_cpu_usage_percent 12.5",
-            "cyxwiz_node_cpu_core_usage_percent{core=\"0\"} 20",
-            "cyxwiz_node_cpu_core_usage_percent{core=\"1\"} 5",
+            "cyxwiz_node_cpu_core_usage_percent{core=\"0\"} 20.0",
+            "cyxwiz_node_cpu_core_usage_percent{core=\"1\"} 5.0",
             "cyxwiz_node_memory_used_bytes 3221225472",
             "cyxwiz_node_memory_total_bytes 17179869184",
-            "cyxwiz_node_network_receive_bytes_per_second 1500",
+            "cyxwiz_node_network_receive_bytes_per_second 1500.0",
             "cyxwiz_node_network_transmit_bytes_per_second 250.5",
-            "cyxwiz_node_gpu_utilization_percent{gpu=\"0\"} 87",
+            "cyxwiz_node_gpu_utilization_percent{gpu=\"0\"} 87.0",
             "cyxwiz_node_gpu_memory_used_bytes{gpu=\"0\"} 42949672960",
             "cyxwiz_node_gpu_memory_total_bytes{gpu=\"0\"} 85899345920",
-            "cyxwiz_node_gpu_temperature_celsius{gpu=\"0\"} 61",
+            "cyxwiz_node_gpu_temperature_celsius{gpu=\"0\"} 61.0",
             "cyxwiz_node_system_sample_timestamp_seconds 1700000000",
         ] {
             assert!(
@@ -473,7 +507,10 @@ mod tests {
                 .any(|l| l.starts_with("cyxwiz_node_cpu_usage_percent ")),
             "NaN left out"
         );
-        assert!(text.contains("# TYPE cyxwiz_node_cpu_usage_percent gauge"));
+        assert!(
+            !text.contains("cyxwiz_node_cpu_usage_percent "),
+            "a family left without series is not declared"
+        );
     }
 
     /// Each family is declared once, with HELP then TYPE, before its samples; no sample
@@ -504,6 +541,175 @@ mod tests {
                 assert!(declared.contains(family), "{series} has no TYPE");
                 assert!(!line.contains(" inf") && !line.contains(" NaN"), "{line}");
             }
+        }
+    }
+
+    /// Scrapers see the names, types, help texts and labels that the hand-written exposition
+    /// had before the switch to `prometheus-client` (this list is a copy of its output).
+    #[test]
+    fn families_keep_their_names_types_help_and_labels() {
+        let m = Metrics::default();
+        m.request("/health", 200, Duration::from_millis(1));
+        m.tokens_generated("chat", 3);
+        m.time_to_first_token("chat", Duration::from_millis(40));
+        m.set_system(synthetic_sample());
+        let ready = DeploymentView {
+            name: "chat".into(),
+            aliases: Vec::new(),
+            path: "chat.gguf".into(),
+            plugin: Some("gguf-llama".into()),
+            kind: crate::deployments::Kind::Llm,
+            status: Status::Ready,
+            message: String::new(),
+            memory_bytes: 1 << 20,
+            created: 0,
+            requests: 0,
+            mean_latency_ms: 0.0,
+            uptime_seconds: 0.0,
+        };
+        let text = m.render(&[ready], |_| 2);
+        let expected = [
+            (
+                "cyxwiz_node_http_requests_total",
+                "counter",
+                "HTTP requests answered, by route and status code.",
+                "{route=\"/health\",status=\"200\"} 1",
+            ),
+            (
+                "cyxwiz_node_http_request_duration_seconds",
+                "histogram",
+                "Time to answer an HTTP request (to the first byte for streams).",
+                "_bucket{route=\"/health\",le=\"0.001\"} 1",
+            ),
+            (
+                "cyxwiz_node_generated_tokens_total",
+                "counter",
+                "Tokens generated, by model.",
+                "{model=\"chat\"} 3",
+            ),
+            (
+                "cyxwiz_node_time_to_first_token_seconds",
+                "histogram",
+                "Time from a generation request to its first token, by model.",
+                "_count{model=\"chat\"} 1",
+            ),
+            (
+                "cyxwiz_node_queue_depth",
+                "gauge",
+                "Requests waiting for a model worker, by model.",
+                "{model=\"chat\"} 2",
+            ),
+            (
+                "cyxwiz_node_model_memory_bytes",
+                "gauge",
+                "Memory a loaded model reports, by model.",
+                "{model=\"chat\"} 1048576",
+            ),
+            (
+                "cyxwiz_node_models_loaded",
+                "gauge",
+                "Deployments ready to serve.",
+                " 1",
+            ),
+            (
+                "cyxwiz_node_resident_memory_bytes",
+                "gauge",
+                "Resident memory of the node process.",
+                " ",
+            ),
+            (
+                "cyxwiz_node_system_sample_timestamp_seconds",
+                "gauge",
+                "Unix time of the latest system sample (a stale value means the sampler stopped).",
+                " 1700000000",
+            ),
+            (
+                "cyxwiz_node_cpu_usage_percent",
+                "gauge",
+                "CPU busy time over the last sample interval, all cores, 0-100.",
+                " 12.5",
+            ),
+            (
+                "cyxwiz_node_cpu_core_usage_percent",
+                "gauge",
+                "CPU busy time over the last sample interval, by logical core, 0-100.",
+                "{core=\"1\"} 5.0",
+            ),
+            (
+                "cyxwiz_node_memory_used_bytes",
+                "gauge",
+                "System memory in use (total minus available).",
+                " 3221225472",
+            ),
+            (
+                "cyxwiz_node_memory_total_bytes",
+                "gauge",
+                "System memory installed.",
+                " 17179869184",
+            ),
+            (
+                "cyxwiz_node_network_receive_bytes_per_second",
+                "gauge",
+                "Bytes received per second over the last sample interval, non-loopback interfaces.",
+                " 1500.0",
+            ),
+            (
+                "cyxwiz_node_network_transmit_bytes_per_second",
+                "gauge",
+                "Bytes sent per second over the last sample interval, non-loopback interfaces.",
+                " 250.5",
+            ),
+            (
+                "cyxwiz_node_gpu_utilization_percent",
+                "gauge",
+                "Share of the last sample period a GPU kernel was running, by GPU, 0-100.",
+                "{gpu=\"0\"} 87.0",
+            ),
+            (
+                "cyxwiz_node_gpu_memory_used_bytes",
+                "gauge",
+                "GPU memory allocated, by GPU.",
+                "{gpu=\"0\"} 42949672960",
+            ),
+            (
+                "cyxwiz_node_gpu_memory_total_bytes",
+                "gauge",
+                "GPU memory installed, by GPU.",
+                "{gpu=\"0\"} 85899345920",
+            ),
+            (
+                "cyxwiz_node_gpu_temperature_celsius",
+                "gauge",
+                "GPU die temperature, by GPU.",
+                "{gpu=\"0\"} 61.0",
+            ),
+            (
+                "cyxwiz_node_gpu_power_watts",
+                "gauge",
+                "GPU board power draw, by GPU.",
+                "{gpu=\"0\"} 123.4",
+            ),
+        ];
+        let declared: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        assert_eq!(declared.len(), expected.len(), "{text}");
+        for (name, kind, help, sample) in expected {
+            assert!(
+                declared.contains(&format!("{name} {kind}").as_str()),
+                "{name} {kind} in\n{text}"
+            );
+            let help_line = format!("# HELP {name} {help}");
+            assert!(
+                text.lines().any(|l| l == help_line),
+                "`{help_line}` in\n{text}"
+            );
+            let series = format!("{name}{sample}");
+            assert!(
+                text.lines().any(|l| l.starts_with(&series)),
+                "`{series}` in\n{text}"
+            );
         }
     }
 }
