@@ -1,15 +1,84 @@
-//! The individual conformance checks: metadata, self-tests, and everything done with a sample
-//! model (capabilities, wrong inputs, concurrency).
+//! The library-level checks (metadata, self-tests, runtime) and the per-sample driver: load
+//! the sample, then run each check of its declared capabilities under the deadline.
 
-use crate::{inputs, Report, Sample};
+use crate::{tensor, text, watchdog, Report, Sample};
 use cyxwiz_plugin_host::{LoadedModel, PluginLibrary};
-use cyxwiz_sdk::{
-    Capabilities, DType, ErrorKind, FinishReason, GenerateRequest, SamplingParams, SelfTest, Tensor,
-};
+use cyxwiz_sdk::{shape_pattern, Capabilities, ErrorKind, SelfTest, Tensor};
+use std::{sync::Arc, time::Duration};
 
-type Outcome = Result<(), String>;
+/// A check's result: `Err` says what is wrong.
+pub(crate) type Outcome = Result<(), String>;
 
-fn expect_kind<T>(what: &str, result: cyxwiz_sdk::Result<T>, kind: ErrorKind) -> Outcome {
+/// Runs checks one after another, each on its own thread under the deadline, and records
+/// them. After a call that did not return, the remaining checks are recorded as skipped: the
+/// model (or plugin) is stuck, and every further call would only wait for the deadline again.
+pub(crate) struct Runner<'r> {
+    report: &'r mut Report,
+    limit: Duration,
+    hung: bool,
+}
+
+impl<'r> Runner<'r> {
+    pub(crate) fn new(report: &'r mut Report, limit: Duration) -> Self {
+        Self {
+            report,
+            limit,
+            hung: false,
+        }
+    }
+
+    /// Records an outcome computed without calling the plugin.
+    pub(crate) fn record(&mut self, name: impl Into<String>, outcome: Outcome) -> bool {
+        self.report.record(name, outcome)
+    }
+
+    /// Runs `job` under the deadline; on success returns its value and records nothing, on
+    /// failure records `name` as failed and returns `None`.
+    pub(crate) fn value<T: Send + 'static>(
+        &mut self,
+        name: impl Into<String>,
+        job: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Option<T> {
+        if self.hung {
+            self.report
+                .record(name, Err("skipped: an earlier call did not return".into()));
+            return None;
+        }
+        let outcome = match watchdog::within(self.limit, job) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.hung = watchdog::is_timeout(&e);
+                Err(e)
+            }
+        };
+        match outcome {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.report.record(name, Err(e));
+                None
+            }
+        }
+    }
+
+    /// Runs and records one check.
+    pub(crate) fn check(
+        &mut self,
+        name: impl Into<String>,
+        job: impl FnOnce() -> Outcome + Send + 'static,
+    ) -> bool {
+        let name = name.into();
+        match self.value(name.clone(), job) {
+            Some(()) => self.report.record(name, Ok(())),
+            None => false,
+        }
+    }
+}
+
+pub(crate) fn expect_kind<T>(
+    what: &str,
+    result: cyxwiz_sdk::Result<T>,
+    kind: ErrorKind,
+) -> Outcome {
     match result {
         Ok(_) => Err(format!("{what}: succeeded, expected a {kind} error")),
         Err(e) if e.kind == kind => Ok(()),
@@ -22,7 +91,7 @@ fn expect_kind<T>(what: &str, result: cyxwiz_sdk::Result<T>, kind: ErrorKind) ->
 
 /// The runtime entry answers (a plugin built before it existed answers nothing, which is
 /// fine) and the answer is one line.
-pub(super) fn runtime(lib: &PluginLibrary, options: &serde_json::Value) -> Outcome {
+pub(crate) fn runtime(lib: &PluginLibrary, options: &serde_json::Value) -> Outcome {
     match lib.runtime(options) {
         Ok(Some(text)) if text.contains('\n') => Err(format!("runtime is not one line: {text:?}")),
         Ok(_) => Ok(()),
@@ -30,7 +99,7 @@ pub(super) fn runtime(lib: &PluginLibrary, options: &serde_json::Value) -> Outco
     }
 }
 
-pub(super) fn metadata(lib: &PluginLibrary) -> Outcome {
+pub(crate) fn metadata(lib: &PluginLibrary) -> Outcome {
     let m = lib.metadata();
     let name_ok = !m.name.is_empty()
         && m.name
@@ -80,11 +149,11 @@ pub(super) fn metadata(lib: &PluginLibrary) -> Outcome {
     Ok(())
 }
 
-pub(super) fn self_test_echo(lib: &PluginLibrary) -> Outcome {
+pub(crate) fn self_test_echo(lib: &PluginLibrary) -> Outcome {
     lib.self_test(SelfTest::ECHO).map_err(|e| e.to_string())
 }
 
-pub(super) fn panic_caught(lib: &PluginLibrary) -> Outcome {
+pub(crate) fn panic_caught(lib: &PluginLibrary) -> Outcome {
     expect_kind(
         "self-test panic",
         lib.self_test(SelfTest::PANIC),
@@ -95,24 +164,32 @@ pub(super) fn panic_caught(lib: &PluginLibrary) -> Outcome {
         .map_err(|e| format!("after a caught panic: {e}"))
 }
 
-/// Runs every per-sample check, recording each one.
-pub(super) fn sample(lib: &PluginLibrary, sample: &Sample, threads: usize, report: &mut Report) {
+/// Loads `sample` and runs every check its capabilities call for, under `limit` each.
+pub(crate) fn sample(
+    lib: &Arc<PluginLibrary>,
+    sample: &Sample,
+    threads: usize,
+    limit: Duration,
+    report: &mut Report,
+) {
     let label = sample
         .model
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| sample.model.display().to_string());
-    let model = match lib.load(&sample.model, &sample.options) {
-        Ok(m) => m,
-        Err(e) => {
-            report.record(format!("load {label}"), Err(e.to_string()));
-            return;
-        }
+    let mut run = Runner::new(report, limit);
+    let (l, path, options) = (lib.clone(), sample.model.clone(), sample.options.clone());
+    let loaded = run.value(format!("load {label}"), move || {
+        l.load(&path, &options).map_err(|e| e.to_string())
+    });
+    let Some(model) = loaded else {
+        return;
     };
-    report.record(format!("load {label}"), Ok(()));
+    let model = Arc::new(model);
+    run.record(format!("load {label}"), Ok(()));
     let caps = model.info().capabilities;
     let plugin_caps = lib.metadata().capabilities;
-    report.record(
+    run.record(
         format!("{label}: capabilities"),
         if caps.is_empty() {
             Err("the model declares no capability".into())
@@ -125,41 +202,18 @@ pub(super) fn sample(lib: &PluginLibrary, sample: &Sample, threads: usize, repor
         },
     );
     if caps.contains(Capabilities::TENSOR_INFERENCE) {
-        tensor_checks(&model, sample, threads, &label, report);
+        tensor::checks(&model, sample, threads, &label, &mut run);
     }
     if caps.contains(Capabilities::TEXT_GENERATION) {
-        report.record(format!("{label}: generate"), generate(&model));
-        report.record(
-            format!("{label}: generate cancels"),
-            generate_cancel(&model),
-        );
-        report.record(
-            format!("{label}: generate without prompt"),
-            expect_kind(
-                "empty prompt",
-                model.generate(&GenerateRequest::default(), &mut |_: &str| true),
-                ErrorKind::INVALID_INPUT,
-            ),
-        );
-        report.record(
-            format!("{label}: {threads} threads generate"),
-            concurrently(threads, || generate(&model)),
-        );
+        text::generate_checks(&model, threads, &label, &mut run);
     }
     if caps.contains(Capabilities::EMBEDDINGS) {
-        report.record(format!("{label}: embed"), embed(&model));
-        report.record(
-            format!("{label}: embed empty batch"),
-            expect_kind("empty batch", model.embed(&[]), ErrorKind::INVALID_INPUT),
-        );
-        report.record(
-            format!("{label}: {threads} threads embed"),
-            concurrently(threads, || embed(&model)),
-        );
+        text::embed_checks(&model, threads, &label, &mut run);
     }
 }
 
-fn concurrently(threads: usize, f: impl Fn() -> Outcome + Sync) -> Outcome {
+/// Runs `f` on `threads` threads at once, four times each; the first failure wins.
+pub(crate) fn concurrently(threads: usize, f: impl Fn() -> Outcome + Sync) -> Outcome {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| scope.spawn(|| (0..4).try_for_each(|_| f())))
@@ -171,7 +225,9 @@ fn concurrently(threads: usize, f: impl Fn() -> Outcome + Sync) -> Outcome {
     })
 }
 
-fn check_outputs(model: &LoadedModel, outputs: &[Tensor]) -> Outcome {
+/// Checks outputs against the model's declared output specs: dtype, rank and every fixed
+/// dimension, and that the data fills the shape.
+pub(crate) fn check_outputs(model: &LoadedModel, outputs: &[Tensor]) -> Outcome {
     let info = model.info();
     if outputs.is_empty() {
         return Err("infer returned no outputs".into());
@@ -185,12 +241,18 @@ fn check_outputs(model: &LoadedModel, outputs: &[Tensor]) -> Outcome {
                     out.name, out.dtype, spec.dtype
                 ));
             }
-            if spec.shape.len() != out.shape.len() {
+            let fits = spec.shape.len() == out.shape.len()
+                && spec
+                    .shape
+                    .iter()
+                    .zip(&out.shape)
+                    .all(|(want, got)| *want < 0 || want == got);
+            if !fits {
                 return Err(format!(
-                    "output `{}` has shape {:?}, declared rank {}",
+                    "output `{}` has shape {:?}, declared {}",
                     out.name,
                     out.shape,
-                    spec.shape.len()
+                    shape_pattern(&spec.shape)
                 ));
             }
         } else if !info.outputs.is_empty() {
@@ -199,209 +261,6 @@ fn check_outputs(model: &LoadedModel, outputs: &[Tensor]) -> Outcome {
                 out.name
             ));
         }
-    }
-    Ok(())
-}
-
-fn tensor_checks(
-    model: &LoadedModel,
-    sample: &Sample,
-    threads: usize,
-    label: &str,
-    report: &mut Report,
-) {
-    let valid = match &sample.inputs {
-        Some(given) => Ok(given.clone()),
-        None => inputs::generated_inputs(model.info()),
-    };
-    let valid = match valid {
-        Ok(v) => v,
-        Err(e) => {
-            report.record(format!("{label}: inputs"), Err(e));
-            return;
-        }
-    };
-    let views: Vec<_> = valid.iter().map(Tensor::view).collect();
-    let first = match model.infer(&views) {
-        Ok(out) => out,
-        Err(e) => {
-            report.record(format!("{label}: infer"), Err(e.to_string()));
-            return;
-        }
-    };
-    report.record(format!("{label}: infer"), check_outputs(model, &first));
-    if let Some(expected) = &sample.expected {
-        let outcome = expected.iter().enumerate().try_for_each(|(i, want)| {
-            let got = first
-                .iter()
-                .find(|t| t.name == want.name)
-                .or_else(|| first.get(i))
-                .ok_or_else(|| format!("no output for reference `{}`", want.name))?;
-            inputs::allclose(got, want, sample.rtol, sample.atol)
-        });
-        report.record(format!("{label}: outputs match the reference"), outcome);
-    }
-    wrong_inputs(model, &valid, label, report);
-    report.record(
-        format!("{label}: {threads} threads infer"),
-        concurrently(threads, || {
-            let out = model.infer(&views).map_err(|e| e.to_string())?;
-            if out.len() != first.len() {
-                return Err("concurrent call returned a different number of outputs".into());
-            }
-            out.iter()
-                .zip(&first)
-                .try_for_each(|(a, b)| inputs::allclose(a, b, 1e-5, 1e-6))
-        }),
-    );
-}
-
-fn wrong_inputs(model: &LoadedModel, valid: &[Tensor], label: &str, report: &mut Report) {
-    let Some(target) = valid.first() else {
-        return;
-    };
-    let run = |inputs: Vec<Tensor>| {
-        let views: Vec<_> = inputs.iter().map(Tensor::view).collect();
-        model.infer(&views)
-    };
-    let with_first = |changed: Tensor| {
-        let mut all = valid.to_vec();
-        all[0] = changed;
-        all
-    };
-
-    let other_dtype = match target.dtype {
-        DType::F32 => DType::I32,
-        DType::I32 => DType::F32,
-        DType::I64 => DType::F64,
-        DType::F64 => DType::I64,
-        _ => DType::U8,
-    };
-    let mut wrong = target.clone();
-    wrong.dtype = other_dtype;
-    if let Some(size) = other_dtype.size_of() {
-        let n = target.element_count().unwrap_or(0);
-        wrong.data = vec![0; n * size];
-    }
-    let cases: Vec<(&str, Vec<Tensor>)> = vec![
-        ("dtype mismatch", with_first(wrong)),
-        ("shape mismatch", {
-            let mut t = target.clone();
-            t.shape.push(1);
-            t.shape.insert(0, 1);
-            with_first(t)
-        }),
-        ("empty batch", {
-            let mut t = target.clone();
-            if let Some(d) = t.shape.first_mut() {
-                *d = 0;
-            }
-            t.data.clear();
-            with_first(t)
-        }),
-        ("data shorter than shape", {
-            let mut t = target.clone();
-            let keep = t.data.len().saturating_sub(t.dtype.size_of().unwrap_or(1));
-            t.data.truncate(keep);
-            with_first(t)
-        }),
-        ("missing input", valid[1..].to_vec()),
-        ("unknown input", {
-            let mut all = valid.to_vec();
-            let mut extra = target.clone();
-            extra.name = "__cyxwiz_no_such_input__".into();
-            all.push(extra);
-            all
-        }),
-    ];
-    for (what, inputs) in cases {
-        report.record(
-            format!("{label}: {what} is INVALID_INPUT"),
-            expect_kind(what, run(inputs), ErrorKind::INVALID_INPUT),
-        );
-    }
-}
-
-fn generate(model: &LoadedModel) -> Outcome {
-    let request = GenerateRequest {
-        prompt: "The capital of France is".into(),
-        params: SamplingParams {
-            max_tokens: 8,
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        ..GenerateRequest::default()
-    };
-    let mut pieces = 0usize;
-    let out = model
-        .generate(&request, &mut |_: &str| {
-            pieces += 1;
-            true
-        })
-        .map_err(|e| e.to_string())?;
-    if out.completion_tokens == 0 || out.completion_tokens > 8 {
-        return Err(format!(
-            "completion_tokens {} outside 1..=8",
-            out.completion_tokens
-        ));
-    }
-    if pieces == 0 && out.finish_reason == FinishReason::LENGTH {
-        return Err("no text reached the sink".into());
-    }
-    if out.finish_reason != FinishReason::STOP && out.finish_reason != FinishReason::LENGTH {
-        return Err(format!("finish reason {:?}", out.finish_reason));
-    }
-    if out.prompt_tokens == 0 {
-        return Err("prompt_tokens is 0".into());
-    }
-    Ok(())
-}
-
-fn generate_cancel(model: &LoadedModel) -> Outcome {
-    let request = GenerateRequest {
-        prompt: "Count from one to one hundred:".into(),
-        params: SamplingParams {
-            max_tokens: 64,
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        ..GenerateRequest::default()
-    };
-    let out = model
-        .generate(&request, &mut |_: &str| false)
-        .map_err(|e| e.to_string())?;
-    if out.finish_reason != FinishReason::CANCELLED && out.finish_reason != FinishReason::STOP {
-        return Err(format!(
-            "sink returned false, finish reason {:?} after {} tokens",
-            out.finish_reason, out.completion_tokens
-        ));
-    }
-    if out.completion_tokens > 2 {
-        return Err(format!(
-            "sink returned false at once but {} tokens were generated",
-            out.completion_tokens
-        ));
-    }
-    Ok(())
-}
-
-fn embed(model: &LoadedModel) -> Outcome {
-    let out = model
-        .embed(&["hello world", "a completely different sentence"])
-        .map_err(|e| e.to_string())?;
-    if out.dim == 0 || out.data.len() != 2 * out.dim {
-        return Err(format!(
-            "dim {} with {} values for 2 texts",
-            out.dim,
-            out.data.len()
-        ));
-    }
-    if out.data.iter().any(|v| !v.is_finite()) {
-        return Err("non-finite values".into());
-    }
-    let rows: Vec<&[f32]> = out.rows().collect();
-    if rows[0] == rows[1] {
-        return Err("two different texts gave the same vector".into());
     }
     Ok(())
 }

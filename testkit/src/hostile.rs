@@ -1,12 +1,20 @@
-//! Hostile model files: each must give an error, never a panic or a crash.
+//! Hostile model files: each must be refused with an error, never a panic or a hang; one
+//! that loads anyway is run, to report what the plugin does with it.
 
-use crate::Report;
-use crate::Sample;
-use cyxwiz_plugin_host::PluginLibrary;
-use cyxwiz_sdk::ErrorKind;
+use crate::{
+    inputs::{generated_inputs, noise},
+    watchdog::{is_timeout, within},
+    Report, Sample,
+};
+use cyxwiz_plugin_host::{LoadedModel, PluginLibrary};
+use cyxwiz_sdk::{Capabilities, ErrorKind, GenerateRequest, LoadOptions, Tensor};
 use std::{
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 /// A scratch directory removed on drop.
@@ -35,26 +43,28 @@ impl Drop for Scratch {
     }
 }
 
-/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-fn noise(len: usize, mut state: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
+/// Loads a hostile file under the deadline: it must be refused with a clean error. A file
+/// that loads anyway is then run (infer, generate or embed, under the deadline) so a plugin
+/// that hangs or panics on what it wrongly accepted is reported as such.
 fn must_fail(
-    lib: &PluginLibrary,
-    path: &Path,
-    sample: &Sample,
+    lib: &Arc<PluginLibrary>,
+    path: PathBuf,
+    options: &LoadOptions,
     want: Option<ErrorKind>,
+    limit: Duration,
 ) -> Result<(), String> {
-    match lib.load(path, &sample.options) {
-        Ok(_) => Err("loaded without error".into()),
+    let (l, options) = (lib.clone(), options.clone());
+    let loaded = within(limit, move || l.load(&path, &options)).map_err(|e| format!("load {e}"))?;
+    match loaded {
+        Ok(model) => {
+            let then = match within(limit, move || exercise(&model)) {
+                Ok(what) => what,
+                Err(e) => format!("the call {e}"),
+            };
+            Err(format!(
+                "loaded without error (it must be refused); then {then}"
+            ))
+        }
         Err(e) if e.kind == ErrorKind::PANICKED => {
             Err(format!("the plugin panicked: {}", e.message))
         }
@@ -68,8 +78,49 @@ fn must_fail(
     }
 }
 
-/// Runs the hostile-file checks, using `sample`'s file for the truncated case.
-pub(super) fn run(lib: &PluginLibrary, sample: &Sample, report: &mut Report) {
+/// Calls a model that loaded from a hostile file the way a client would, and says how each
+/// call ended.
+fn exercise(model: &LoadedModel) -> String {
+    let ended = |what: &str, result: cyxwiz_sdk::Result<()>| match result {
+        Ok(()) => format!("{what} answered"),
+        Err(e) if e.kind == ErrorKind::PANICKED => format!("{what} panicked: {}", e.message),
+        Err(e) => format!("{what} failed cleanly ({})", e.kind),
+    };
+    let caps = model.info().capabilities;
+    let mut said = Vec::new();
+    if caps.contains(Capabilities::TENSOR_INFERENCE) {
+        said.push(match generated_inputs(model.info()) {
+            Ok(inputs) => {
+                let views: Vec<_> = inputs.iter().map(Tensor::view).collect();
+                ended("infer", model.infer(&views).map(drop))
+            }
+            Err(e) => format!("no inputs to try: {e}"),
+        });
+    }
+    if caps.contains(Capabilities::TEXT_GENERATION) {
+        let mut request = GenerateRequest {
+            prompt: "Hello".into(),
+            ..GenerateRequest::default()
+        };
+        request.params.max_tokens = 4;
+        said.push(ended(
+            "generate",
+            model.generate(&request, &mut |_: &str| true).map(drop),
+        ));
+    }
+    if caps.contains(Capabilities::EMBEDDINGS) {
+        said.push(ended("embed", model.embed(&["hello"]).map(drop)));
+    }
+    if said.is_empty() {
+        "it declares no capability to try".into()
+    } else {
+        said.join(", ")
+    }
+}
+
+/// Runs the hostile-file checks, using `sample`'s file for the truncated case, each under
+/// `limit`; after one that did not return, the rest are recorded as skipped.
+pub(crate) fn run(lib: &Arc<PluginLibrary>, sample: &Sample, limit: Duration, report: &mut Report) {
     let scratch = match Scratch::new() {
         Ok(s) => s,
         Err(e) => {
@@ -149,10 +200,14 @@ pub(super) fn run(lib: &PluginLibrary, sample: &Sample, report: &mut Report) {
     if !setup_errors.is_empty() {
         report.record("hostile files: setup", Err(setup_errors.join("; ")));
     }
+    let mut hung = false;
     for (name, path, want) in cases {
-        report.record(
-            format!("hostile file: {name}"),
-            must_fail(lib, &path, sample, want),
-        );
+        let outcome = if hung {
+            Err("skipped: an earlier hostile file hung the plugin".into())
+        } else {
+            must_fail(lib, path, &sample.options, want, limit)
+        };
+        hung |= outcome.as_ref().is_err_and(|e| is_timeout(e));
+        report.record(format!("hostile file: {name}"), outcome);
     }
 }

@@ -95,3 +95,15 @@ pub fn allclose(got: &Tensor, want: &Tensor, rtol: f32, atol: f32) -> Result<(),
         )),
     }
 }
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub(crate) fn noise(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}

@@ -1,6 +1,9 @@
 //! The conformance suite every plugin runs: give it the built library and sample models, it
-//! checks metadata, loading, every declared capability, wrong inputs, hostile files, a caught
-//! panic, and eight threads calling at once.
+//! checks metadata, loading, every declared capability (outputs against the declared specs,
+//! ordinary input variations, concurrent calls and streams that must not mix), wrong inputs,
+//! hostile files (refused, and run if they load), a caught panic. Every plugin call runs
+//! under a deadline ([`Conformance::timeout`]), so a plugin that hangs is reported, never
+//! hangs the suite.
 //!
 //! ```no_run
 //! use cyxwiz_testkit::{cdylib_path, Conformance, Sample};
@@ -15,12 +18,17 @@
 mod checks;
 mod hostile;
 mod inputs;
+mod tensor;
+mod text;
+mod watchdog;
 
 use cyxwiz_plugin_host::PluginLibrary;
 use cyxwiz_sdk::{LoadOptions, Tensor};
 use std::{
     fmt,
     path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
 
 pub use inputs::{allclose, generated_inputs};
@@ -149,6 +157,7 @@ pub struct Conformance {
     library: PathBuf,
     samples: Vec<Sample>,
     threads: usize,
+    timeout: Duration,
 }
 
 impl Conformance {
@@ -158,7 +167,16 @@ impl Conformance {
             library: library.into(),
             samples: Vec::new(),
             threads: 8,
+            timeout: Duration::from_secs(120),
         }
+    }
+
+    /// How long one check (or one call on a hostile file) may take before the plugin is
+    /// reported as hanging; default 120 s. After a hang the remaining checks of that sample
+    /// are recorded as skipped, and the stuck thread is left behind (the process ends it).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Adds a sample model; at least one is required.
@@ -167,42 +185,50 @@ impl Conformance {
         self
     }
 
-    /// Runs every check and returns the report (it never panics on plugin misbehaviour).
+    /// Runs every check and returns the report (it never panics on plugin misbehaviour,
+    /// and returns within about [`timeout`](Self::timeout) per check even when the plugin
+    /// hangs).
     pub fn run(&self) -> Report {
         let mut report = Report::default();
-        let library = match PluginLibrary::open(&self.library) {
-            Ok(lib) => {
-                report.record(format!("open {}", self.library.display()), Ok(()));
-                lib
+        let opened = format!("open {}", self.library.display());
+        let path = self.library.clone();
+        let library = match watchdog::within(self.timeout, move || PluginLibrary::open(&path)) {
+            Ok(Ok(lib)) => {
+                report.record(opened, Ok(()));
+                Arc::new(lib)
+            }
+            Ok(Err(e)) => {
+                report.record(opened, Err(e.to_string()));
+                return report;
             }
             Err(e) => {
-                report.record(
-                    format!("open {}", self.library.display()),
-                    Err(e.to_string()),
-                );
+                report.record(opened, Err(e));
                 return report;
             }
         };
-        report.record("metadata", checks::metadata(&library));
-        report.record("self-test echo", checks::self_test_echo(&library));
+        let mut run = checks::Runner::new(&mut report, self.timeout);
+        run.record("metadata", checks::metadata(&library));
+        let lib = library.clone();
+        run.check("self-test echo", move || checks::self_test_echo(&lib));
         if let Some(first) = self.samples.first() {
-            report.record(
-                "runtime answers with the sample's options",
-                checks::runtime(&library, &first.options.options),
-            );
+            let (lib, options) = (library.clone(), first.options.options.clone());
+            run.check("runtime answers with the sample's options", move || {
+                checks::runtime(&lib, &options)
+            });
         }
-        report.record("panic becomes PANICKED", checks::panic_caught(&library));
+        let lib = library.clone();
+        run.check("panic becomes PANICKED", move || checks::panic_caught(&lib));
         if self.samples.is_empty() {
-            report.record(
+            run.record(
                 "samples",
                 Err("the suite needs at least one sample model".into()),
             );
         }
         for sample in &self.samples {
-            checks::sample(&library, sample, self.threads, &mut report);
+            checks::sample(&library, sample, self.threads, self.timeout, &mut report);
         }
         if let Some(first) = self.samples.first() {
-            hostile::run(&library, first, &mut report);
+            hostile::run(&library, first, self.timeout, &mut report);
         }
         report
     }

@@ -88,7 +88,9 @@ fn panic_while_loading_is_reported_not_fatal() {
 }
 
 #[test]
-fn panic_fixture_passes_the_testkit() {
+fn the_testkit_reports_the_panic_fixture_panicking_on_ordinary_input() {
+    // The fixture panics on a negative first value, an ordinary input the kit now tries: it
+    // must fail exactly that check, with the panic's message, and pass every other.
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.panicky");
     std::fs::write(&model, "panicky").unwrap();
@@ -96,5 +98,13 @@ fn panic_fixture_passes_the_testkit() {
         .sample(cyxwiz_testkit::Sample::new(&model))
         .run();
     println!("{report}");
-    report.assert_passed();
+    let failures = report.failures();
+    assert_eq!(failures.len(), 1, "{report}");
+    assert!(failures[0].name.contains("ordinary inputs"), "{report}");
+    let why = failures[0].outcome.as_ref().unwrap_err();
+    assert!(
+        why.contains("negative values: the plugin panicked")
+            && why.contains("deliberate panic: negative input"),
+        "{report}"
+    );
 }
