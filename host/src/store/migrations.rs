@@ -1,5 +1,9 @@
 //! Schema migrations, applied in order; each runs in its own transaction and bumps
 //! `PRAGMA user_version`. Append new scripts; never edit one that has shipped.
+//!
+//! Hand-written rather than `rusqlite_migration` (which keeps the same `user_version`
+//! convention, so a later switch needs no data change): its newest release (2.6) requires
+//! rusqlite 0.40, and the workspace is on 0.42; two rusqlite versions cannot both link SQLite.
 
 use super::StoreError;
 use rusqlite::Connection;
@@ -81,4 +85,59 @@ pub(super) fn apply(conn: &mut Connection, path: &str) -> Result<(), StoreError>
         tx.commit().map_err(wrap)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{keys::Scope, Store};
+
+    /// A database written by a node of schema version 3 (before key scopes): its key, audit
+    /// log, node id and metric history survive the upgrade, and the key keeps exactly what
+    /// it could do then (the inference API).
+    #[test]
+    fn a_version_3_database_upgrades_without_loss() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("node.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            for script in &MIGRATIONS[..3] {
+                conn.execute_batch(script).expect("an old migration");
+            }
+            conn.pragma_update(None, "user_version", 3)
+                .expect("version 3");
+            conn.execute_batch(
+                "INSERT INTO node_meta (key, value) VALUES ('node_id', 'old-node');
+                 INSERT INTO audit_log (at, kind, subject, detail)
+                     VALUES ('2026-01-01T00:00:00Z', 'node_started', 'node', 'v3');
+                 INSERT INTO api_keys (name, prefix, hash, models, rpm, created_at, request_count)
+                     VALUES ('ci', 'cyx-0123', 'abc', 'embed', 30, '2026-01-01T00:00:00Z', 7);
+                 INSERT INTO metric_samples (ts, resolution, cpu_percent, ram_used_bytes,
+                     ram_total_bytes, net_rx_bps, net_tx_bps)
+                     VALUES (1700000000, 5, 12.5, 1, 2, 3.0, 4.0);",
+            )
+            .expect("old rows");
+        }
+        let store = Store::open(&path).expect("the old database opens");
+        assert_eq!(store.schema_version().expect("version"), LATEST);
+        assert_eq!(store.node_id().expect("node id"), "old-node");
+        let audit = store.recent_audit(10).expect("audit");
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].1, "node_started");
+        let keys = store.list_keys().expect("keys");
+        assert_eq!(keys.len(), 1);
+        let key = &keys[0];
+        assert_eq!(
+            (key.name.as_str(), key.rpm, key.request_count),
+            ("ci", 30, 7)
+        );
+        assert_eq!(key.models, ["embed"]);
+        assert_eq!(key.scopes, [Scope::Inference]);
+        let history = store.metric_history(0, i64::MAX, 10).expect("history");
+        assert_eq!(history.len(), 1);
+        drop(store);
+        // Opening again is a no-op.
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!(store.list_keys().expect("keys").len(), 1);
+    }
 }
