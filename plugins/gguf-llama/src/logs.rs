@@ -2,6 +2,10 @@
 //! tagged with this plugin). Their INFO chatter (tens of lines per model load) is demoted to
 //! DEBUG; warnings and errors stay as they are. Continuation pieces (`CONT`) are logged at
 //! DEBUG with the text they carry.
+//!
+//! Not llama-cpp-2's own `send_logs_to_tracing`: its `LogOptions` can only switch logging on
+//! or off, and it emits llama.cpp's INFO lines at tracing's INFO from fixed callsites, so the
+//! demotion cannot be had through it (a target filter would hide them at DEBUG too).
 
 use std::{
     ffi::{c_char, c_void, CStr},
