@@ -1,25 +1,34 @@
 //! The CyxWiz server node: hosts model-runtime plugins and serves the models they load.
 //!
 //! # Map
-//! - [`access`]: API keys and their scopes, the in-memory keyring, rate windows, the caller.
-//! - [`audit`]: the audit log writer (off the request path, escaped, pruned).
-//! - [`config`]: flags, environment and `config.toml` into one validated [`config::Config`].
-//! - [`store`]: the SQLite database and its migrations.
-//! - [`plugins`]: plugin discovery and the format registry.
+//! The core:
+//! - [`node`]: the one [`node::Node`] every transport adapts: deploy, undeploy, models,
+//!   inference, status, history, its event stream, and [`node::NodeError`] (one error kind,
+//!   mapped once per transport).
+//! - [`deployments`]: configured models, their lifecycle and the device pool.
 //! - [`models`]: per-model worker threads, JSON tensors, model directory scans.
-//! - [`deployments`]: configured models and their lifecycle.
-//! - [`openai`]: the OpenAI-compatible `/v1` API, one module per endpoint family.
-//! - [`server`]: the HTTP router (health, metrics, auth, limits).
-//! - [`control`]: the CyxWiz `DaemonService` on the local Unix socket (server and CLI client).
+//! - [`plugins`]: plugin discovery and the format registry.
+//! - [`access`]: API keys and their scopes, the in-memory keyring, rate limits, the caller.
+//! - [`audit`]: the audit log writer (off the request path, escaped, pruned).
+//! - [`central`]: the central-server client (registration, heartbeats, reconnection).
 //! - [`metrics`]: Prometheus metrics, the system sampler and its history.
 //! - [`devices`]: the hardware inventory (CPU, memory, disks, interfaces, NVIDIA GPUs).
-//! - [`grpc`]: the CyxWiz gRPC services (NodeService.AssignJob, DeploymentService,
-//!   InferenceService) on the same deployments as the HTTP API.
-//! - [`central`]: the central-server client (registration, heartbeats, reconnection).
-//! - [`daemon`]: `cyxwiz-node run`, wiring the above together.
+//! - [`store`]: the SQLite database and its migrations.
+//! - [`config`]: flags, environment and `config.toml` into one validated [`config::Config`].
 //! - [`logging`]: tracing setup.
 //!
-//! Dependencies point one way: `daemon -> server -> openai -> deployments -> (models | plugins | store)`.
+//! The transports, thin adapters over [`node::Node`]:
+//! - [`server`]: the HTTP router (health, metrics, auth, limits) serving [`openai`], the
+//!   OpenAI-compatible `/v1` API, one module per endpoint family.
+//! - [`grpc`]: the CyxWiz gRPC services (NodeService.AssignJob, DeploymentService,
+//!   InferenceService).
+//! - [`control`]: the CyxWiz `DaemonService` on the local Unix socket (server and CLI client).
+//! - [`daemon`]: `cyxwiz-node run`, wiring the above together.
+//!
+//! Dependencies point one way: `daemon -> (server -> openai | grpc | control) -> node ->
+//! (central | metrics) -> deployments -> models -> plugins`, with `access`, `audit`, `store`,
+//! `devices` and `config` below; no module but `daemon` reaches a transport, and the core
+//! none (`host/tests/layers.rs` checks both).
 
 pub mod access;
 pub mod audit;

@@ -7,6 +7,8 @@
 mod api;
 pub mod args;
 mod central;
+mod cidr;
+mod device;
 mod file;
 pub mod limits;
 pub mod show;
@@ -21,6 +23,8 @@ use std::{
 pub use api::{ApiSection, TlsSection};
 pub use args::GlobalArgs;
 pub use central::{CentralAddress, CentralSection};
+pub use cidr::Cidr;
+pub use device::DeviceRequest;
 pub use limits::{AuditSection, LimitsSection};
 
 /// A configuration error: which file and key, what was expected, what was found.

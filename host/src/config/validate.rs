@@ -132,7 +132,7 @@ impl Config {
                     ));
                 }
             }
-            if let Err(why) = crate::deployments::device::Request::parse(&d.device) {
+            if let Err(why) = super::DeviceRequest::parse(&d.device) {
                 return Err(self.key_error(&format!("deployments[{i}].device"), why));
             }
             for alias in &d.aliases {
@@ -229,7 +229,7 @@ impl Config {
             }
         }
         for from in &self.grpc.assign_job_from {
-            if crate::grpc::net::Cidr::parse(from).is_none() {
+            if super::Cidr::parse(from).is_none() {
                 return Err(self.key_error(
                     "grpc.assign_job_from",
                     format!("must list IP addresses or CIDR blocks, got `{from}`"),

@@ -22,6 +22,8 @@ impl InferenceService for InferenceSvc {
     ) -> Result<Response<InferResponse>, Status> {
         let caller = self.0.authorize(&request, Scope::Inference)?;
         let r = request.into_inner();
+        // The model first: an unknown or failed model is answered as such whatever the inputs.
+        self.0.node.model(&caller, &r.deployment_id)?;
         let inputs = r
             .inputs
             .into_iter()

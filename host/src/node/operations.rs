@@ -140,7 +140,7 @@ impl Node {
             )
             .with_param("device"));
         }
-        crate::deployments::device::Request::parse(&config.device)
+        crate::config::DeviceRequest::parse(&config.device)
             .map_err(|why| NodeError::invalid_param("device", why))?;
         if !path.exists() {
             return Err(NodeError::new(
