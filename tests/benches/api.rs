@@ -4,8 +4,11 @@
 //!   `onnxruntime` loop on the same int8 MiniLM (one sentence per call, and 16 per call);
 //! - `/v1/predict` with 16 concurrent clients on the rapidocr classifier, with and without
 //!   dynamic batching of tensor requests;
-//! - chat tokens/s through `/v1/chat/completions` next to the gguf-llama plugin called
-//!   directly in this process, same model, threads, prompt and greedy sampling.
+//! - the HTTP path's own cost: `GET /v1/models` and a tiny `/v1/predict` (the example
+//!   `scale` plugin, a 1x3 input) requests per second over 16 keep-alive connections;
+//! - chat tokens/s through `/v1/chat/completions`, plain and streamed (server-sent events),
+//!   next to the gguf-llama plugin called directly in this process, same model, threads,
+//!   prompt and greedy sampling.
 //!
 //! Needs the venv of `scripts/python-env` (`CYXWIZ_BENCH_PYTHON` overrides its python).
 //! Run after `cargo build --workspace`:
@@ -28,6 +31,8 @@ use support::{bench_python, target_dir, wait_healthy};
 const THREADS: u32 = 2;
 const CLIENTS: usize = 16;
 const PER_CLIENT: usize = 25;
+/// Requests per keep-alive connection for the small-request rates.
+const PER_CONNECTION: usize = 200;
 const MAX_TOKENS: u32 = 128;
 const PROMPT: &str = "Write a short story about a robot who learns to paint.";
 
@@ -44,6 +49,85 @@ fn post(addr: &str, path: &str, body: &str) -> serde_json::Value {
     stream.read_to_string(&mut text).expect("read");
     let body = text.split("\r\n\r\n").nth(1).expect("body");
     serde_json::from_str(body).expect("json")
+}
+
+/// Sends one request on a keep-alive connection and reads its answer (Content-Length framed);
+/// returns the status and body.
+fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> (u16, Vec<u8>) {
+    stream.get_mut().write_all(request).expect("write");
+    let mut status = 0;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).expect("read head");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(code) = line.strip_prefix("HTTP/1.1 ") {
+            status = code[..3].parse().expect("status");
+        } else if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("length");
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).expect("read body");
+    (status, body)
+}
+
+/// Requests per second with CLIENTS keep-alive connections each sending PER_CONNECTION
+/// copies of `request`; every answer must be a 200 whose body contains `expect`.
+fn keep_alive_rate(addr: &str, request: &[u8], expect: &str) -> f64 {
+    let connect = || BufReader::new(TcpStream::connect(addr).expect("connect"));
+    let (status, body) = exchange(&mut connect(), request); // warm-up
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert!(status == 200 && body.contains(expect), "{status} {body}");
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..CLIENTS {
+            s.spawn(|| {
+                let mut stream = connect();
+                for _ in 0..PER_CONNECTION {
+                    let (status, body) = exchange(&mut stream, request);
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                }
+            });
+        }
+    });
+    (CLIENTS * PER_CONNECTION) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A streamed chat completion: tokens (from the usage chunk) per second until `[DONE]`.
+fn streamed_rate(addr: &str, body: &str) -> f64 {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut tokens = None;
+    let mut done = false;
+    for line in BufReader::new(stream).lines() {
+        let line = line.expect("read");
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done = true;
+            break;
+        }
+        let chunk: serde_json::Value = serde_json::from_str(data).expect("chunk json");
+        if let Some(n) = chunk["usage"]["completion_tokens"].as_f64() {
+            tokens = Some(n);
+        }
+    }
+    assert!(done, "the stream ended without [DONE]");
+    tokens.expect("usage chunk") / start.elapsed().as_secs_f64()
 }
 
 /// Embeddings per second with CLIENTS threads each sending PER_CLIENT one-sentence requests.
@@ -103,6 +187,8 @@ fn main() {
     let gguf = models.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     let data = tempfile::tempdir().expect("tempdir");
     let config = data.path().join("config.toml");
+    let scale = data.path().join("double.scale");
+    std::fs::write(&scale, r#"{"factor": 2.0, "width": 3}"#).expect("scale model");
     std::fs::write(
         &config,
         format!(
@@ -136,6 +222,10 @@ name = "cls-unbatched"
 path = "{cls}"
 threads = {THREADS}
 max_batch = 1
+[[deployments]]
+name = "scale"
+path = "{scale}"
+max_batch = 1
 "#,
             ort = models
                 .join("runtimes/onnxruntime/libonnxruntime.so.1.31.1")
@@ -145,6 +235,7 @@ max_batch = 1
             cls = models
                 .join("rapidocr/ch_ppocr_mobile_v2.0_cls_infer.onnx")
                 .display(),
+            scale = scale.display(),
         ),
     )
     .expect("config");
@@ -217,6 +308,21 @@ max_batch = 1
         batched / unbatched
     );
 
+    println!("\n## small requests, {CLIENTS} keep-alive connections x {PER_CONNECTION} requests");
+    println!("| request | requests/s |");
+    println!("|---|---:|");
+    let list = b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let rate = keep_alive_rate(&addr, list, "\"scale\"");
+    println!("| `GET /v1/models` | {rate:.0} |");
+    let small = r#"{"model":"scale","inputs":{"x":[[1.0,2.0,3.0]]}}"#;
+    let predict = format!(
+        "POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{small}",
+        small.len()
+    );
+    let rate = keep_alive_rate(&addr, predict.as_bytes(), "outputs");
+    println!("| `POST /v1/predict`, `scale` model, 1x3 f32 | {rate:.0} |");
+
     println!(
         "\n## chat tokens/s, SmolLM2-135M Q4_1, {THREADS} threads, {MAX_TOKENS} tokens, greedy"
     );
@@ -249,8 +355,15 @@ max_batch = 1
         "messages": [{"role": "user", "content": PROMPT}],
     })
     .to_string();
+    let streamed_body = serde_json::json!({
+        "model": "chat", "temperature": 0, "max_tokens": MAX_TOKENS, "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": PROMPT}],
+    })
+    .to_string();
     let mut direct = Vec::new();
     let mut api = Vec::new();
+    let mut streamed = Vec::new();
     for _ in 0..5 {
         let start = Instant::now();
         let out = model
@@ -263,14 +376,20 @@ max_batch = 1
             .as_f64()
             .expect("usage");
         api.push(tokens / start.elapsed().as_secs_f64());
+        streamed.push(streamed_rate(&addr, &streamed_body));
     }
     direct.sort_by(f64::total_cmp);
     api.sort_by(f64::total_cmp);
-    let (d, a) = (direct[2], api[2]);
+    streamed.sort_by(f64::total_cmp);
+    let (d, a, st) = (direct[2], api[2], streamed[2]);
     println!("| path | tokens/s (median of 5) | vs direct |");
     println!("|---|---:|---:|");
     println!("| plugin called directly | {d:.1} | 1.00x |");
     println!("| node /v1/chat/completions | {a:.1} | {:.2}x |", a / d);
+    println!(
+        "| node /v1/chat/completions, streamed | {st:.1} | {:.2}x |",
+        st / d
+    );
     let _ = node.kill();
     let _ = node.wait();
 }

@@ -11,13 +11,16 @@
 //! Work for a client that went away is dropped: a job whose one-shot reply receiver is gone
 //! (the HTTP handler's future was dropped when its client disconnected) is skipped when a
 //! worker picks it up, batched or not, and never reaches the model.
+//!
+//! A generation streams its text on one bounded channel per request (`stream`), shared by its
+//! choices and read directly by the caller; a caller that drops it (or stops reading) cancels
+//! the generation at its next piece.
 
 use super::backend::Backend;
 use super::embedding::EmbeddingPipeline;
 use cyxwiz_plugin_host::LoadedModel;
 use cyxwiz_sdk::{
-    Capabilities, DType, Embeddings, Error as PluginError, GenerateOutput, GenerateRequest,
-    ModelInfo, Tensor,
+    Capabilities, DType, Embeddings, Error as PluginError, GenerateRequest, ModelInfo, Tensor,
 };
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
@@ -26,7 +29,11 @@ use std::{
         Arc,
     },
 };
-use tokio::sync::{mpsc, oneshot};
+use stream::PieceSender;
+pub use stream::{Piece, Pieces};
+use tokio::sync::oneshot;
+
+mod stream;
 
 /// Why a call to a model did not produce outputs.
 #[derive(Debug, thiserror::Error)]
@@ -141,8 +148,10 @@ enum Work {
     },
     Generate {
         request: GenerateRequest,
-        tokens: mpsc::UnboundedSender<String>,
-        reply: Reply<GenerateOutput>,
+        /// Which choice of its request this is.
+        index: usize,
+        pieces: PieceSender,
+        _counted: InFlight,
     },
     Embed {
         input: EmbedInput,
@@ -156,7 +165,7 @@ impl Work {
     fn abandoned(&self) -> bool {
         match self {
             Work::Infer { reply, .. } => reply.is_closed(),
-            Work::Generate { tokens, reply, .. } => reply.is_closed() || tokens.is_closed(),
+            Work::Generate { pieces, .. } => pieces.is_closed(),
             Work::Embed { reply, .. } => reply.is_closed(),
         }
     }
@@ -257,14 +266,17 @@ fn run_one<M: Backend>(engine: &Engine<M>, job: Job) {
         Work::Infer { inputs, reply } => infer_one(engine.model(), inputs, reply),
         Work::Generate {
             request,
-            tokens,
-            reply,
+            index,
+            pieces,
+            _counted,
         } => {
             let result = guarded(|| {
-                let mut sink = |text: &str| tokens.send(text.to_string()).is_ok();
+                // "Stop" once the caller is gone or stalled: the plugin cancels and frees
+                // the slot.
+                let mut sink = |text: &str| pieces.send(Piece::Text(index, text.to_string()));
                 engine.model().generate(&request, &mut sink)
             });
-            let _ = reply.send(result);
+            pieces.send(Piece::Done(index, result));
         }
         Work::Embed {
             input,
@@ -645,16 +657,21 @@ impl ModelWorker {
         }
     }
 
+    /// Counts one request in flight until the returned guard is dropped.
+    fn count(&self) -> InFlight {
+        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            counters: self.counters.clone(),
+            since: std::time::Instant::now(),
+        }
+    }
+
     fn reply_channel<T>(&self) -> (Reply<T>, oneshot::Receiver<Result<T, PluginError>>) {
         let (tx, rx) = oneshot::channel();
-        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         (
             Reply {
                 tx,
-                _counted: InFlight {
-                    counters: self.counters.clone(),
-                    since: std::time::Instant::now(),
-                },
+                _counted: self.count(),
             },
             rx,
         )
@@ -721,28 +738,23 @@ impl ModelWorker {
             .map_err(|_| WorkerError::Stopped(self.name.clone()))??)
     }
 
-    /// Starts a generation: text pieces arrive on the returned channel as they are made, and
-    /// the one-shot answers with how it ended. Dropping the piece receiver cancels it.
-    #[allow(clippy::type_complexity)]
-    pub fn generate(
-        &self,
-        request: GenerateRequest,
-    ) -> Result<
-        (
-            mpsc::UnboundedReceiver<String>,
-            oneshot::Receiver<Result<GenerateOutput, PluginError>>,
-        ),
-        WorkerError,
-    > {
+    /// Starts one generation per request (the choices of one API request; they join the
+    /// model's continuous batches). Their pieces arrive on the one returned bounded channel
+    /// as they are made, each choice's ending with [`Piece::Done`]; the channel closes
+    /// without it only if the workers stop. Dropping the receiver cancels every choice.
+    pub fn generate(&self, requests: Vec<GenerateRequest>) -> Result<Pieces, WorkerError> {
         self.require(self.abilities.generate, "text generation")?;
-        let (tokens, pieces) = mpsc::unbounded_channel();
-        let (reply, done) = self.reply_channel();
-        self.submit(Work::Generate {
-            request,
-            tokens,
-            reply,
-        })?;
-        Ok((pieces, done))
+        let (tx, rx) = stream::channel(requests.len());
+        for (index, request) in requests.into_iter().enumerate() {
+            // On a refusal the choices already queued are cancelled with the receiver.
+            self.submit(Work::Generate {
+                request,
+                index,
+                pieces: tx.clone(),
+                _counted: self.count(),
+            })?;
+        }
+        Ok(rx)
     }
 
     /// Embeds texts or token arrays on a worker thread; a tokenizing pipeline runs the model

@@ -173,12 +173,12 @@ pub async fn create(
             }
         })
         .collect();
-    let rx = generation::start(&worker, requests, ctx.metrics.clone())?;
+    let running = generation::start(&worker, requests, ctx.metrics.clone())?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = generation::unix_now();
     let model = req.model.clone();
     if !req.sampling.streaming() {
-        let results = generation::collect(rx, n as usize).await?;
+        let results = generation::collect(running, n as usize).await?;
         let prompt_tokens = results.first().map_or(0, |(_, o)| o.prompt_tokens);
         let completion_tokens: u32 = results.iter().map(|(_, o)| o.completion_tokens).sum();
         let choices = results
@@ -227,7 +227,7 @@ pub async fn create(
         finish_reason,
     };
     Ok(sse::stream(
-        rx,
+        running,
         n as usize,
         n as usize,
         include_usage,

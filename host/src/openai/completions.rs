@@ -119,12 +119,12 @@ pub async fn create(
         })
         .collect();
     let total = requests.len();
-    let rx = generation::start(&worker, requests, ctx.metrics.clone())?;
+    let running = generation::start(&worker, requests, ctx.metrics.clone())?;
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
     let created = generation::unix_now();
     let model = req.model.clone();
     if !req.sampling.streaming() {
-        let results = generation::collect(rx, total).await?;
+        let results = generation::collect(running, total).await?;
         let prompt_tokens: u32 = results
             .iter()
             .step_by(n)
@@ -172,7 +172,7 @@ pub async fn create(
         finish_reason,
     };
     Ok(sse::stream(
-        rx,
+        running,
         total,
         n,
         include_usage,

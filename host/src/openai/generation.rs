@@ -1,14 +1,19 @@
 //! What chat and text completions share: the sampling parameters and their checks, running
 //! several choices at once on an LLM deployment (they join the model's continuous batches),
-//! and merging their text pieces into one ordered event stream. Dropping the stream cancels
-//! every choice still generating.
+//! and reading their pieces from the worker's one bounded channel. Dropping the
+//! [`Generation`] cancels every choice still generating.
 
 use super::ApiError;
-use crate::{metrics::Metrics, models::ModelWorker};
+use crate::{
+    metrics::Metrics,
+    models::{
+        worker::{Piece as WorkerPiece, Pieces},
+        ModelWorker, WorkerError,
+    },
+};
 use cyxwiz_sdk::{FinishReason, GenerateOutput, GenerateRequest, SamplingParams};
 use serde::Deserialize;
 use std::{sync::Arc, time::Instant};
-use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 /// `stop`: one string or a list.
@@ -220,70 +225,92 @@ pub fn finish_reason(output: &GenerateOutput) -> &'static str {
     }
 }
 
-/// Starts one generation per request (choice) and merges their pieces into one channel.
-/// Dropping the receiver cancels every choice still running.
+/// A running multi-choice generation, read straight from the model worker's bounded channel
+/// (no relay task in between). It keeps the metrics: time to first token per choice, tokens
+/// generated (counted also for choices cut short when it is dropped). Dropping it cancels
+/// every choice still generating.
+pub struct Generation {
+    pieces: Pieces,
+    /// Pieces received per choice, and whether the choice ended.
+    counts: Vec<(u64, bool)>,
+    metrics: Arc<Metrics>,
+    model: String,
+    started: Instant,
+}
+
+/// Starts one generation per request (choice) on `worker`.
 pub fn start(
     worker: &Arc<ModelWorker>,
     requests: Vec<GenerateRequest>,
     metrics: Arc<Metrics>,
-) -> Result<mpsc::UnboundedReceiver<Piece>, ApiError> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let model = worker.name().to_string();
+) -> Result<Generation, ApiError> {
+    let choices = requests.len();
     let started = Instant::now();
-    for (index, request) in requests.into_iter().enumerate() {
-        let (mut pieces, done) = worker.generate(request)?;
-        let tx = tx.clone();
-        let stopped = worker.stopped();
-        let metrics = metrics.clone();
-        let model = model.clone();
-        tokio::spawn(async move {
-            let mut first = true;
-            let mut count = 0u64;
-            loop {
-                tokio::select! {
-                    piece = pieces.recv() => match piece {
-                        Some(text) => {
-                            if first {
-                                first = false;
-                                metrics.time_to_first_token(&model, started.elapsed());
-                            }
-                            count += 1;
-                            if tx.send(Piece::Text(index, text)).is_err() {
-                                // The client is gone: dropping `pieces` cancels the choice.
-                                metrics.tokens_generated(&model, count);
-                                return;
-                            }
-                        }
-                        None => break,
-                    },
-                    () = tx.closed() => {
-                        metrics.tokens_generated(&model, count);
-                        return;
-                    }
+    let pieces = worker.generate(requests)?;
+    Ok(Generation {
+        pieces,
+        counts: vec![(0, false); choices],
+        metrics,
+        model: worker.name().to_string(),
+        started,
+    })
+}
+
+impl Generation {
+    /// The next piece of any choice; None once every choice ended. If the workers stop
+    /// before a choice ended, that choice ends with their error.
+    pub async fn next(&mut self) -> Option<Piece> {
+        match self.pieces.recv().await {
+            Some(WorkerPiece::Text(i, text)) => {
+                let count = &mut self.counts.get_mut(i)?.0;
+                if *count == 0 {
+                    self.metrics
+                        .time_to_first_token(&self.model, self.started.elapsed());
                 }
+                *count += 1;
+                Some(Piece::Text(i, text))
             }
-            let result = match done.await {
-                Ok(Ok(output)) => {
-                    metrics.tokens_generated(&model, u64::from(output.completion_tokens));
-                    Ok(output)
+            Some(WorkerPiece::Done(i, result)) => {
+                self.counts.get_mut(i)?.1 = true;
+                let result = result.map_err(|e| ApiError::from(WorkerError::Model(e)));
+                if let Ok(output) = &result {
+                    self.metrics
+                        .tokens_generated(&self.model, u64::from(output.completion_tokens));
                 }
-                Ok(Err(e)) => Err(ApiError::from(crate::models::WorkerError::Model(e))),
-                Err(_) => Err(ApiError::from(stopped)),
-            };
-            let _ = tx.send(Piece::Done(index, result));
-        });
+                Some(Piece::Done(i, result))
+            }
+            None => {
+                let i = self.counts.iter().position(|(_, done)| !done)?;
+                self.counts[i].1 = true;
+                let stopped = WorkerError::Stopped(self.model.clone());
+                Some(Piece::Done(i, Err(ApiError::from(stopped))))
+            }
+        }
     }
-    Ok(rx)
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        let cut_short: u64 = self
+            .counts
+            .iter()
+            .filter(|(_, done)| !done)
+            .map(|(n, _)| n)
+            .sum();
+        if cut_short > 0 {
+            self.metrics.tokens_generated(&self.model, cut_short);
+        }
+    }
 }
 
 /// The text and outcome of every choice, for non-streamed answers.
 pub async fn collect(
-    mut rx: mpsc::UnboundedReceiver<Piece>,
+    mut generation: Generation,
     choices: usize,
 ) -> Result<Vec<(String, GenerateOutput)>, ApiError> {
     let mut texts = vec![String::new(); choices];
     let mut outputs: Vec<Option<GenerateOutput>> = vec![None; choices];
-    while let Some(piece) = rx.recv().await {
+    while let Some(piece) = generation.next().await {
         match piece {
             Piece::Text(i, text) => texts[i].push_str(&text),
             Piece::Done(i, result) => outputs[i] = Some(result?),

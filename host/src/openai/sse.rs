@@ -1,9 +1,10 @@
 //! Streaming answers as OpenAI sends them: `data: {json}` events, keep-alive comments,
 //! `X-Accel-Buffering: no`, an error event if generation fails after the stream started, and
-//! `data: [DONE]` last. A client that disconnects drops the stream, which cancels generation.
+//! `data: [DONE]` last. The body reads the model worker's channel directly; a client that
+//! disconnects drops the body, which cancels generation.
 
 use super::{
-    generation::{finish_reason, Piece},
+    generation::{finish_reason, Generation, Piece},
     types::Usage,
 };
 use axum::{
@@ -15,7 +16,6 @@ use axum::{
 };
 use serde_json::Value;
 use std::{convert::Infallible, time::Duration};
-use tokio::sync::mpsc;
 
 /// What the endpoint renders into a chunk.
 #[derive(Debug)]
@@ -30,74 +30,115 @@ pub enum Event {
     Usage(Usage),
 }
 
+/// Where a stream is.
+enum Phase {
+    /// Sending the start event of choice `.0`.
+    Starting(usize),
+    /// Relaying pieces.
+    Running,
+    /// Every choice ended: the usage chunk, if asked for.
+    Usage,
+    /// Sending `[DONE]` (after the usage, or after a failure).
+    Done,
+    /// `[DONE]` was sent.
+    Over,
+}
+
+/// A response body's state: the generation read directly, with what the ending needs.
+struct Body<R> {
+    generation: Generation,
+    render: R,
+    phase: Phase,
+    choices: usize,
+    per_prompt: usize,
+    include_usage: bool,
+    finished: usize,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+impl<R: Fn(Event) -> Option<Value>> Body<R> {
+    /// The next event to send; None after `[DONE]`.
+    async fn next(&mut self) -> Option<SseEvent> {
+        let data = |value: Value| Some(SseEvent::default().data(value.to_string()));
+        loop {
+            match self.phase {
+                Phase::Starting(i) if i < self.choices => {
+                    self.phase = Phase::Starting(i + 1);
+                    if let Some(v) = (self.render)(Event::Start(i)) {
+                        return data(v);
+                    }
+                }
+                Phase::Starting(_) => self.phase = Phase::Running,
+                Phase::Running if self.finished == self.choices => self.phase = Phase::Usage,
+                Phase::Running => match self.generation.next().await {
+                    Some(Piece::Text(i, text)) => {
+                        if let Some(v) = (self.render)(Event::Text(i, text)) {
+                            return data(v);
+                        }
+                    }
+                    Some(Piece::Done(i, Ok(output))) => {
+                        self.finished += 1;
+                        if i % self.per_prompt.max(1) == 0 {
+                            self.prompt_tokens += output.prompt_tokens;
+                        }
+                        self.completion_tokens += output.completion_tokens;
+                        if let Some(v) = (self.render)(Event::Finish(i, finish_reason(&output))) {
+                            return data(v);
+                        }
+                    }
+                    Some(Piece::Done(_, Err(e))) => {
+                        self.phase = Phase::Done;
+                        return data(e.body());
+                    }
+                    None => self.phase = Phase::Done,
+                },
+                Phase::Usage => {
+                    self.phase = Phase::Done;
+                    if self.include_usage {
+                        let usage = Usage::new(self.prompt_tokens, self.completion_tokens);
+                        if let Some(v) = (self.render)(Event::Usage(usage)) {
+                            return data(v);
+                        }
+                    }
+                }
+                Phase::Done => {
+                    self.phase = Phase::Over;
+                    return Some(SseEvent::default().data("[DONE]"));
+                }
+                Phase::Over => return None,
+            }
+        }
+    }
+}
+
 /// Streams the pieces of `choices` generations, `per_prompt` of them per prompt (their
 /// prompt tokens are counted once); `render` turns each event into a chunk (or nothing).
+/// The response body reads the generation itself: no task or channel in between, and a
+/// client that disconnects drops the body, which cancels the generation.
 pub fn stream(
-    mut rx: mpsc::UnboundedReceiver<Piece>,
+    generation: Generation,
     choices: usize,
     per_prompt: usize,
     include_usage: bool,
     render: impl Fn(Event) -> Option<Value> + Send + 'static,
 ) -> Response {
-    let (out, events) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
-    tokio::spawn(async move {
-        let send = |value: Value| {
-            let out = out.clone();
-            async move {
-                out.send(Ok(SseEvent::default().data(value.to_string())))
-                    .await
-                    .is_ok()
-            }
-        };
-        for i in 0..choices {
-            if let Some(v) = render(Event::Start(i)) {
-                if !send(v).await {
-                    return;
-                }
-            }
-        }
-        let mut finished = 0;
-        let mut prompt_tokens = 0;
-        let mut completion_tokens = 0;
-        while finished < choices {
-            let Some(piece) = rx.recv().await else {
-                break;
-            };
-            let chunk = match piece {
-                Piece::Text(i, text) => render(Event::Text(i, text)),
-                Piece::Done(i, Ok(output)) => {
-                    finished += 1;
-                    if i % per_prompt.max(1) == 0 {
-                        prompt_tokens += output.prompt_tokens;
-                    }
-                    completion_tokens += output.completion_tokens;
-                    render(Event::Finish(i, finish_reason(&output)))
-                }
-                Piece::Done(_, Err(e)) => {
-                    let _ = send(e.body()).await;
-                    break;
-                }
-            };
-            if let Some(v) = chunk {
-                if !send(v).await {
-                    return;
-                }
-            }
-        }
-        if include_usage && finished == choices {
-            let usage = Usage::new(prompt_tokens, completion_tokens);
-            if let Some(v) = render(Event::Usage(usage)) {
-                if !send(v).await {
-                    return;
-                }
-            }
-        }
-        let _ = out.send(Ok(SseEvent::default().data("[DONE]"))).await;
+    let body = Body {
+        generation,
+        render,
+        phase: Phase::Starting(0),
+        choices,
+        per_prompt,
+        include_usage,
+        finished: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    };
+    let events = futures_util::stream::unfold(body, |mut body| async move {
+        let event = body.next().await?;
+        Some((Ok::<_, Infallible>(event), body))
     });
-    let stream = futures_util::stream::unfold(events, |mut events| async move {
-        events.recv().await.map(|e| (e, events))
-    });
-    let mut response = Sse::new(stream)
+    let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
     let headers = response.headers_mut();

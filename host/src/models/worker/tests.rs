@@ -213,17 +213,18 @@ fn abandoned_work_is_recognised_for_every_kind() {
     drop(rx);
     assert!(infer.abandoned());
 
-    let (r, rx) = reply(&counters);
-    let (tokens, pieces) = mpsc::unbounded_channel();
+    let (r, rx) = reply::<()>(&counters);
+    let (tx, pieces) = stream::channel(1);
     let generate = Work::Generate {
         request: GenerateRequest::default(),
-        tokens,
-        reply: r,
+        index: 0,
+        pieces: tx,
+        _counted: r._counted,
     };
     assert!(!generate.abandoned());
     drop(pieces);
-    assert!(generate.abandoned(), "dropping the pieces cancels too");
-    drop(rx);
+    assert!(generate.abandoned(), "dropping the pieces cancels");
+    drop((r.tx, rx));
 
     let (r, rx) = reply(&counters);
     let embed = Work::Embed {
@@ -236,4 +237,141 @@ fn abandoned_work_is_recognised_for_every_kind() {
     assert!(embed.abandoned());
     drop((infer, generate, embed));
     assert_eq!(counters.in_flight.load(Ordering::Relaxed), 0);
+}
+
+/// A stand-in LLM: emits `pieces` numbered pieces (`"0 "`, `"1 "`, ...) unless its sink says
+/// stop; counts what it emitted.
+struct Talker {
+    info: ModelInfo,
+    pieces: u32,
+    emitted: Arc<AtomicUsize>,
+}
+
+fn talker(pieces: u32) -> (Talker, Arc<AtomicUsize>) {
+    let emitted = Arc::new(AtomicUsize::new(0));
+    let info = ModelInfo {
+        capabilities: Capabilities::TEXT_GENERATION,
+        ..ModelInfo::default()
+    };
+    let model = Talker {
+        info,
+        pieces,
+        emitted: emitted.clone(),
+    };
+    (model, emitted)
+}
+
+impl Backend for Talker {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn infer(&self, _: &[TensorView<'_>]) -> Result<Vec<Tensor>, PluginError> {
+        Err(PluginError::unsupported("text only"))
+    }
+
+    fn generate(
+        &self,
+        _: &GenerateRequest,
+        sink: &mut dyn cyxwiz_sdk::TokenSink,
+    ) -> Result<cyxwiz_sdk::GenerateOutput, PluginError> {
+        let mut made = 0;
+        for i in 0..self.pieces {
+            self.emitted.fetch_add(1, Ordering::Relaxed);
+            made += 1;
+            if !sink.emit(&format!("{i} ")) {
+                break;
+            }
+        }
+        Ok(cyxwiz_sdk::GenerateOutput {
+            finish_reason: cyxwiz_sdk::FinishReason::LENGTH,
+            prompt_tokens: 1,
+            completion_tokens: made,
+        })
+    }
+}
+
+#[test]
+fn choices_stream_on_one_bounded_channel_and_each_ends_with_done() {
+    // 200 pieces per choice, far beyond the channel's room (32 per choice): the workers wait
+    // for the reader instead of buffering without bound, and nothing is lost.
+    let (model, emitted) = talker(200);
+    let worker = ModelWorker::spawn("llm", "test", Engine::Plain(model), 2, 8, 1).unwrap();
+    let mut pieces = worker.generate(vec![GenerateRequest::default(); 2]).unwrap();
+    assert_eq!(pieces.max_capacity(), 2 * stream::PIECES_PER_CHOICE);
+    let mut texts = vec![String::new(); 2];
+    let mut done = [false; 2];
+    while let Some(piece) = pieces.blocking_recv() {
+        match piece {
+            Piece::Text(i, t) => {
+                assert!(!done[i], "text after Done");
+                texts[i].push_str(&t);
+            }
+            Piece::Done(i, out) => {
+                done[i] = true;
+                assert_eq!(out.unwrap().completion_tokens, 200);
+            }
+        }
+    }
+    let expected: String = (0..200).map(|i| format!("{i} ")).collect();
+    assert_eq!(texts, vec![expected.clone(), expected]);
+    assert_eq!(done, [true; 2]);
+    assert_eq!(emitted.load(Ordering::Relaxed), 400);
+    wait_idle(&worker);
+}
+
+#[test]
+fn dropping_the_receiver_mid_stream_cancels_and_frees_the_worker() {
+    let (model, emitted) = talker(1_000_000);
+    let worker = ModelWorker::spawn("llm", "test", Engine::Plain(model), 1, 8, 1).unwrap();
+    let mut pieces = worker.generate(vec![GenerateRequest::default()]).unwrap();
+    for _ in 0..5 {
+        assert!(matches!(pieces.blocking_recv(), Some(Piece::Text(0, _))));
+    }
+    drop(pieces);
+    // The worker, blocked on the full channel or about to send, stops at its next piece.
+    wait_idle(&worker);
+    let made = emitted.load(Ordering::Relaxed);
+    assert!(made < 100, "{made} pieces made for a caller that left");
+    // And it is free: the next request runs to its end.
+    let mut next = worker.generate(vec![GenerateRequest::default()]).unwrap();
+    assert!(matches!(next.blocking_recv(), Some(Piece::Text(0, t)) if t == "0 "));
+}
+
+#[test]
+fn a_worker_waits_for_a_slow_reader_but_not_for_one_that_stopped_reading() {
+    let (tx, mut rx) = stream::channel(1);
+    let tx = tx.with_stall(Duration::from_millis(300));
+    for i in 0..stream::PIECES_PER_CHOICE {
+        assert!(tx.send(Piece::Text(0, i.to_string())), "room for {i}");
+    }
+    // Full: a reader that takes a piece within the limit lets the send through.
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(rx.blocking_recv().is_some());
+        rx
+    });
+    let start = std::time::Instant::now();
+    assert!(tx.send(Piece::Text(0, "late".into())));
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    let rx = reader.join().unwrap();
+    // Full again and nobody reads: the send gives up after the limit (not forever).
+    let start = std::time::Instant::now();
+    assert!(!tx.send(Piece::Text(0, "stalled".into())));
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // A reader that goes away wakes a waiting send at once, long before the limit.
+    let tx = tx.with_stall(Duration::from_secs(60));
+    let dropper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        drop(rx);
+    });
+    let start = std::time::Instant::now();
+    assert!(!tx.send(Piece::Text(0, "gone".into())));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    dropper.join().unwrap();
+    assert!(tx.is_closed());
 }
