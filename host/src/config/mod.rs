@@ -249,7 +249,9 @@ pub struct DeploymentConfig {
     #[serde(default = "yes")]
     pub normalize: bool,
     /// Where it runs: `cpu`, `auto` (a GPU if usable, else the CPU), `cuda` (the first GPU
-    /// `[devices] gpu_ids` allows) or `cuda:N`. Plugins without GPU support refuse others.
+    /// `[devices] gpu_ids` allows) or `cuda:N`; what a plugin does with it is its own
+    /// (onnx-ort runs on CUDA or falls back with a warning, torch-tch refuses anything but
+    /// the CPU, the tract plugins ignore it).
     #[serde(default = "default_device")]
     pub device: String,
     /// Plugin-specific load options, e.g. `{ input_shapes = { x = [-1, 3, 48, 192] } }`.

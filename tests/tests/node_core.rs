@@ -1,0 +1,191 @@
+//! The node core seen from outside: one error kind for one failure on every transport (the
+//! CLI over the control socket, gRPC, HTTP), and a deployment's `device` reaching the plugin
+//! through the node (on this CPU-only machine, `cuda` loads with ONNX Runtime's logged CPU
+//! fallback; a GPU machine runs it on the GPU).
+
+mod common;
+
+use common::{classifier, prefer_onnx_runtime, stderr, wait_ready, Node};
+use cyxwiz_proto::protocol::{
+    deployment_service_client::DeploymentServiceClient,
+    inference_service_client::InferenceServiceClient, CreateDeploymentRequest, DeploymentConfig,
+    InferRequest, ModelInfo,
+};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A JSON POST over plain HTTP/1.1 (the body may be chunked: read as a whole, the JSON
+/// object is cut out of it).
+fn post_json(
+    running: &common::Running,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(&running.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        running.addr,
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let text = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json = match (text.find('{'), text.rfind('}')) {
+        (Some(a), Some(b)) => serde_json::from_str(&text[a..=b]).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    (status, json)
+}
+
+/// Polls `/health` until deployment `name` has left pending/loading; returns its entry.
+fn settled(running: &common::Running, name: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = running.get_json("/health");
+        let model = body["models"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == name).cloned());
+        if let Some(m) =
+            model.filter(|m| !matches!(m["status"].as_str(), Some("pending" | "loading")))
+        {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{name} never settled: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_fails_to_load_gives_the_same_kind_on_every_transport() {
+    let node = Node::new();
+    // A truncated ONNX file in the node's own model directory.
+    let broken = node.data_dir().join("models/broken.onnx");
+    let bytes = std::fs::read(classifier()).unwrap();
+    std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 3]).unwrap();
+    node.write_config("[grpc]\nhost = \"127.0.0.1\"\n");
+    let port = free_port();
+    let running = node.start(&["--grpc-ports", &port.to_string()]);
+
+    // The CLI, through DaemonService on the control socket: invalid input, one line.
+    let out = node.cli(&["deploy", broken.to_str().unwrap(), "--name", "cli-broken"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("error (invalid input)"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // gRPC DeploymentService: INVALID_ARGUMENT.
+    let mut deployments = DeploymentServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let status = deployments
+        .create_deployment(CreateDeploymentRequest {
+            config: Some(DeploymentConfig {
+                deployment_id: "grpc-broken".into(),
+                model: Some(ModelInfo {
+                    local_path: broken.display().to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // Using the failed deployment: unavailable on HTTP (503) and gRPC (UNAVAILABLE) alike.
+    assert_eq!(settled(&running, "grpc-broken")["status"], "failed");
+    let (code, body) = post_json(
+        &running,
+        "/v1/predict",
+        &serde_json::json!({"model": "grpc-broken", "inputs": {"x": [[0.0]]}}),
+    );
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"]["type"], "service_unavailable", "{body}");
+    let mut inference = InferenceServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let status = inference
+        .infer(InferRequest {
+            deployment_id: "grpc-broken".into(),
+            inputs: vec![Default::default()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // An unknown model: not found on both.
+    let (code, _) = post_json(
+        &running,
+        "/v1/predict",
+        &serde_json::json!({"model": "nope", "inputs": {"x": [[0.0]]}}),
+    );
+    assert_eq!(code, 404);
+    let status = inference
+        .infer(InferRequest {
+            deployment_id: "nope".into(),
+            inputs: vec![Default::default()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+}
+
+#[test]
+fn a_cuda_deployment_on_a_cpu_only_machine_loads_with_the_logged_cpu_fallback() {
+    // This machine has no NVIDIA driver: the device pool passes `cuda` to onnx-ort, whose
+    // ONNX Runtime (the PyPI CPU wheel) has no CUDA provider, so it runs on the CPU and says
+    // why. (On a GPU machine with onnxruntime-gpu the same deployment runs on GPU 0.)
+    let node = Node::new();
+    node.write_config(&format!(
+        "{}\n[[deployments]]\nname = \"cls\"\npath = \"{}\"\nplugin = \"onnx-ort\"\ndevice = \"cuda\"\n",
+        prefer_onnx_runtime(),
+        classifier().display()
+    ));
+    let mut running = node.start(&[]);
+    wait_ready(&running);
+    let (_, health) = running.get_json("/health");
+    assert_eq!(health["models"][0]["plugin"], "onnx-ort", "{health}");
+    assert_eq!(health["models"][0]["status"], "ready", "{health}");
+    let log = running.drain_log().join("\n");
+    assert!(log.contains("loading on a GPU device"), "{log}");
+    assert!(
+        log.contains("CUDA requested but unusable; running on the CPU"),
+        "{log}"
+    );
+
+    // An unknown device is refused when the config is read, naming the key.
+    let bad = Node::new();
+    bad.write_config(&format!(
+        "[[deployments]]\nname = \"cls\"\npath = \"{}\"\ndevice = \"tpu\"\n",
+        classifier().display()
+    ));
+    let out = bad.cli(&["config", "show"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("deployments[0].device"),
+        "{}",
+        stderr(&out)
+    );
+}
