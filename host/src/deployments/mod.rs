@@ -282,7 +282,6 @@ fn load_worker(
         threads: config.threads,
         device,
         options,
-        ..LoadOptions::default()
     };
     let (lib, model) = registry
         .load(&file, config.plugin.as_deref(), &options)

@@ -60,7 +60,7 @@ fn refusal(node: &Node, denied: Denied, path: &str) -> Response {
     };
     node.audit(kind, subject, &detail);
     let decision = match &denied {
-        Denied::RateLimited { decision, .. } => Some(decision.clone()),
+        Denied::RateLimited { decision, .. } => Some(*decision),
         _ => None,
     };
     let mut response = NodeError::from(denied).into_response();
