@@ -6,21 +6,17 @@
 use crate::{
     central::{self, CentralLink},
     config::Config,
+    control,
     deployments::Deployments,
     devices::{Gpus, Inventory},
     grpc::{self, GrpcState},
     metrics::sampler::{run_sampler, MetricsSettings},
-    plugins::{search_dirs, PluginState, Registry},
     node::{self, Node},
-    control,
+    plugins::{search_dirs, PluginState, Registry},
     server::{self, tls},
     store::{Store, StoreError},
 };
-use std::{
-    future::Future,
-    path::PathBuf,
-    sync::Arc,
-};
+use std::{future::Future, path::PathBuf, sync::Arc};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -155,7 +155,11 @@ fn main() -> ExitCode {
     match dispatch(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", one_line(&err));
+            match err.downcast_ref::<cmd::Refused>() {
+                // The daemon's refusal: the one CLI line of its error kind.
+                Some(refused) => eprintln!("{refused}"),
+                None => eprintln!("error: {}", one_line(&err)),
+            }
             ExitCode::FAILURE
         }
     }
@@ -169,7 +173,9 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         (_, Source::Default) => "warn".to_string(),
         _ => config.logging.level.clone(),
     };
-    logging::init(&config, &level).map_err(|e| anyhow!(e))?;
+    // The daemon keeps recent lines for the control socket's GetLogs / StreamLogs.
+    let capture = matches!(command, Command::Run);
+    logging::init(&config, &level, capture).map_err(|e| anyhow!(e))?;
     match command {
         Command::Run => run(config),
         Command::Plugins(PluginsCommand::List { json }) => plugins_list(&config, json),
@@ -256,8 +262,17 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
         println!("no plugin libraries found");
         return Ok(());
     }
-    // Columns sized to their widest cell; a note line follows a row that needs one.
-    let mut rows: Vec<([String; 7], Option<String>)> = Vec::new();
+    // A note line follows a row that needs one.
+    let mut notes: Vec<Option<String>> = Vec::new();
+    let mut out = cmd::table(&[
+        "NAME",
+        "VERSION",
+        "RUNTIME",
+        "FORMATS",
+        "CAPABILITIES",
+        "STATUS",
+        "PATH",
+    ]);
     for entry in registry.entries() {
         let path = entry.path.display().to_string();
         match &entry.state {
@@ -275,7 +290,7 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
                         Some(format!("runtime: {reason}")),
                     ),
                 };
-                let cells = [
+                out.add_row([
                     m.name.clone(),
                     m.version.clone(),
                     runtime,
@@ -283,8 +298,8 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
                     m.capabilities.names().join(","),
                     "loaded".to_string(),
                     path,
-                ];
-                rows.push((cells, note));
+                ]);
+                notes.push(note);
             }
             PluginState::Failed(reason) => {
                 let stem = entry
@@ -293,7 +308,7 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let dash = || "-".to_string();
-                let cells = [
+                out.add_row([
                     stem,
                     dash(),
                     dash(),
@@ -301,41 +316,15 @@ fn plugins_list(config: &Config, json: bool) -> Result<()> {
                     dash(),
                     "failed".to_string(),
                     path,
-                ];
-                rows.push((cells, Some(format!("reason: {reason}"))));
+                ]);
+                notes.push(Some(format!("reason: {reason}")));
             }
         }
     }
-    let header = [
-        "NAME",
-        "VERSION",
-        "RUNTIME",
-        "FORMATS",
-        "CAPABILITIES",
-        "STATUS",
-        "PATH",
-    ];
-    let mut widths = header.map(str::len);
-    for (cells, _) in &rows {
-        for (w, cell) in widths.iter_mut().zip(cells) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        out
-    };
-    println!("{}", line(&header.map(str::to_string)));
-    for (cells, note) in &rows {
-        println!("{}", line(cells));
-        if let Some(note) = note {
+    // Line 0 is the header; row r is line r + 1.
+    for (i, line) in out.lines().enumerate() {
+        println!("{}", line.trim_end());
+        if let Some(Some(note)) = i.checked_sub(1).and_then(|r| notes.get(r)) {
             println!("    {note}");
         }
     }
@@ -356,21 +345,24 @@ fn models_list(config: &Config, json: bool) -> Result<()> {
         println!("no model files in {}", shown.join(", "));
         return Ok(());
     }
-    println!("{:<12} {:>12} {:<24} PATH", "FORMAT", "SIZE", "PLUGINS");
+    let mut out = cmd::table(&["FORMAT", "SIZE", "PLUGINS", "PATH"]);
     for f in files {
         let plugins = if f.plugins.is_empty() {
             "(no plugin loaded)".to_string()
         } else {
             f.plugins.join(",")
         };
-        println!(
-            "{:<12} {:>12} {:<24} {}",
+        out.add_row([
             f.format,
             human_size(f.size_bytes),
             plugins,
-            f.path.display()
-        );
+            f.path.display().to_string(),
+        ]);
     }
+    if let Some(size) = out.column_mut(1) {
+        size.set_cell_alignment(comfy_table::CellAlignment::Right);
+    }
+    cmd::print_table(&out);
     Ok(())
 }
 

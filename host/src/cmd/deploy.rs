@@ -1,10 +1,11 @@
 //! `cyxwiz-node deploy PATH --name N`, `undeploy NAME` and `deployments list`: run-time
-//! deployment changes on the running daemon, through its control socket.
+//! deployment changes on the running daemon, through `DaemonService` on its control socket.
 
+use super::{print_table, table, with_node, Refused};
 use anyhow::Result;
 use clap::Subcommand;
-use cyxwiz_node::{config::Config, server::control};
-use serde_json::json;
+use cyxwiz_node::{config::Config, control::convert};
+use cyxwiz_proto::daemon as pb;
 use std::path::PathBuf;
 
 /// `deploy` arguments.
@@ -44,90 +45,92 @@ pub enum DeploymentsCommand {
     },
 }
 
-fn socket(config: &Config) -> PathBuf {
-    control::socket_path(&config.data_dir)
-}
-
 /// `deploy`.
 pub fn deploy(config: &Config, args: DeployArgs) -> Result<()> {
-    let options: serde_json::Value = match &args.options {
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| anyhow::anyhow!("--options is not valid JSON: {e}"))?,
-        None => json!({}),
+    let options = match &args.options {
+        Some(text) => {
+            let value: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| anyhow::anyhow!("--options is not valid JSON: {e}"))?;
+            if !value.is_object() {
+                anyhow::bail!("--options must be a JSON object");
+            }
+            value.to_string()
+        }
+        None => String::new(),
     };
-    if !options.is_object() {
-        anyhow::bail!("--options must be a JSON object");
-    }
     let path = std::path::absolute(&args.path)?;
     if !path.exists() {
         anyhow::bail!("{}: no such file or directory", path.display());
     }
-    let body = json!({
-        "name": args.name,
-        "path": path,
-        "aliases": args.aliases,
-        "plugin": args.plugin,
-        "threads": args.threads,
-        "workers": args.workers,
-        "options": options,
-    });
-    let answer = control::request(&socket(config), "POST", "/deployments", Some(&body))?;
-    let d = &answer["deployment"];
+    let request = pb::DeployModelRequest {
+        model_path: path.display().to_string(),
+        name: args.name,
+        aliases: args.aliases,
+        plugin: args.plugin.unwrap_or_default(),
+        threads: args.threads,
+        workers: args.workers,
+        options_json: options,
+        ..Default::default()
+    };
+    let answer = with_node(config, async |mut client| {
+        Ok::<_, Refused>(client.deploy_model(request).await?.into_inner())
+    })?;
+    let d = answer.deployment.unwrap_or_default();
     println!(
         "deployed `{}` ({}, plugin {}): {}",
-        d["name"].as_str().unwrap_or(""),
-        d["kind"].as_str().unwrap_or(""),
-        d["plugin"].as_str().unwrap_or("-"),
-        d["status"].as_str().unwrap_or("")
+        d.model_name,
+        d.kind,
+        if d.plugin.is_empty() { "-" } else { &d.plugin },
+        d.state
     );
     Ok(())
 }
 
 /// `undeploy`.
 pub fn undeploy(config: &Config, name: &str) -> Result<()> {
-    control::request(
-        &socket(config),
-        "DELETE",
-        &format!("/deployments/{name}"),
-        None,
-    )?;
+    let request = pb::UndeployModelRequest {
+        deployment_id: name.to_string(),
+    };
+    with_node(config, async |mut client| {
+        client.undeploy_model(request).await?;
+        Ok::<_, Refused>(())
+    })?;
     println!("stopped `{name}`");
     Ok(())
 }
 
 /// `deployments list`.
 pub fn list(config: &Config, json_out: bool) -> Result<()> {
-    let answer = control::request(&socket(config), "GET", "/deployments", None)?;
-    let list = answer["deployments"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let list = with_node(config, async |mut client| {
+        Ok::<_, Refused>(
+            client
+                .list_deployments(pb::ListDeploymentsRequest {})
+                .await?
+                .into_inner()
+                .deployments,
+        )
+    })?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        let rows: Vec<serde_json::Value> = list.iter().map(convert::deployment_json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     if list.is_empty() {
         println!("no deployments");
         return Ok(());
     }
-    println!(
-        "{:<20} {:<8} {:<10} {:<14} PATH",
-        "NAME", "STATUS", "KIND", "PLUGIN"
-    );
+    let mut out = table(&["NAME", "STATUS", "KIND", "PLUGIN", "PATH", "MESSAGE"]);
     for d in list {
-        let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
-        let mut line = format!(
-            "{:<20} {:<8} {:<10} {:<14} {}",
-            s("name"),
-            s("status"),
-            s("kind"),
-            s("plugin"),
-            s("path")
-        );
-        if let Some(m) = d["message"].as_str().filter(|m| !m.is_empty()) {
-            line.push_str(&format!("  ({m})"));
-        }
-        println!("{line}");
+        let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+        out.add_row([
+            d.model_name,
+            d.state,
+            d.kind,
+            dash(d.plugin),
+            d.model_path,
+            d.message,
+        ]);
     }
+    print_table(&out);
     Ok(())
 }

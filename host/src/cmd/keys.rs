@@ -1,14 +1,19 @@
-//! `cyxwiz-node keys create|list|revoke`: API keys in the node's database. The running
-//! daemon notices the database changed on its next request, so a new or revoked key counts
-//! at once; use counts reach the database every 10 s.
+//! `cyxwiz-node keys create|list|revoke`: API keys. With a node running they go through its
+//! `DaemonService` (CreateAPIKey, ListAPIKeys, RevokeAPIKey), so the node audits the change
+//! and its keyring sees it at once; with none running they read and write the database
+//! directly (keys can be made before the first start). Use counts reach the database every
+//! 10 s.
 
+use super::{print_table, runtime, table, Refused};
 use anyhow::Result;
 use clap::Subcommand;
 use cyxwiz_node::{
     config::Config,
+    control::{self, convert},
     daemon,
     store::{keys::Scope, Store},
 };
+use cyxwiz_proto::daemon as pb;
 
 /// `keys` subcommands.
 #[derive(Subcommand, Debug)]
@@ -44,6 +49,67 @@ pub enum KeysCommand {
 
 /// Runs a `keys` subcommand.
 pub fn run(config: &Config, command: KeysCommand) -> Result<()> {
+    let rt = runtime()?;
+    let socket = control::socket_path(&config.data_dir);
+    match rt.block_on(control::client::connect(&socket)) {
+        Ok(client) => rt.block_on(through_node(client, command)),
+        Err(_) => on_database(config, command),
+    }
+}
+
+fn clean(list: Vec<String>) -> Vec<String> {
+    list.into_iter()
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+async fn through_node(mut client: control::client::Client, command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::Create {
+            name,
+            scopes,
+            models,
+            rpm,
+        } => {
+            let request = pb::CreateApiKeyRequest {
+                name,
+                rate_limit_rpm: i32::try_from(rpm)?,
+                scopes: clean(scopes),
+                models: clean(models),
+            };
+            let answer = client
+                .create_api_key(request)
+                .await
+                .map_err(Refused::from)?
+                .into_inner();
+            let info = answer.key_info.unwrap_or_default();
+            created(&answer.key, &info.name, &info.key_prefix);
+        }
+        KeysCommand::List { json } => {
+            let keys = client
+                .list_api_keys(pb::ListApiKeysRequest {})
+                .await
+                .map_err(Refused::from)?
+                .into_inner()
+                .keys;
+            let rows: Vec<serde_json::Value> = keys.iter().map(convert::key_json).collect();
+            print_keys(&rows, json)?;
+        }
+        KeysCommand::Revoke { name } => {
+            client
+                .revoke_api_key(pb::RevokeApiKeyRequest {
+                    key_id: name.clone(),
+                })
+                .await
+                .map_err(Refused::from)?;
+            println!("revoked key `{name}`");
+        }
+    }
+    Ok(())
+}
+
+fn on_database(config: &Config, command: KeysCommand) -> Result<()> {
     daemon::prepare_data_dir(config)?;
     let store = Store::open(&config.database_path())?;
     match command {
@@ -53,74 +119,86 @@ pub fn run(config: &Config, command: KeysCommand) -> Result<()> {
             models,
             rpm,
         } => {
-            let scopes = scopes
+            let scopes = clean(scopes)
                 .iter()
-                .filter(|s| !s.trim().is_empty())
                 .map(|s| Scope::parse(s))
                 .collect::<Result<Vec<_>, _>>()?;
-            let models: Vec<String> = models
-                .into_iter()
-                .map(|m| m.trim().to_string())
-                .filter(|m| !m.is_empty())
-                .collect();
-            let (key, record) = store.create_key(&name, &scopes, &models, rpm)?;
-            println!("{key}");
-            eprintln!(
-                "created key `{}` ({}…); store it now, it is not shown again",
-                record.name, record.prefix
-            );
+            let (key, record) = store.create_key(&name, &scopes, &clean(models), rpm)?;
+            created(&key, &record.name, &record.prefix);
         }
         KeysCommand::List { json } => {
-            let keys = store.list_keys()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
-                return Ok(());
-            }
-            if keys.is_empty() {
-                println!("no API keys (create one with `cyxwiz-node keys create --name NAME`)");
-                return Ok(());
-            }
-            println!(
-                "{:<14} {:<16} {:<20} {:<20} {:<6} {:<21} {:<21} {:>8} STATUS",
-                "PREFIX", "NAME", "SCOPES", "MODELS", "RPM", "CREATED", "LAST USED", "REQUESTS"
-            );
-            for k in keys {
-                let models = if k.models.is_empty() {
-                    "*".to_string()
-                } else {
-                    k.models.join(",")
-                };
-                let rpm = if k.rpm == 0 {
-                    "-".to_string()
-                } else {
-                    k.rpm.to_string()
-                };
-                let scopes = k
-                    .scopes
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",");
-                println!(
-                    "{:<14} {:<16} {:<20} {:<20} {:<6} {:<21} {:<21} {:>8} {}",
-                    k.prefix,
-                    k.name,
-                    scopes,
-                    models,
-                    rpm,
-                    k.created_at,
-                    k.last_used_at.as_deref().unwrap_or("never"),
-                    k.request_count,
-                    k.revoked_at
-                        .as_deref()
-                        .map_or_else(|| "active".to_string(), |at| format!("revoked {at}")),
-                );
-            }
+            let rows = serde_json::to_value(store.list_keys()?)?;
+            print_keys(rows.as_array().map_or(&[][..], Vec::as_slice), json)?;
         }
         KeysCommand::Revoke { name } => {
             store.revoke_key(&name)?;
             println!("revoked key `{name}`");
         }
     }
+    Ok(())
+}
+
+fn created(key: &str, name: &str, prefix: &str) {
+    println!("{key}");
+    eprintln!("created key `{name}` ({prefix}…); store it now, it is not shown again");
+}
+
+/// Prints keys (the store record's JSON fields) as JSON or a table.
+fn print_keys(keys: &[serde_json::Value], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(keys)?);
+        return Ok(());
+    }
+    if keys.is_empty() {
+        println!("no API keys (create one with `cyxwiz-node keys create --name NAME`)");
+        return Ok(());
+    }
+    let mut out = table(&[
+        "PREFIX",
+        "NAME",
+        "SCOPES",
+        "MODELS",
+        "RPM",
+        "CREATED",
+        "LAST USED",
+        "REQUESTS",
+        "STATUS",
+    ]);
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let list = |v: &serde_json::Value, empty: &str| {
+        let items: Vec<String> = v
+            .as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default();
+        if items.is_empty() {
+            empty.to_string()
+        } else {
+            items.join(",")
+        }
+    };
+    for k in keys {
+        let rpm = k["rpm"].as_u64().unwrap_or(0);
+        out.add_row([
+            text(&k["prefix"]),
+            text(&k["name"]),
+            list(&k["scopes"], "-"),
+            list(&k["models"], "*"),
+            if rpm == 0 {
+                "-".to_string()
+            } else {
+                rpm.to_string()
+            },
+            text(&k["created_at"]),
+            k["last_used_at"].as_str().unwrap_or("never").to_string(),
+            k["request_count"].as_u64().unwrap_or(0).to_string(),
+            k["revoked_at"]
+                .as_str()
+                .map_or_else(|| "active".to_string(), |at| format!("revoked {at}")),
+        ]);
+    }
+    if let Some(column) = out.column_mut(7) {
+        column.set_cell_alignment(comfy_table::CellAlignment::Right);
+    }
+    print_table(&out);
     Ok(())
 }

@@ -1,66 +1,84 @@
 //! `cyxwiz-node status`: the running node's id, central-server connection (state, last
-//! heartbeat, last error), gRPC ports and deployments, read over the control socket.
+//! heartbeat, last error), gRPC ports and deployments, from `DaemonService.GetStatus`.
 
+use super::{with_node, Refused};
 use anyhow::Result;
-use cyxwiz_node::{config::Config, server::control};
-use serde_json::Value;
+use cyxwiz_node::{config::Config, control::convert};
+use cyxwiz_proto::daemon as pb;
 
-fn ago(then: &Value) -> String {
-    let Some(t) = then.as_u64() else {
-        return "never".to_string();
-    };
-    let now = std::time::SystemTime::now()
+fn now() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!("{}s ago", now.saturating_sub(t))
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn ago(then: i64) -> String {
+    if then == 0 {
+        return "never".to_string();
+    }
+    format!("{}s ago", (now() - then).max(0))
 }
 
 /// `status`.
 pub fn run(config: &Config, json_out: bool) -> Result<()> {
-    let answer = control::request(
-        &control::socket_path(&config.data_dir),
-        "GET",
-        "/status",
-        None,
-    )?;
+    let s = with_node(config, async |mut client| {
+        Ok::<_, Refused>(
+            client
+                .get_status(pb::GetStatusRequest {})
+                .await?
+                .into_inner(),
+        )
+    })?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&convert::status_json(&s))?
+        );
         return Ok(());
     }
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let node = &answer["node"];
-    let central = &answer["central"];
-    println!("node:            {} ({})", s(&node["name"]), s(&node["id"]));
+    let dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    let central = s.central.clone().unwrap_or_default();
+    println!(
+        "node:            {} ({})",
+        dash(&s.node_name),
+        dash(&s.node_id)
+    );
     println!(
         "version:         {}, up {}s",
-        s(&node["version"]),
-        node["uptime_seconds"].as_u64().unwrap_or(0)
+        dash(&s.version),
+        s.uptime_seconds
     );
-    let state = s(&central["state"]);
-    if state == "standalone" {
+    if central.state == "standalone" {
         println!("central server:  none (standalone mode)");
     } else {
-        println!("central server:  {} ({state})", s(&central["address"]));
+        println!(
+            "central server:  {} ({})",
+            dash(&central.address),
+            central.state
+        );
         println!(
             "last heartbeat:  {} ({} sent, {} registrations)",
-            ago(&central["last_heartbeat"]),
-            central["heartbeats"].as_u64().unwrap_or(0),
-            central["registrations"].as_u64().unwrap_or(0)
+            ago(central.last_heartbeat),
+            central.heartbeats,
+            central.registrations
         );
-        if let Some(at) = central["next_attempt_at"].as_u64() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            println!("next attempt:    in {}s", at.saturating_sub(now));
+        if central.next_attempt_at != 0 {
+            println!(
+                "next attempt:    in {}s",
+                (central.next_attempt_at - now()).max(0)
+            );
         }
     }
-    if let Some(e) = central["last_error"].as_str() {
-        println!("last error:      {e}");
+    if !central.last_error.is_empty() {
+        println!("last error:      {}", central.last_error);
     }
-    let ports: Vec<String> = answer["grpc_ports"]
-        .as_array()
-        .map(|a| a.iter().map(|p| p.to_string()).collect())
-        .unwrap_or_default();
+    let ports: Vec<String> = s.grpc_ports.iter().map(|p| p.to_string()).collect();
     println!(
         "gRPC ports:      {}",
         if ports.is_empty() {
@@ -69,10 +87,10 @@ pub fn run(config: &Config, json_out: bool) -> Result<()> {
             ports.join(", ")
         }
     );
-    let d = &answer["deployments"];
+    let d = s.deployment_counts.unwrap_or_default();
     println!(
         "deployments:     {} ({} ready, {} loading, {} failed)",
-        d["total"], d["ready"], d["loading"], d["failed"]
+        d.total, d.ready, d.loading, d.failed
     );
     Ok(())
 }
