@@ -5,6 +5,7 @@
 //! The RPCs themselves are in [`service`]; message conversions in [`convert`]; `SetConfig`'s
 //! file edit in [`settings`]; the dialling client in [`client`].
 
+mod checks;
 pub mod client;
 pub mod convert;
 pub mod peer;

@@ -4,13 +4,19 @@
 //! node does not have yet (jobs, earnings and wallet, pool mining, the marketplace, restart,
 //! device allocations, the central link's controls) answer `UNIMPLEMENTED` with the reason.
 
-use super::{convert, settings};
+use super::{
+    checks::{
+        blocking, bounded, bounded_list, delete_model, invalid, key_error, level_filter,
+        model_dirs, scan, unimplemented,
+    },
+    convert, settings,
+};
 use crate::{
     access::Caller,
     config::DeploymentConfig,
     logging::{LogLine, LogRing},
-    node::{ErrorKind, Node, NodeError},
-    store::keys::{KeyError, Scope},
+    node::{Node, NodeError},
+    store::keys::Scope,
 };
 use cyxwiz_proto::daemon::{self as pb, daemon_service_server::DaemonService};
 use futures_util::Stream;
@@ -24,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 /// How the audit log names this transport.
-const VIA: &str = "control socket";
+pub(super) const VIA: &str = "control socket";
 /// Shortest and longest `StreamMetrics` interval.
 pub const METRICS_INTERVAL_MS: std::ops::RangeInclusive<i32> = 250..=3_600_000;
 /// Most lines `GetLogs` returns.
@@ -100,158 +106,6 @@ fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> 
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))
-}
-
-fn unimplemented<T>(reason: &str) -> Result<T, Status> {
-    Err(NodeError::unimplemented(reason).into())
-}
-
-fn invalid(param: &str, message: String) -> Status {
-    NodeError::invalid_param(param, message).into()
-}
-
-fn bounded(param: &str, value: &str) -> Result<(), Status> {
-    if value.len() > MAX_NAME {
-        return Err(invalid(
-            param,
-            format!(
-                "{param} must be at most {MAX_NAME} bytes, got {}",
-                value.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn bounded_list(param: &str, values: &[String]) -> Result<(), Status> {
-    if values.len() > MAX_LIST {
-        return Err(invalid(
-            param,
-            format!("{param} must list at most {MAX_LIST}, got {}", values.len()),
-        ));
-    }
-    values.iter().try_for_each(|v| bounded(param, v))
-}
-
-/// A blocking call (database, file system) off the async threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| NodeError::internal(format!("control task failed: {e}")))?
-}
-
-fn key_error(e: KeyError) -> Status {
-    let kind = match &e {
-        KeyError::Exists(_) => ErrorKind::AlreadyExists,
-        KeyError::NotFound(_) => ErrorKind::NotFound,
-        KeyError::BadName(_) | KeyError::BadScope(_) => ErrorKind::InvalidInput,
-        KeyError::Random(_) | KeyError::Store(_) => {
-            return NodeError::internal(e.to_string()).into()
-        }
-    };
-    NodeError::new(kind, e.to_string()).into()
-}
-
-/// `level_filter` as the least severe level shown (`""`: every level).
-fn level_filter(text: &str) -> Result<tracing::Level, Status> {
-    if text.is_empty() {
-        return Ok(tracing::Level::TRACE);
-    }
-    text.parse().map_err(|_| {
-        invalid(
-            "level_filter",
-            format!(
-                "level_filter must be one of trace, debug, info, warn, error; got `{}`",
-                text.escape_debug()
-            ),
-        )
-    })
-}
-
-/// The model directories, or those of `asked` that lie inside them.
-fn model_dirs(node: &Node, asked: &[String]) -> Result<Vec<PathBuf>, Status> {
-    let dirs = node.config.model_dirs();
-    if asked.is_empty() {
-        return Ok(dirs);
-    }
-    asked
-        .iter()
-        .map(|d| {
-            let path = PathBuf::from(d);
-            if crate::node::inside(&path, &dirs) {
-                Ok(path)
-            } else {
-                Err(NodeError::new(
-                    ErrorKind::PermissionDenied,
-                    format!("{d} is not inside the node's model directories ([models] dirs and <data-dir>/models)"),
-                )
-                .into())
-            }
-        })
-        .collect()
-}
-
-/// Model files under `dirs`, each marked deployed when a deployment serves it.
-fn scan(node: &Arc<Node>, dirs: &[PathBuf]) -> Vec<pb::ModelInfo> {
-    let deployed: Vec<PathBuf> = node
-        .deployments
-        .snapshot()
-        .into_iter()
-        .filter(|d| d.status != crate::deployments::Status::Stopped)
-        .map(|d| d.path)
-        .collect();
-    crate::models::scan::scan(dirs, &node.registry)
-        .iter()
-        .map(|f| convert::model_file(f, deployed.iter().any(|p| p == &f.path)))
-        .collect()
-}
-
-/// Deletes the model file at `path` if it lies inside the model directories, is a regular
-/// file and no deployment uses it.
-fn delete_model(node: &Node, path: &Path) -> Result<(), Status> {
-    let dirs = node.config.model_dirs();
-    let real = path
-        .canonicalize()
-        .map_err(|e| NodeError::new(ErrorKind::NotFound, format!("{}: {e}", path.display())))?;
-    if !crate::node::inside(&real, &dirs) {
-        return Err(NodeError::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "{} is not inside the node's model directories",
-                path.display()
-            ),
-        )
-        .into());
-    }
-    if !real.is_file() {
-        return Err(invalid(
-            "model_path",
-            format!("{} is not a model file", path.display()),
-        ));
-    }
-    let used = node.deployments.snapshot().into_iter().find(|d| {
-        d.status != crate::deployments::Status::Stopped
-            && d.path
-                .canonicalize()
-                .is_ok_and(|p| p == real || real.starts_with(&p))
-    });
-    if let Some(d) = used {
-        return Err(NodeError::new(
-            ErrorKind::Unsupported,
-            format!(
-                "deployment `{}` uses {}; undeploy it first",
-                d.name,
-                path.display()
-            ),
-        )
-        .into());
-    }
-    std::fs::remove_file(&real)
-        .map_err(|e| NodeError::internal(format!("{}: {e}", real.display())))?;
-    node.audit("model_deleted", &real.display().to_string(), VIA);
-    Ok(())
 }
 
 #[tonic::async_trait]
