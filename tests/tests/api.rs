@@ -1,7 +1,7 @@
 //! The HTTP API and the operator commands around it, on the real binary: revoking a key
 //! takes effect on the running node, models are deployed and undeployed at run time through
-//! the control socket, a client that drops a stream cancels its generation, and the audit
-//! log records it all.
+//! the control socket, and the audit log records it all (a client that drops a stream frees
+//! its slot: see `generation.rs`).
 
 mod common;
 
@@ -44,15 +44,6 @@ fn post_full(addr: &str, path: &str, key: Option<&str>, body: &str) -> (u16, Str
         .unwrap_or(0);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (status, head.to_string(), body.to_string())
-}
-
-fn metric(running: &Running, line_prefix: &str) -> f64 {
-    let (_, text) = running.get("/metrics");
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -128,49 +119,6 @@ options = {{ slots = 2, context_length = 4096 }}
             "{head}"
         );
     }
-
-    // A dropped stream cancels its generation: far fewer tokens than asked are generated.
-    let before = metric(
-        &running,
-        "cyxwiz_node_generated_tokens_total{model=\"chat\"}",
-    );
-    {
-        let body = r#"{"model":"chat","stream":true,"temperature":0,"max_tokens":3000,"messages":[{"role":"user","content":"Count from 1 to 10000, one number per line."}]}"#;
-        let mut stream = TcpStream::connect(&running.addr).unwrap();
-        write!(
-            stream,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while seen.windows(5).filter(|w| w == b"data:").count() < 5 {
-            let n = stream.read(&mut buf).unwrap();
-            assert!(n > 0, "stream ended early");
-            seen.extend_from_slice(&buf[..n]);
-        }
-        // While it streams, the deployment is running.
-        let list = node.cli(&["deployments", "list", "--json"]);
-        let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-        assert_eq!(list[0]["status"], "running", "{list}");
-        let head = String::from_utf8_lossy(&seen);
-        assert!(head.contains("text/event-stream"), "{head}");
-        assert!(
-            head.to_ascii_lowercase().contains("x-accel-buffering: no"),
-            "{head}"
-        );
-    } // dropped: the connection closes
-    std::thread::sleep(Duration::from_secs(3));
-    let after = metric(
-        &running,
-        "cyxwiz_node_generated_tokens_total{model=\"chat\"}",
-    );
-    assert!(
-        after - before < 1000.0,
-        "generation went on after the client left: {before} -> {after} tokens"
-    );
 
     // Run-time deploy through the control socket, served at once; undeploy stops it.
     let minilm = models.join("minilm");
