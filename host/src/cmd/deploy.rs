@@ -111,7 +111,7 @@ pub fn list(config: &Config, json_out: bool) -> Result<()> {
         )
     })?;
     if json_out {
-        let rows: Vec<serde_json::Value> = list.iter().map(convert::deployment_json).collect();
+        let rows: Vec<_> = list.iter().map(convert::deployment_json).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }

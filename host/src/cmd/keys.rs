@@ -93,8 +93,7 @@ async fn through_node(mut client: control::client::Client, command: KeysCommand)
                 .map_err(Refused::from)?
                 .into_inner()
                 .keys;
-            let rows: Vec<serde_json::Value> = keys.iter().map(convert::key_json).collect();
-            print_keys(&rows, json)?;
+            print_keys(keys.iter().map(convert::key_json).collect(), json)?;
         }
         KeysCommand::Revoke { name } => {
             client
@@ -127,8 +126,12 @@ fn on_database(config: &Config, command: KeysCommand) -> Result<()> {
             created(&key, &record.name, &record.prefix);
         }
         KeysCommand::List { json } => {
-            let rows = serde_json::to_value(store.list_keys()?)?;
-            print_keys(rows.as_array().map_or(&[][..], Vec::as_slice), json)?;
+            let keys = store.list_keys()?;
+            let rows = keys
+                .iter()
+                .map(|k| convert::key_json(&convert::key(k)))
+                .collect();
+            print_keys(rows, json)?;
         }
         KeysCommand::Revoke { name } => {
             store.revoke_key(&name)?;
@@ -143,10 +146,10 @@ fn created(key: &str, name: &str, prefix: &str) {
     eprintln!("created key `{name}` ({prefix}…); store it now, it is not shown again");
 }
 
-/// Prints keys (the store record's JSON fields) as JSON or a table.
-fn print_keys(keys: &[serde_json::Value], json: bool) -> Result<()> {
+/// Prints keys as JSON or a table.
+fn print_keys(keys: Vec<convert::KeyRow>, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(keys)?);
+        println!("{}", serde_json::to_string_pretty(&keys)?);
         return Ok(());
     }
     if keys.is_empty() {
@@ -164,12 +167,7 @@ fn print_keys(keys: &[serde_json::Value], json: bool) -> Result<()> {
         "REQUESTS",
         "STATUS",
     ]);
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-    let list = |v: &serde_json::Value, empty: &str| {
-        let items: Vec<String> = v
-            .as_array()
-            .map(|a| a.iter().map(text).collect())
-            .unwrap_or_default();
+    let list = |items: &[String], empty: &str| {
         if items.is_empty() {
             empty.to_string()
         } else {
@@ -177,22 +175,20 @@ fn print_keys(keys: &[serde_json::Value], json: bool) -> Result<()> {
         }
     };
     for k in keys {
-        let rpm = k["rpm"].as_u64().unwrap_or(0);
         out.add_row([
-            text(&k["prefix"]),
-            text(&k["name"]),
-            list(&k["scopes"], "-"),
-            list(&k["models"], "*"),
-            if rpm == 0 {
+            k.prefix,
+            k.name,
+            list(&k.scopes, "-"),
+            list(&k.models, "*"),
+            if k.rpm == 0 {
                 "-".to_string()
             } else {
-                rpm.to_string()
+                k.rpm.to_string()
             },
-            text(&k["created_at"]),
-            k["last_used_at"].as_str().unwrap_or("never").to_string(),
-            k["request_count"].as_u64().unwrap_or(0).to_string(),
-            k["revoked_at"]
-                .as_str()
+            k.created_at,
+            k.last_used_at.unwrap_or_else(|| "never".to_string()),
+            k.request_count.to_string(),
+            k.revoked_at
                 .map_or_else(|| "active".to_string(), |at| format!("revoked {at}")),
         ]);
     }

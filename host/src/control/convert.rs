@@ -85,23 +85,40 @@ pub fn deployment(d: &DeploymentView) -> pb::DeploymentInfo {
     }
 }
 
-/// The JSON the CLI prints for a deployment (the fields of the node's own view, so
-/// `deployments list --json` reads the same as before the control socket spoke gRPC).
-pub fn deployment_json(d: &pb::DeploymentInfo) -> serde_json::Value {
-    serde_json::json!({
-        "name": d.model_name,
-        "aliases": d.aliases,
-        "path": d.model_path,
-        "plugin": (!d.plugin.is_empty()).then_some(&d.plugin),
-        "kind": d.kind,
-        "status": d.state,
-        "message": d.message,
-        "memory_bytes": d.memory_bytes,
-        "created": d.deployed_at,
-        "requests": d.request_count,
-        "mean_latency_ms": d.mean_latency_ms,
-        "uptime_seconds": d.uptime_seconds,
-    })
+/// A deployment as the CLI prints it in JSON: the fields (and their order) of the node's own
+/// view, so `deployments list --json` reads as it did before the socket spoke gRPC.
+#[derive(Debug, serde::Serialize)]
+pub struct DeploymentRow<'a> {
+    name: &'a str,
+    aliases: &'a [String],
+    path: &'a str,
+    plugin: Option<&'a str>,
+    kind: &'a str,
+    status: &'a str,
+    message: &'a str,
+    memory_bytes: u64,
+    created: i64,
+    requests: i64,
+    mean_latency_ms: f64,
+    uptime_seconds: f64,
+}
+
+/// The CLI's JSON row of a deployment.
+pub fn deployment_json(d: &pb::DeploymentInfo) -> DeploymentRow<'_> {
+    DeploymentRow {
+        name: &d.model_name,
+        aliases: &d.aliases,
+        path: &d.model_path,
+        plugin: (!d.plugin.is_empty()).then_some(d.plugin.as_str()),
+        kind: &d.kind,
+        status: &d.state,
+        message: &d.message,
+        memory_bytes: d.memory_bytes,
+        created: d.deployed_at,
+        requests: d.request_count,
+        mean_latency_ms: d.mean_latency_ms,
+        uptime_seconds: d.uptime_seconds,
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -185,21 +202,46 @@ pub fn key(k: &KeyRecord) -> pb::ApiKeyInfo {
     }
 }
 
-/// The JSON the CLI prints for a key (the store record's fields, as before).
-pub fn key_json(k: &pb::ApiKeyInfo) -> serde_json::Value {
+/// A key as the CLI prints it: the store record's fields in their order.
+#[derive(Debug, serde::Serialize)]
+pub struct KeyRow {
+    /// Row id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Prefix.
+    pub prefix: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Models (empty: all).
+    pub models: Vec<String>,
+    /// Requests per minute (0: unlimited).
+    pub rpm: i32,
+    /// Created (ISO 8601).
+    pub created_at: String,
+    /// Last used, if ever.
+    pub last_used_at: Option<String>,
+    /// Requests made.
+    pub request_count: i64,
+    /// Revoked, if so.
+    pub revoked_at: Option<String>,
+}
+
+/// The CLI's row of a key.
+pub fn key_json(k: &pb::ApiKeyInfo) -> KeyRow {
     let time = |t: i64| (t != 0).then(|| unix_to_iso(t));
-    serde_json::json!({
-        "id": k.id.parse::<i64>().unwrap_or(0),
-        "name": k.name,
-        "prefix": k.key_prefix,
-        "scopes": k.scopes,
-        "models": k.models,
-        "rpm": k.rate_limit_rpm,
-        "created_at": unix_to_iso(k.created_at),
-        "last_used_at": time(k.last_used_at),
-        "request_count": k.request_count,
-        "revoked_at": time(k.revoked_at),
-    })
+    KeyRow {
+        id: k.id.parse().unwrap_or(0),
+        name: k.name.clone(),
+        prefix: k.key_prefix.clone(),
+        scopes: k.scopes.clone(),
+        models: k.models.clone(),
+        rpm: k.rate_limit_rpm,
+        created_at: unix_to_iso(k.created_at),
+        last_used_at: time(k.last_used_at),
+        request_count: k.request_count,
+        revoked_at: time(k.revoked_at),
+    }
 }
 
 /// A model file as `ModelInfo`.
