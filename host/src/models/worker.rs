@@ -776,11 +776,6 @@ impl ModelWorker {
         })?;
         self.wait(rx).await
     }
-
-    /// Maps a finished generation's receiver error.
-    pub fn stopped(&self) -> WorkerError {
-        WorkerError::Stopped(self.name.clone())
-    }
 }
 
 #[cfg(test)]
