@@ -63,10 +63,12 @@ fn every_kind_maps_to_the_readme_row_on_http_and_grpc() {
             assert!(http.message.contains("failure"), "{kind}");
             assert!(grpc.message().contains("failure"), "{kind}");
         }
-        // The CLI line names the kind, and the daemon's code reads back to the same line
-        // where the code is the kind's own.
-        let line = NodeError::from_status(&grpc).cli_line();
-        assert!(line.starts_with("error ("), "{line}");
+        // The CLI reads the daemon's status back to the same kind, even where kinds share a
+        // code, and prints it on one line.
+        let back = NodeError::from_status(&grpc);
+        assert_eq!(back.kind, kind);
+        let line = back.cli_line();
+        assert!(line.starts_with(&format!("error ({kind}): ")), "{line}");
         assert!(!line.contains('\n'));
     }
 }

@@ -1,8 +1,9 @@
 //! The one mapping of node errors to gRPC: a `tonic::Status` with the code of the error's
-//! kind ([`ErrorKind::grpc_code`]), and the protocol's own `Error` message built from a status
+//! kind ([`ErrorKind::grpc_code`]) and the kind itself in the `cyxwiz-error-kind` metadata
+//! (several kinds share a code), and the protocol's own `Error` message built from a status
 //! so both agree.
 
-use crate::node::{ErrorKind, NodeError};
+use crate::node::{ErrorKind, NodeError, KIND_METADATA};
 use cyxwiz_proto::protocol;
 use tonic::{Code, Status};
 
@@ -12,7 +13,11 @@ impl From<NodeError> for Status {
             Some(param) if !e.message.contains(param.as_str()) => format!("{param}: {}", e.message),
             _ => e.message,
         };
-        Status::new(e.kind.grpc_code(), message)
+        let mut status = Status::new(e.kind.grpc_code(), message);
+        if let Ok(kind) = e.kind.slug().parse() {
+            status.metadata_mut().insert(KIND_METADATA, kind);
+        }
+        status
     }
 }
 

@@ -12,6 +12,9 @@ use crate::{
 };
 use cyxwiz_sdk::ErrorKind as PluginKind;
 
+/// The gRPC metadata key carrying the error's kind (several kinds share a code).
+pub const KIND_METADATA: &str = "cyxwiz-error-kind";
+
 /// What kind of failure a node operation met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -86,6 +89,11 @@ impl Kind {
             Kind::Unimplemented => "unimplemented",
             Kind::Internal => "internal",
         }
+    }
+
+    /// The kind's name as one token (`out_of_memory`), for metadata.
+    pub fn slug(self) -> String {
+        self.name().replace(' ', "_")
     }
 
     /// The HTTP status code.
@@ -256,9 +264,19 @@ impl NodeError {
         self
     }
 
-    /// The error a peer answered with `status` (the CLI reading the daemon's answers).
+    /// The error a peer answered with `status` (the CLI reading the daemon's answers): the
+    /// kind the node sent in [`KIND_METADATA`] if any, else the nearest to the code.
     pub fn from_status(status: &tonic::Status) -> Self {
-        Self::new(Kind::from_grpc(status.code()), status.message())
+        let sent = status
+            .metadata()
+            .get(KIND_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|name| Kind::ALL.into_iter().find(|k| k.slug() == name))
+            .filter(|k| k.grpc_code() == status.code());
+        Self::new(
+            sent.unwrap_or_else(|| Kind::from_grpc(status.code())),
+            status.message(),
+        )
     }
 
     /// The one CLI form: `error (KIND): MESSAGE` on one line (control characters a peer
@@ -381,6 +399,20 @@ mod tests {
             NodeError::from_status(&status).cli_line(),
             "error (already exists): taken"
         );
+        // Kinds sharing a code come back by the metadata the node sends (and only when it
+        // agrees with the code).
+        let mut status = tonic::Status::resource_exhausted("full");
+        assert_eq!(NodeError::from_status(&status).kind, Kind::Busy);
+        status.metadata_mut().insert(
+            KIND_METADATA,
+            tonic::metadata::MetadataValue::from_static("out_of_memory"),
+        );
+        assert_eq!(NodeError::from_status(&status).kind, Kind::OutOfMemory);
+        status.metadata_mut().insert(
+            KIND_METADATA,
+            tonic::metadata::MetadataValue::from_static("not_found"),
+        );
+        assert_eq!(NodeError::from_status(&status).kind, Kind::Busy);
     }
 
     #[test]

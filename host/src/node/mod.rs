@@ -11,7 +11,7 @@ mod events;
 mod operations;
 mod serving;
 
-pub use error::{Kind as ErrorKind, NodeError, NodeResult};
+pub use error::{Kind as ErrorKind, NodeError, NodeResult, KIND_METADATA};
 pub use events::{Event, Events};
 pub use operations::{inside, valid_name, DeploymentCounts, NodeStatus, PluginCounts};
 
