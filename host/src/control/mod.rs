@@ -18,6 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use checks::KIND_HEADER;
 pub use service::{ControlContext, ControlService};
 
 /// The socket's path in a data directory.

@@ -7,7 +7,7 @@
 use super::{
     checks::{
         blocking, bounded, bounded_list, delete_model, invalid, key_error, level_filter,
-        model_dirs, scan, unimplemented,
+        model_dirs, scan, status, unimplemented,
     },
     convert, settings,
 };
@@ -152,7 +152,10 @@ impl DaemonService for ControlService {
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let history = blocking({
             let node = node.clone();
-            move || Ok(node.history(now - 3600, now, HISTORY_POINTS)?)
+            move || {
+                node.history(now - 3600, now, HISTORY_POINTS)
+                    .map_err(status)
+            }
         })
         .await?;
         let vram_total: u64 = node
@@ -336,7 +339,11 @@ impl DaemonService for ControlService {
             config.options = serde_json::from_value(json)
                 .map_err(|e| invalid("options_json", format!("options_json: {e}")))?;
         }
-        let view = self.node().deploy(&Caller::Operator, VIA, config).await?;
+        let view = self
+            .node()
+            .deploy(&Caller::Operator, VIA, config)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::DeployModelResponse {
             success: true,
             deployment_id: view.name.clone(),
@@ -351,7 +358,9 @@ impl DaemonService for ControlService {
     ) -> Result<Response<pb::UndeployModelResponse>, Status> {
         let name = request.into_inner().deployment_id;
         bounded("deployment_id", &name)?;
-        self.node().undeploy(&Caller::Operator, VIA, &name)?;
+        self.node()
+            .undeploy(&Caller::Operator, VIA, &name)
+            .map_err(status)?;
         Ok(Response::new(pb::UndeployModelResponse {
             success: true,
             error_message: String::new(),
@@ -364,7 +373,10 @@ impl DaemonService for ControlService {
     ) -> Result<Response<pb::GetDeploymentStatusResponse>, Status> {
         let name = request.into_inner().deployment_id;
         bounded("deployment_id", &name)?;
-        let view = self.node().deployment(&Caller::Operator, &name)?;
+        let view = self
+            .node()
+            .deployment(&Caller::Operator, &name)
+            .map_err(status)?;
         Ok(Response::new(pb::GetDeploymentStatusResponse {
             deployment: Some(convert::deployment(&view)),
         }))
