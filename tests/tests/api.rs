@@ -150,14 +150,15 @@ options = {{ slots = 2, context_length = 4096 }}
     assert!(!over.status.success());
     let err = stderr(&over);
     assert!(
-        err.starts_with("error: loading `chat2` needs about") && err.contains("max_ram_mb"),
+        err.starts_with("error (out of memory): loading `chat2` needs about")
+            && err.contains("max_ram_mb"),
         "{err}"
     );
     let dup = node.cli(&["deploy", minilm.to_str().unwrap(), "--name", "embed"]);
     assert!(!dup.status.success());
     assert_eq!(
         stderr(&dup).trim(),
-        "error: a deployment named `embed` already exists"
+        "error (already exists): a deployment named `embed` already exists"
     );
     let bad = node.cli(&[
         "deploy",
