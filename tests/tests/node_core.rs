@@ -175,6 +175,35 @@ fn a_cuda_deployment_on_a_cpu_only_machine_loads_with_the_logged_cpu_fallback() 
         "{log}"
     );
 
+    // The same through the CLI (DaemonService.DeployModel's `device`); a device that does not
+    // exist is invalid input.
+    let cls = classifier();
+    let out = node.cli(&[
+        "deploy",
+        cls.to_str().unwrap(),
+        "--name",
+        "cls-cli",
+        "--plugin",
+        "onnx-ort",
+        "--device",
+        "cuda",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = node.cli(&[
+        "deploy",
+        cls.to_str().unwrap(),
+        "--name",
+        "cls-tpu",
+        "--device",
+        "tpu",
+    ]);
+    assert!(
+        stderr(&out).contains("error (invalid input)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("device"), "{}", stderr(&out));
+
     // An unknown device is refused when the config is read, naming the key.
     let bad = Node::new();
     bad.write_config(&format!(

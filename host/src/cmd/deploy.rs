@@ -32,6 +32,9 @@ pub struct DeployArgs {
     /// Plugin load options as a JSON object.
     #[arg(long, value_name = "JSON")]
     pub options: Option<String>,
+    /// Where it runs: cpu, auto, cuda or cuda:N (see `device` under [[deployments]]).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// `deployments` subcommands.
@@ -70,6 +73,7 @@ pub fn deploy(config: &Config, args: DeployArgs) -> Result<()> {
         threads: args.threads,
         workers: args.workers,
         options_json: options,
+        device: args.device,
         ..Default::default()
     };
     let answer = with_node(config, async |mut client| {

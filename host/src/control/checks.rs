@@ -15,21 +15,6 @@ use std::{
 };
 use tonic::Status;
 
-/// Response metadata naming a refusal's [`ErrorKind`] (its `name()`).
-pub const KIND_HEADER: &str = "cyxwiz-error-kind";
-
-/// The node error as a status that also names its kind in [`KIND_HEADER`]: several kinds
-/// share one gRPC code (out of memory, busy and limit reached are all `RESOURCE_EXHAUSTED`),
-/// and the CLI prints the kind the node decided.
-pub(super) fn status(e: NodeError) -> Status {
-    let kind = e.kind;
-    let mut status = Status::from(e);
-    if let Ok(value) = kind.name().parse() {
-        status.metadata_mut().insert(KIND_HEADER, value);
-    }
-    status
-}
-
 pub(super) fn unimplemented<T>(reason: &str) -> Result<T, Status> {
     Err(NodeError::unimplemented(reason).into())
 }

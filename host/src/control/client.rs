@@ -61,17 +61,8 @@ pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
         .max_encoding_message_size(super::MAX_MESSAGE_BYTES))
 }
 
-/// The node error a refusal carries: its kind from [`super::KIND_HEADER`] when the node named
-/// it, else from the gRPC code.
+/// The node error a refusal carries (its kind from the node's `cyxwiz-error-kind` metadata,
+/// else from the gRPC code).
 pub fn refusal(status: &tonic::Status) -> crate::node::NodeError {
-    use crate::node::{ErrorKind, NodeError};
-    let named = status
-        .metadata()
-        .get(super::KIND_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|name| ErrorKind::ALL.into_iter().find(|k| k.name() == name));
-    match named {
-        Some(kind) => NodeError::new(kind, status.message()),
-        None => NodeError::from_status(status),
-    }
+    crate::node::NodeError::from_status(status)
 }

@@ -18,7 +18,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use checks::KIND_HEADER;
 pub use service::{ControlContext, ControlService};
 
 /// The socket's path in a data directory.

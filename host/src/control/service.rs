@@ -7,7 +7,7 @@
 use super::{
     checks::{
         blocking, bounded, bounded_list, delete_model, invalid, key_error, level_filter,
-        model_dirs, scan, status, unimplemented,
+        model_dirs, scan, unimplemented,
     },
     convert, settings,
 };
@@ -154,7 +154,7 @@ impl DaemonService for ControlService {
             let node = node.clone();
             move || {
                 node.history(now - 3600, now, HISTORY_POINTS)
-                    .map_err(status)
+                    .map_err(Status::from)
             }
         })
         .await?;
@@ -323,6 +323,10 @@ impl DaemonService for ControlService {
         config.plugin = (!req.plugin.is_empty()).then_some(req.plugin);
         config.threads = req.threads;
         config.workers = req.workers;
+        if !req.device.is_empty() {
+            bounded("device", &req.device)?;
+            config.device = req.device;
+        }
         if !req.options_json.is_empty() {
             let json: serde_json::Value = serde_json::from_str(&req.options_json).map_err(|e| {
                 invalid(
@@ -343,7 +347,7 @@ impl DaemonService for ControlService {
             .node()
             .deploy(&Caller::Operator, VIA, config)
             .await
-            .map_err(status)?;
+            .map_err(Status::from)?;
         Ok(Response::new(pb::DeployModelResponse {
             success: true,
             deployment_id: view.name.clone(),
@@ -360,7 +364,7 @@ impl DaemonService for ControlService {
         bounded("deployment_id", &name)?;
         self.node()
             .undeploy(&Caller::Operator, VIA, &name)
-            .map_err(status)?;
+            .map_err(Status::from)?;
         Ok(Response::new(pb::UndeployModelResponse {
             success: true,
             error_message: String::new(),
@@ -376,7 +380,7 @@ impl DaemonService for ControlService {
         let view = self
             .node()
             .deployment(&Caller::Operator, &name)
-            .map_err(status)?;
+            .map_err(Status::from)?;
         Ok(Response::new(pb::GetDeploymentStatusResponse {
             deployment: Some(convert::deployment(&view)),
         }))
