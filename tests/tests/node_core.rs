@@ -129,7 +129,6 @@ async fn a_model_that_fails_to_load_gives_the_same_kind_on_every_transport() {
         .infer(InferRequest {
             deployment_id: "grpc-broken".into(),
             inputs: vec![Default::default()],
-            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -145,7 +144,6 @@ async fn a_model_that_fails_to_load_gives_the_same_kind_on_every_transport() {
         .infer(InferRequest {
             deployment_id: "nope".into(),
             inputs: vec![Default::default()],
-            ..Default::default()
         })
         .await
         .unwrap_err();

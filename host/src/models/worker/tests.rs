@@ -297,7 +297,9 @@ fn choices_stream_on_one_bounded_channel_and_each_ends_with_done() {
     // for the reader instead of buffering without bound, and nothing is lost.
     let (model, emitted) = talker(200);
     let worker = ModelWorker::spawn("llm", "test", Engine::Plain(model), 2, 8, 1).unwrap();
-    let mut pieces = worker.generate(vec![GenerateRequest::default(); 2]).unwrap();
+    let mut pieces = worker
+        .generate(vec![GenerateRequest::default(); 2])
+        .unwrap();
     assert_eq!(pieces.max_capacity(), 2 * stream::PIECES_PER_CHOICE);
     let mut texts = vec![String::new(); 2];
     let mut done = [false; 2];
