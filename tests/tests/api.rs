@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{models_dir, stderr, stdout, Node, Running};
+use common::{models_dir, post_full, stderr, stdout, Node, Running};
 use cyxwiz_node::store::Store;
 use std::{
     io::{Read, Write},
@@ -17,33 +17,6 @@ use std::{
 fn post(running: &Running, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
     let (status, _, body) = post_full(&running.addr, path, key, body);
     (status, body)
-}
-
-/// POSTs JSON; returns status, head and body.
-fn post_full(addr: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_string(), body.to_string())
 }
 
 #[test]

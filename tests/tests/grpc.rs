@@ -6,16 +6,8 @@
 
 mod common;
 
-use common::{classifier, models_dir, stderr, stdout, Node};
+use common::{classifier, free_port, models_dir, stderr, stdout, Node};
 use std::{path::PathBuf, process::Command};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn config() -> String {
     format!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{classifier, prefer_onnx_runtime, stderr, wait_ready, Node};
+use common::{classifier, free_port, prefer_onnx_runtime, stderr, wait_ready, Node};
 use cyxwiz_proto::protocol::{
     deployment_service_client::DeploymentServiceClient,
     inference_service_client::InferenceServiceClient, CreateDeploymentRequest, DeploymentConfig,
@@ -13,47 +13,14 @@ use cyxwiz_proto::protocol::{
 };
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A JSON POST over plain HTTP/1.1 (the body may be chunked: read as a whole, the JSON
-/// object is cut out of it).
+/// A JSON POST; the response body as JSON.
 fn post_json(
     running: &common::Running,
     path: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(&running.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let body = body.to_string();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        running.addr,
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let text = response.split("\r\n\r\n").nth(1).unwrap_or("");
-    let json = match (text.find('{'), text.rfind('}')) {
-        (Some(a), Some(b)) => serde_json::from_str(&text[a..=b]).unwrap_or_default(),
-        _ => serde_json::Value::Null,
-    };
-    (status, json)
+    let (status, _, text) = common::post_full(&running.addr, path, None, &body.to_string());
+    (status, serde_json::from_str(&text).unwrap_or_default())
 }
 
 /// Polls `/health` until deployment `name` has left pending/loading; returns its entry.
