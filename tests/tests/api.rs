@@ -7,11 +7,7 @@ mod common;
 
 use common::{models_dir, post_full, stderr, stdout, Node, Running};
 use cyxwiz_node::store::Store;
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 /// POSTs JSON with an optional bearer key; returns status and body.
 fn post(running: &Running, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
