@@ -4,10 +4,7 @@
 
 use super::convert;
 use super::service::{MAX_LIST, MAX_NAME};
-use crate::{
-    node::{ErrorKind, Node, NodeError},
-    store::keys::KeyError,
-};
+use crate::node::{ErrorKind, Node, NodeError};
 use cyxwiz_proto::daemon as pb;
 use std::{
     path::{Path, PathBuf},
@@ -53,18 +50,6 @@ pub(super) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| NodeError::internal(format!("control task failed: {e}")))?
-}
-
-pub(super) fn key_error(e: KeyError) -> Status {
-    let kind = match &e {
-        KeyError::Exists(_) => ErrorKind::AlreadyExists,
-        KeyError::NotFound(_) => ErrorKind::NotFound,
-        KeyError::BadName(_) | KeyError::BadScope(_) => ErrorKind::InvalidInput,
-        KeyError::Random(_) | KeyError::Store(_) => {
-            return NodeError::internal(e.to_string()).into()
-        }
-    };
-    NodeError::new(kind, e.to_string()).into()
 }
 
 /// `level_filter` as the least severe level shown (`""`: every level).

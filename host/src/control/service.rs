@@ -6,8 +6,8 @@
 
 use super::{
     checks::{
-        blocking, bounded, bounded_list, delete_model, invalid, key_error, level_filter,
-        model_dirs, scan, unimplemented,
+        blocking, bounded, bounded_list, delete_model, invalid, level_filter, model_dirs, scan,
+        unimplemented,
     },
     convert, settings,
 };
@@ -437,13 +437,7 @@ impl DaemonService for ControlService {
         &self,
         _: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let node = self.node().clone();
-        let keys = blocking(move || {
-            node.store()
-                .list_keys()
-                .map_err(|e| NodeError::internal(e).into())
-        })
-        .await?;
+        let keys = self.node().keys().await?;
         Ok(Response::new(pb::ListApiKeysResponse {
             keys: keys.iter().map(convert::key).collect(),
         }))
@@ -471,20 +465,17 @@ impl DaemonService for ControlService {
             .iter()
             .map(|s| Scope::parse(s.trim()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(key_error)?;
+            .map_err(NodeError::from)?;
         let models: Vec<String> = req
             .models
             .into_iter()
             .map(|m| m.trim().to_string())
             .filter(|m| !m.is_empty())
             .collect();
-        let node = self.node().clone();
-        let (key, record) = blocking(move || {
-            node.store()
-                .create_key(&req.name, &scopes, &models, rpm)
-                .map_err(key_error)
-        })
-        .await?;
+        let (key, record) = self
+            .node()
+            .create_key(VIA, req.name, scopes, models, rpm)
+            .await?;
         Ok(Response::new(pb::CreateApiKeyResponse {
             success: true,
             key,
@@ -500,8 +491,7 @@ impl DaemonService for ControlService {
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         let name = request.into_inner().key_id;
         bounded("key_id", &name)?;
-        let node = self.node().clone();
-        blocking(move || node.store().revoke_key(&name).map_err(key_error)).await?;
+        self.node().revoke_key(VIA, name).await?;
         Ok(Response::new(pb::RevokeApiKeyResponse {
             success: true,
             error_message: String::new(),

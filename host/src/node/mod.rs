@@ -8,6 +8,7 @@
 
 mod error;
 mod events;
+mod keys;
 mod operations;
 mod serving;
 
