@@ -8,6 +8,7 @@
 //! - [`deployments`]: configured models, their lifecycle and the device pool.
 //! - [`models`]: per-model worker threads, JSON tensors, model directory scans.
 //! - [`plugins`]: plugin discovery and the format registry.
+//! - [`jobs`]: training jobs (issue 14, under construction): the model definition and datasets.
 //! - [`access`]: API keys and their scopes, the in-memory keyring, rate limits, the caller.
 //! - [`audit`]: the audit log writer (off the request path, escaped, pruned).
 //! - [`central`]: the central-server client (registration, heartbeats, reconnection).
@@ -39,6 +40,7 @@ pub mod daemon;
 pub mod deployments;
 pub mod devices;
 pub mod grpc;
+pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod models;
