@@ -108,13 +108,33 @@ pub fn parse<'a>(file: &str, bytes: &'a [u8]) -> Result<(IdxArray<'a>, &'a [u8])
     Ok((IdxArray { dims, data }, rest))
 }
 
-/// Pixels as f32 in [0, 1] (byte / 255), via a table so the loop stays cheap unoptimized.
+/// Pixels as f32 in [0, 1] (byte / 255). This crate is built unoptimized in debug builds,
+/// where an iterator chain costs several calls per byte; a table and eight plain indexed
+/// lookups per step keep 47 MB of Fashion-MNIST well under a second there.
 fn scale_pixels(data: &[u8]) -> Vec<f32> {
     let mut table = [0f32; 256];
     for (i, v) in table.iter_mut().enumerate() {
         *v = i as f32 / 255.0;
     }
-    data.iter().map(|&b| table[usize::from(b)]).collect()
+    let mut out = vec![0f32; data.len()];
+    let whole = data.len() / 8 * 8;
+    for (o, d) in out[..whole]
+        .chunks_exact_mut(8)
+        .zip(data[..whole].chunks_exact(8))
+    {
+        o[0] = table[d[0] as usize];
+        o[1] = table[d[1] as usize];
+        o[2] = table[d[2] as usize];
+        o[3] = table[d[3] as usize];
+        o[4] = table[d[4] as usize];
+        o[5] = table[d[5] as usize];
+        o[6] = table[d[6] as usize];
+        o[7] = table[d[7] as usize];
+    }
+    for (o, &d) in out[whole..].iter_mut().zip(&data[whole..]) {
+        *o = table[usize::from(d)];
+    }
+    out
 }
 
 /// Builds a dataset from an IDX image array (`[n, h, w]` → shape `[1, h, w]`, or
