@@ -3,7 +3,7 @@
 //! data actually present and against fixed bounds before anything is allocated. Gzip and
 //! file access are `source`'s business; this module reads bytes already in memory.
 
-use super::{Dataset, DatasetError, MAX_CLASSES, MAX_SAMPLES, MAX_SAMPLE_LEN, MAX_VALUES};
+use super::{Dataset, DatasetError, MAX_SAMPLES, MAX_SAMPLE_LEN, MAX_VALUES};
 
 /// The IDX type code for unsigned bytes, the only element type we read.
 const DTYPE_U8: u8 = 0x08;
@@ -169,15 +169,8 @@ pub fn dataset_from_arrays(
         3 => vec![1, images.dims[1], images.dims[2]],
         _ => images.dims[1..].to_vec(),
     };
+    // Byte labels are below 256, so always within MAX_CLASSES.
     let max = labels.data.iter().copied().max().map_or(0, u32::from);
-    if max >= MAX_CLASSES {
-        return Err(DatasetError::BadLabel {
-            file: labels_file.to_owned(),
-            row: 1,
-            value: max.to_string(),
-            max: MAX_CLASSES,
-        });
-    }
     let label_values: Vec<u32> = labels.data.iter().map(|&b| u32::from(b)).collect();
     Dataset::new(
         images_file,

@@ -51,8 +51,9 @@ pub enum DatasetSource {
     /// `file:///abs/path`: a CSV file (`.csv` or `.csv.gz`) or an IDX images file whose
     /// labels file has the same name with `labels` for `images` (and `idx1` for `idx3`).
     File(PathBuf),
-    /// Inline bytes (optionally gzipped): CSV with a header, or an images IDX array
-    /// immediately followed by a labels IDX array.
+    /// Inline bytes (optionally gzipped; the cap holds for both the bytes and what they unpack
+    /// to): CSV with a header, or an images IDX array immediately followed by a labels IDX
+    /// array.
     Inline(Vec<u8>),
 }
 
@@ -151,7 +152,7 @@ pub fn load(
             }
             let unpacked;
             let bytes: &[u8] = if is_gzip(raw) {
-                unpacked = gunzip("inline", raw)?;
+                unpacked = gunzip("inline", raw, config.inline_limit as u64)?;
                 &unpacked
             } else {
                 raw
@@ -257,7 +258,7 @@ fn read_file(path: &Path, hint: &str) -> Result<Vec<u8>, DatasetError> {
     }
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e, hint))?;
     if is_gzip(&bytes) {
-        gunzip(&name, &bytes)
+        gunzip(&name, &bytes, MAX_FILE_BYTES)
     } else {
         Ok(bytes)
     }
@@ -268,15 +269,16 @@ fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
-/// Gzip `bytes` unpacked, at most [`MAX_FILE_BYTES`] of them.
-fn gunzip(file: &str, bytes: &[u8]) -> Result<Vec<u8>, DatasetError> {
+/// Gzip `bytes` unpacked, refused past `limit` bytes (so a small gzip bomb cannot fill
+/// memory): [`MAX_FILE_BYTES`] for files, the inline cap for inline data.
+fn gunzip(file: &str, bytes: &[u8], limit: u64) -> Result<Vec<u8>, DatasetError> {
     // The trailer's ISIZE (size mod 2^32) sizes the buffer; a lie only costs a regrow.
     let mut out = Vec::new();
     if let Some(tail) = bytes.len().checked_sub(4).map(|at| &bytes[at..]) {
         let size = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-        out.reserve((u64::from(size).min(MAX_FILE_BYTES)) as usize);
+        out.reserve(u64::from(size).min(limit) as usize);
     }
-    let mut decoder = flate2::read::GzDecoder::new(bytes).take(MAX_FILE_BYTES + 1);
+    let mut decoder = flate2::read::GzDecoder::new(bytes).take(limit.saturating_add(1));
     decoder.read_to_end(&mut out).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             DatasetError::Truncated {
@@ -290,12 +292,12 @@ fn gunzip(file: &str, bytes: &[u8]) -> Result<Vec<u8>, DatasetError> {
             }
         }
     })?;
-    if out.len() as u64 > MAX_FILE_BYTES {
+    if out.len() as u64 > limit {
         return Err(DatasetError::TooLarge {
             file: file.to_owned(),
             what: "the unpacked data".into(),
             got: out.len() as u64,
-            limit: MAX_FILE_BYTES,
+            limit,
         });
     }
     Ok(out)

@@ -255,6 +255,16 @@ fn inline_csv_and_idx_load_and_over_the_cap_is_refused() {
         (d.sample(0), d.labels()),
         (&[0.0, 0.2, 0.4, 1.0][..], &[4][..])
     );
+    // Gzip that unpacks past the cap is refused too, though the packed bytes fit.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&[b'1'; 1000]).unwrap();
+    let packed = gz.finish().unwrap();
+    assert!(packed.len() <= 64, "{}", packed.len());
+    let err = load(&DatasetSource::Inline(packed), &cfg, None).unwrap_err();
+    assert!(
+        matches!(err, DatasetError::TooLarge { limit: 64, .. }),
+        "{err:?}"
+    );
     let big = vec![b'1'; 65];
     let err = load(&DatasetSource::Inline(big), &cfg, None).unwrap_err();
     assert!(
