@@ -23,8 +23,8 @@ fn fashion_mnist_loads_train_and_test() {
         None,
     )
     .unwrap();
-    let elapsed = started.elapsed();
-    eprintln!("fashion-mnist loaded in {elapsed:?}");
+    // The load time is printed, not asserted (speed belongs in benchmarks).
+    eprintln!("fashion-mnist loaded in {:?}", started.elapsed());
     let test = loaded.test.as_ref().unwrap();
     assert_eq!((loaded.train.len(), test.len()), (60_000, 10_000));
     for d in [&loaded.train, test] {
@@ -41,8 +41,6 @@ fn fashion_mnist_loads_train_and_test() {
         .iter()
         .for_each(|&l| counts[l as usize] += 1);
     assert_eq!(counts, [6000; 10]);
-    // A generous bound for a debug build on a shared machine; typically well under 1 s.
-    assert!(elapsed.as_secs_f64() < 10.0, "{elapsed:?}");
 }
 
 #[test]
