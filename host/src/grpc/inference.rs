@@ -2,7 +2,7 @@
 //! HTTP `/v1/predict` uses (and so the same queues, limits and batching).
 
 use super::{convert, GrpcState};
-use crate::access::Scope;
+use crate::{access::Scope, node::NodeError};
 use cyxwiz_proto::protocol::{
     inference_service_server::InferenceService, GetModelInfoRequest, GetModelInfoResponse,
     InferRequest, InferResponse, StatusCode,
@@ -23,14 +23,17 @@ impl InferenceService for InferenceSvc {
         let caller = self.0.authorize(&request, Scope::Inference)?;
         let r = request.into_inner();
         // The model first: an unknown or failed model is answered as such whatever the inputs.
-        self.0.node.model(&caller, &r.deployment_id)?;
+        let worker = self.0.node.model(&caller, &r.deployment_id)?;
         let inputs = r
             .inputs
             .into_iter()
             .map(convert::tensor_in)
             .collect::<Result<Vec<_>, _>>()?;
         let started = std::time::Instant::now();
-        let outputs = self.0.node.infer(&caller, &r.deployment_id, inputs).await?;
+        if inputs.is_empty() {
+            return Err(NodeError::invalid_param("inputs", "inputs is empty").into());
+        }
+        let outputs = worker.infer(inputs).await.map_err(NodeError::from)?;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let outputs = outputs
             .into_iter()

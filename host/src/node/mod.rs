@@ -2,7 +2,7 @@
 //! services, the operator's control socket) is a thin adapter over. It owns the
 //! configuration, identity and central link, store, plugin registry, deployments, metrics
 //! and access control; its methods say what the node does ([`Node::deploy`],
-//! [`Node::undeploy`], [`Node::model`], [`Node::infer`], [`Node::status`],
+//! [`Node::undeploy`], [`Node::model`], [`Node::status`],
 //! [`Node::history`], …) and fail with one [`NodeError`]; [`Node::subscribe`] streams its
 //! state changes ([`Event`]) to dashboards and streaming RPCs.
 
@@ -100,7 +100,8 @@ impl Node {
     }
 
     /// A scratch node on `deployments` with its database in `dir` and no plugins, for tests.
-    pub fn scratch(config: Config, deployments: Deployments, dir: &std::path::Path) -> Self {
+    #[cfg(test)]
+    pub(crate) fn scratch(config: Config, deployments: Deployments, dir: &std::path::Path) -> Self {
         let db = dir.join("node.db");
         Self::new(Parts {
             config: Arc::new(config),
@@ -108,10 +109,8 @@ impl Node {
             central: Arc::new(CentralLink::new("scratch".into(), "")),
             deployments: Arc::new(deployments),
             registry: Arc::new(Registry::discover(&[], Default::default())),
-            #[allow(clippy::expect_used)]
             store: Store::open(&db).expect("a scratch database opens"),
             metrics: Arc::default(),
-            #[allow(clippy::expect_used)]
             access: Arc::new(Access::new(Arc::new(
                 crate::access::keyring::Keyring::open(&db).expect("a scratch keyring opens"),
             ))),

@@ -1,10 +1,9 @@
-//! Serving requests: the model a caller may use by name, and tensor inference on it. The
-//! text endpoints (chat, completions, embeddings) take the model's worker from
-//! [`Node::model`] and call it directly; its errors become [`NodeError`]s.
+//! Serving requests: the model a caller may use by name. Every endpoint (tensors, chat,
+//! completions, embeddings, on HTTP and gRPC) takes the model's worker from [`Node::model`]
+//! and calls it directly; its errors become [`NodeError`]s.
 
 use super::{Node, NodeError, NodeResult};
 use crate::{access::Caller, deployments::Lookup, models::ModelWorker};
-use cyxwiz_sdk::Tensor;
 use std::sync::Arc;
 
 impl Node {
@@ -32,18 +31,5 @@ impl Node {
             Lookup::Ready(worker) => Ok(worker),
             other => Err(NodeError::from_lookup(other, name)),
         }
-    }
-
-    /// Runs model `name` on `inputs` for `caller`, through the model's queue.
-    pub async fn infer(
-        &self,
-        caller: &Caller,
-        name: &str,
-        inputs: Vec<Tensor>,
-    ) -> NodeResult<Vec<Tensor>> {
-        if inputs.is_empty() {
-            return Err(NodeError::invalid_param("inputs", "inputs is empty"));
-        }
-        Ok(self.model(caller, name)?.infer(inputs).await?)
     }
 }
