@@ -22,7 +22,7 @@ pub struct Refused(pub NodeError);
 
 impl From<tonic::Status> for Refused {
     fn from(status: tonic::Status) -> Self {
-        Refused(control::client::refusal(&status))
+        Refused(NodeError::from_status(&status))
     }
 }
 

@@ -60,9 +60,3 @@ pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
         .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(super::MAX_MESSAGE_BYTES))
 }
-
-/// The node error a refusal carries (its kind from the node's `cyxwiz-error-kind` metadata,
-/// else from the gRPC code).
-pub fn refusal(status: &tonic::Status) -> crate::node::NodeError {
-    crate::node::NodeError::from_status(status)
-}

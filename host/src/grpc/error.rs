@@ -21,11 +21,6 @@ impl From<NodeError> for Status {
     }
 }
 
-/// A node error as a status (for `map_err`).
-pub fn status(e: impl Into<NodeError>) -> Status {
-    e.into().into()
-}
-
 /// The protocol's `Error` for a status: the gRPC code number, its message, and the code's
 /// name as details.
 pub fn proto(status: &Status) -> protocol::Error {
