@@ -32,6 +32,7 @@ use std::{
 };
 
 pub use inputs::{allclose, generated_inputs};
+pub use text::greedy;
 
 /// A sample model and, optionally, what running it must give.
 #[derive(Clone, Debug)]

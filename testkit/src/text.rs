@@ -18,7 +18,8 @@ const PROMPTS: [&str; 8] = [
     "The first person to walk on the moon was",
 ];
 
-fn greedy(prompt: &str, max_tokens: u32) -> GenerateRequest {
+/// A greedy (temperature 0) completion request: the same text on every run.
+pub fn greedy(prompt: &str, max_tokens: u32) -> GenerateRequest {
     GenerateRequest {
         prompt: prompt.into(),
         params: SamplingParams {

@@ -171,22 +171,12 @@ impl Node {
     }
 }
 
-/// POSTs JSON to `addr` (with a bearer `key` if given); returns status, head and body.
-pub fn post_full(addr: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String, String) {
+/// Sends one HTTP/1.1 request (`Connection: close`) to `addr` and reads the whole answer;
+/// returns status, head and body.
+fn exchange(addr: &str, request: &str, timeout: Duration) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response
@@ -196,6 +186,19 @@ pub fn post_full(addr: &str, path: &str, key: Option<&str>, body: &str) -> (u16,
         .unwrap_or(0);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (status, head.to_string(), body.to_string())
+}
+
+/// POSTs JSON to `addr` (with a bearer `key` if given); returns status, head and body.
+pub fn post_full(addr: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String, String) {
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(addr, &request, Duration::from_secs(120))
 }
 
 /// A free TCP port on loopback (for listeners the node binds itself).
@@ -218,24 +221,11 @@ pub struct Running {
 impl Running {
     /// A plain HTTP/1.1 GET; returns status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        write!(
-            stream,
+        let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
             self.addr
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        );
+        let (status, _, body) = exchange(&self.addr, &request, Duration::from_secs(30));
         (status, body)
     }
 

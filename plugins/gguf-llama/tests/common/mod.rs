@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use cyxwiz_plugin_host::{LoadedModel, PluginLibrary};
-use cyxwiz_sdk::{GenerateOutput, GenerateRequest, LoadOptions, SamplingParams};
+use cyxwiz_sdk::{GenerateOutput, GenerateRequest, LoadOptions};
 use cyxwiz_testkit::cdylib_path;
+pub use cyxwiz_testkit::greedy;
 use std::path::PathBuf;
 
 /// SmolLM2-135M-Instruct Q4_1, fetched by `scripts/fetch-models.py`.
@@ -36,19 +37,6 @@ pub fn load_model(model: &std::path::Path, options: cyxwiz_sdk::serde_json::Valu
 /// SmolLM2 loaded through the built plugin with these load options.
 pub fn load_with(options: cyxwiz_sdk::serde_json::Value) -> LoadedModel {
     load_model(&smollm2(), options)
-}
-
-/// A greedy completion request.
-pub fn greedy(prompt: &str, max_tokens: u32) -> GenerateRequest {
-    GenerateRequest {
-        prompt: prompt.into(),
-        params: SamplingParams {
-            max_tokens,
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-        ..GenerateRequest::default()
-    }
 }
 
 /// Runs `request`, returning the streamed text and the outcome.
