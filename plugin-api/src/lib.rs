@@ -2,7 +2,7 @@
 //!
 //! This crate holds types only: the root module every plugin exports ([`PluginMod`]), the
 //! trait objects a plugin hands back ([`ModelLoader`], [`Model`], [`TrainingBackend`]), the
-//! sinks the host hands in ([`TokenSink`], [`ProgressSink`]), and the plain data that crosses
+//! sinks the host hands in ([`TokenSink`], [`TrainingSink`]), and the plain data that crosses
 //! the boundary. Plugin authors do not use it directly: they write against `cyxwiz-sdk`, which
 //! lifts a safe Rust trait into these types and catches panics at the boundary.
 //!
@@ -40,8 +40,8 @@ use abi_stable::{
 pub use error::{ErrorKind, PluginError};
 pub use log::{LogLevel, LogSink, LogSinkBox, LogSink_TO};
 pub use traits::{
-    Model, ModelBox, ModelLoader, ModelLoader_TO, Model_TO, ProgressSink, ProgressSink_TO,
-    TokenSink, TokenSink_TO, TrainingBackend, TrainingBackendBox, TrainingBackend_TO,
+    Model, ModelBox, ModelLoader, ModelLoader_TO, Model_TO, TokenSink, TokenSink_TO,
+    TrainingBackend, TrainingBackendBox, TrainingBackend_TO, TrainingSink, TrainingSink_TO,
 };
 pub use types::*;
 

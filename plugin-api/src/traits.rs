@@ -9,8 +9,8 @@
 use crate::{
     error::PluginError,
     types::{
-        Embeddings, GenerateOutput, GenerateRequest, LoadRequest, ModelInfo, Tensor, TensorRef,
-        TrainingJob, TrainingOutcome, TrainingProgress,
+        Batch, BatchRequest, Checkpoint, Directive, Embeddings, GenerateOutput, GenerateRequest,
+        LoadRequest, ModelInfo, Tensor, TensorRef, TrainingJob, TrainingOutcome, TrainingProgress,
     },
 };
 use abi_stable::{
@@ -27,12 +27,22 @@ pub trait TokenSink {
     fn emit(&mut self, text: RStr<'_>) -> bool;
 }
 
-/// Receives training progress. Returning `false` cancels the job.
+/// The host's side of a running training job: data, progress, checkpoints and control.
 #[sabi_trait]
-pub trait ProgressSink {
-    /// One progress report.
+pub trait TrainingSink {
+    /// One batch of the dataset. Errors end the job.
+    fn batch(&mut self, request: &BatchRequest) -> RResult<Batch, PluginError>;
+
+    /// One progress report; the answer says whether to go on, pause or stop.
+    fn report(&mut self, progress: &TrainingProgress) -> Directive;
+
+    /// Stores a checkpoint durably before returning.
+    fn checkpoint(&mut self, checkpoint: &Checkpoint) -> RResult<(), PluginError>;
+
+    /// Blocks while the job is paused; answers [`Directive::CONTINUE`] on resume or
+    /// [`Directive::STOP`] on cancel.
     #[sabi(last_prefix_field)]
-    fn report(&mut self, progress: &TrainingProgress) -> bool;
+    fn wait_while_paused(&mut self) -> Directive;
 }
 
 /// A loaded model. Every method may be called from several threads at once.
@@ -62,15 +72,16 @@ pub trait Model: Send + Sync {
 /// A boxed model owned by the host.
 pub type ModelBox = Model_TO<'static, RBox<()>>;
 
-/// A training backend: runs one job at a time per call.
+/// A training backend: runs one job per call (several calls may run at once).
 #[sabi_trait]
 pub trait TrainingBackend: Send + Sync {
-    /// Runs `job` to completion, reporting progress into `sink`.
+    /// Runs `job` until it finishes or the sink stops it, taking batches from, reporting
+    /// progress to and checkpointing through `sink`.
     #[sabi(last_prefix_field)]
     fn train(
         &self,
         job: &TrainingJob,
-        sink: ProgressSink_TO<'_, abi_stable::sabi_types::RMut<'_, ()>>,
+        sink: TrainingSink_TO<'_, abi_stable::sabi_types::RMut<'_, ()>>,
     ) -> RResult<TrainingOutcome, PluginError>;
 }
 

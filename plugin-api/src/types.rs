@@ -414,18 +414,119 @@ pub struct Metric {
     pub value: f64,
 }
 
-/// A training job handed to a training backend.
+/// A training job handed to a training backend. The host has validated everything in it.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
 pub struct TrainingJob {
     /// The node's job id.
     pub job_id: RString,
-    /// The job specification as JSON (model, hyperparameters, ...).
-    pub spec_json: RString,
-    /// Where the dataset is: a local path or URI.
-    pub dataset: RString,
-    /// Directory the backend writes artefacts into.
-    pub output_dir: RString,
+    /// The validated model as JSON: `cyxwiz_sdk::training::ModelSpec` (layers in PyTorch
+    /// terms with their weight-name prefixes and shapes, the loss, the optimizer).
+    pub model_json: RString,
+    /// Epochs to train in all (a resumed job continues towards the same number).
+    pub epochs: u32,
+    /// Samples per training batch (the last batch of an epoch may be smaller).
+    pub batch_size: u32,
+    /// Training batches per epoch ([`TrainingSink::batch`](crate::TrainingSink) serves
+    /// indices `0..train_batches`).
+    pub train_batches: u64,
+    /// Validation batches per epoch (0 when the job has no validation split).
+    pub validation_batches: u64,
+    /// Seeds weight initialisation and dropout, so a job is reproducible.
+    pub seed: u64,
+    /// `cpu` or `cuda:N`.
+    pub device: RString,
+    /// Intra-op threads the backend may use (0: its default).
+    pub threads: u32,
+    /// A scratch directory the backend may use; it survives restarts.
+    pub work_dir: RString,
+    /// The checkpoint to resume from (bytes the backend produced earlier through
+    /// [`TrainingSink::checkpoint`](crate::TrainingSink)), or empty to start afresh.
+    pub resume: RVec<u8>,
+}
+
+/// Which part of the dataset a batch comes from.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DataSplit(pub u8);
+
+impl DataSplit {
+    /// The samples trained on.
+    pub const TRAIN: Self = Self(0);
+    /// The held-out validation samples.
+    pub const VALIDATION: Self = Self(1);
+}
+
+/// A batch the backend asks the host for.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchRequest {
+    /// Training or validation.
+    pub split: DataSplit,
+    /// The epoch (0-based); the host shuffles the training samples per epoch with the job's
+    /// seed, so the same request always gives the same batch.
+    pub epoch: u32,
+    /// The batch within the epoch (0-based).
+    pub index: u64,
+}
+
+/// A batch of samples: `inputs` is float32 `[n, ...sample shape]`, `labels` int64 `[n]`
+/// class indices.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// The samples.
+    pub inputs: Tensor,
+    /// Their class labels.
+    pub labels: Tensor,
+}
+
+/// What the host tells a backend after a progress report.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Directive(pub u8);
+
+impl Directive {
+    /// Go on.
+    pub const CONTINUE: Self = Self(0);
+    /// Checkpoint with [`CheckpointReason::PAUSE`], then call `wait_while_paused`.
+    pub const PAUSE: Self = Self(1);
+    /// Checkpoint with [`CheckpointReason::STOPPED`] and return promptly.
+    pub const STOP: Self = Self(2);
+}
+
+/// Why a checkpoint was written.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CheckpointReason(pub u8);
+
+impl CheckpointReason {
+    /// At the end of an epoch.
+    pub const EPOCH: Self = Self(0);
+    /// Before pausing.
+    pub const PAUSE: Self = Self(1);
+    /// Stopped early (cancel); the weights are partial.
+    pub const STOPPED: Self = Self(2);
+    /// The finished job's final state.
+    pub const FINAL: Self = Self(3);
+    /// Asked for by the host outside those points.
+    pub const REQUESTED: Self = Self(4);
+}
+
+/// A checkpoint: the backend's whole state as bytes the host stores durably and hands back
+/// in [`TrainingJob::resume`]. The bytes are a safetensors file whose model tensors are named
+/// as in the spec (`<layer id>.weight`) and whose other tensors start with `state.`.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Why.
+    pub reason: CheckpointReason,
+    /// Epochs completed.
+    pub epochs_done: u32,
+    /// Training batches completed over the whole job.
+    pub steps_done: u64,
+    /// The bytes.
+    pub data: RVec<u8>,
 }
 
 /// A progress report from a training backend.
@@ -436,22 +537,30 @@ pub struct TrainingProgress {
     pub epoch: u32,
     /// Total epochs.
     pub total_epochs: u32,
-    /// Current step within the job.
+    /// Batches done in this epoch.
     pub step: u64,
-    /// Total steps, 0 when unknown.
+    /// Batches per epoch.
     pub total_steps: u64,
-    /// Metrics at this point (loss, accuracy, ...).
+    /// Training samples processed over the whole job (this run and earlier ones).
+    pub samples: u64,
+    /// True for the report closing an epoch (with its validation metrics).
+    pub epoch_end: bool,
+    /// Metrics at this point (`loss`, `accuracy`, `val_loss`, `val_accuracy`, ...).
     pub metrics: RVec<Metric>,
     /// A line for the operator.
     pub message: RString,
 }
 
-/// What a finished training job produced.
+/// What a finished (or stopped) training job produced; the weights came through
+/// [`TrainingSink::checkpoint`](crate::TrainingSink) with [`CheckpointReason::FINAL`] or
+/// [`CheckpointReason::STOPPED`].
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq)]
 pub struct TrainingOutcome {
-    /// Paths of the artefacts written (model files, logs).
-    pub artifacts: RVec<RString>,
+    /// Epochs completed.
+    pub epochs_done: u32,
+    /// True when the job stopped early on [`Directive::STOP`].
+    pub stopped: bool,
     /// Final metrics.
     pub metrics: RVec<Metric>,
 }

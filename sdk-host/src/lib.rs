@@ -14,14 +14,14 @@ use cyxwiz_plugin_api::{
         sabi_trait::TD_Opaque,
         sabi_types::RMut,
         sabi_types::{VersionNumber, VersionStrings},
-        std_types::{RSlice, RStr},
+        std_types::{RErr, ROk, RResult, RSlice, RStr},
     },
     LoaderBox, LogLevel, ModelBox, PluginModRef, SelfTest, TrainingBackendBox,
 };
+use cyxwiz_sdk::training::{Directive, TrainingHost, TrainingJob, TrainingOutcome};
 use cyxwiz_sdk::{
     convert, Embeddings, Error, GenerateOutput, GenerateRequest, LoadOptions, ModelInfo,
-    PluginMetadata, ProgressSink, Result, Tensor, TensorView, TokenSink, TrainingJob,
-    TrainingOutcome, TrainingProgress,
+    PluginMetadata, Result, Tensor, TensorView, TokenSink,
 };
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
@@ -239,12 +239,45 @@ impl abi::TokenSink for HostTokenSink<'_> {
     }
 }
 
-struct HostProgressSink<'s>(&'s mut dyn ProgressSink);
+/// The host's side of a training job, handed to the plugin. Panics in the host's code are
+/// caught here: unwinding through the plugin's `extern "C"` frames would abort.
+struct HostTrainingSink<'s>(&'s mut dyn TrainingHost);
 
-impl abi::ProgressSink for HostProgressSink<'_> {
-    fn report(&mut self, progress: &abi::TrainingProgress) -> bool {
-        let progress: TrainingProgress = convert::progress_from_abi(progress);
-        catch_unwind(AssertUnwindSafe(|| self.0.report(&progress))).unwrap_or(false)
+fn panicked(what: &str) -> abi::PluginError {
+    abi::PluginError::new(
+        abi::ErrorKind::PANICKED,
+        format!("the host panicked in {what}"),
+    )
+}
+
+impl abi::TrainingSink for HostTrainingSink<'_> {
+    fn batch(&mut self, request: &abi::BatchRequest) -> RResult<abi::Batch, abi::PluginError> {
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.0.batch(request.split, request.epoch, request.index)
+        }));
+        match result {
+            Ok(Ok(batch)) => ROk(convert::batch_to_abi(&batch)),
+            Ok(Err(e)) => RErr(e.into()),
+            Err(_) => RErr(panicked("batch")),
+        }
+    }
+
+    fn report(&mut self, progress: &abi::TrainingProgress) -> Directive {
+        let progress = convert::progress_from_abi(progress);
+        catch_unwind(AssertUnwindSafe(|| self.0.report(&progress))).unwrap_or(Directive::STOP)
+    }
+
+    fn checkpoint(&mut self, checkpoint: &abi::Checkpoint) -> RResult<(), abi::PluginError> {
+        let checkpoint = convert::checkpoint_from_abi(checkpoint);
+        match catch_unwind(AssertUnwindSafe(|| self.0.checkpoint(checkpoint))) {
+            Ok(Ok(())) => ROk(()),
+            Ok(Err(e)) => RErr(e.into()),
+            Err(_) => RErr(panicked("checkpoint")),
+        }
+    }
+
+    fn wait_while_paused(&mut self) -> Directive {
+        catch_unwind(AssertUnwindSafe(|| self.0.wait_while_paused())).unwrap_or(Directive::STOP)
     }
 }
 
@@ -297,11 +330,12 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Runs a training job, reporting progress into `sink`.
-    pub fn train(&self, job: &TrainingJob, sink: &mut dyn ProgressSink) -> Result<TrainingOutcome> {
-        let job = convert::job_to_abi(job);
-        let mut host_sink = HostProgressSink(sink);
-        let sink = abi::ProgressSink_TO::from_ptr(RMut::new(&mut host_sink), TD_Opaque);
+    /// Runs a training job on this thread until it ends, serving the plugin's batches,
+    /// progress, checkpoints and pauses through `host`.
+    pub fn train(&self, job: &TrainingJob, host: &mut dyn TrainingHost) -> Result<TrainingOutcome> {
+        let job = convert::job_to_abi(job)?;
+        let mut host_sink = HostTrainingSink(host);
+        let sink = abi::TrainingSink_TO::from_ptr(RMut::new(&mut host_sink), TD_Opaque);
         let out = self.inner.train(&job, sink).into_result()?;
         Ok(convert::outcome_from_abi(out))
     }

@@ -8,9 +8,13 @@
 use crate::{
     convert,
     error::{Error, Result},
+    training::{
+        Batch, Checkpoint, DataSplit, Directive, TrainingHost, TrainingJob, TrainingOutcome,
+        TrainingProgress,
+    },
     types::{
         Capabilities, Embeddings, Format, GenerateOutput, GenerateRequest, LoadOptions, ModelInfo,
-        Tensor, TensorView, TrainingJob, TrainingOutcome, TrainingProgress,
+        Tensor, TensorView,
     },
 };
 use cyxwiz_plugin_api::{
@@ -37,18 +41,6 @@ pub trait TokenSink {
 impl<F: FnMut(&str) -> bool> TokenSink for F {
     fn emit(&mut self, text: &str) -> bool {
         self(text)
-    }
-}
-
-/// Receives training progress. Return `false` to cancel the job.
-pub trait ProgressSink {
-    /// One progress report.
-    fn report(&mut self, progress: &TrainingProgress) -> bool;
-}
-
-impl<F: FnMut(&TrainingProgress) -> bool> ProgressSink for F {
-    fn report(&mut self, progress: &TrainingProgress) -> bool {
-        self(progress)
     }
 }
 
@@ -125,10 +117,11 @@ pub trait Model: Send + Sync + 'static {
     }
 }
 
-/// A training backend.
+/// A training backend. Most implement [`crate::training::Network`] and call
+/// [`crate::training::run`] here, which drives the shared loop.
 pub trait Trainer: Send + Sync + 'static {
-    /// Runs `job`, reporting progress; stops early when the sink returns `false`.
-    fn train(&self, job: &TrainingJob, progress: &mut dyn ProgressSink) -> Result<TrainingOutcome>;
+    /// Runs `job` with data, progress, checkpoints and control through `host`.
+    fn train(&self, job: &TrainingJob, host: &mut dyn TrainingHost) -> Result<TrainingOutcome>;
 }
 
 /// Renders a panic payload as text.
@@ -201,11 +194,32 @@ impl TokenSink for AbiTokenSink<'_, '_> {
     }
 }
 
-struct AbiProgressSink<'a, 'b>(abi::ProgressSink_TO<'a, RMut<'b, ()>>);
+struct AbiTrainingSink<'a, 'b>(abi::TrainingSink_TO<'a, RMut<'b, ()>>);
 
-impl ProgressSink for AbiProgressSink<'_, '_> {
-    fn report(&mut self, progress: &TrainingProgress) -> bool {
+impl TrainingHost for AbiTrainingSink<'_, '_> {
+    fn batch(&mut self, split: DataSplit, epoch: u32, index: u64) -> Result<Batch> {
+        let request = abi::BatchRequest {
+            split,
+            epoch,
+            index,
+        };
+        let batch = self.0.batch(&request).into_result()?;
+        convert::batch_from_abi(&batch)
+    }
+
+    fn report(&mut self, progress: &TrainingProgress) -> Directive {
         self.0.report(&convert::progress_to_abi(progress))
+    }
+
+    fn checkpoint(&mut self, checkpoint: Checkpoint) -> Result<()> {
+        self.0
+            .checkpoint(&convert::checkpoint_to_abi(checkpoint))
+            .into_result()
+            .map_err(Error::from)
+    }
+
+    fn wait_while_paused(&mut self) -> Directive {
+        self.0.wait_while_paused()
     }
 }
 
@@ -278,11 +292,11 @@ impl abi::TrainingBackend for TrainerAdapter {
     fn train(
         &self,
         job: &abi::TrainingJob,
-        sink: abi::ProgressSink_TO<'_, RMut<'_, ()>>,
+        sink: abi::TrainingSink_TO<'_, RMut<'_, ()>>,
     ) -> RResult<abi::TrainingOutcome, PluginError> {
         guard("train", || {
             let job = convert::job_from_abi(job)?;
-            let mut sink = AbiProgressSink(sink);
+            let mut sink = AbiTrainingSink(sink);
             self.0.train(&job, &mut sink).map(convert::outcome_to_abi)
         })
     }

@@ -3,10 +3,10 @@
 //! loader (`cyxwiz-plugin-host`), which is why the host direction is public. Plugin authors
 //! never call these.
 
+use crate::training::{Batch, Checkpoint, TrainingJob, TrainingOutcome, TrainingProgress};
 use crate::types::{
     ChatMessage, Embeddings, GenerateOutput, GenerateRequest, LoadOptions, Metric, ModelInfo,
-    PluginMetadata, SamplingParams, Tensor, TensorSpec, TensorView, TrainingJob, TrainingOutcome,
-    TrainingProgress,
+    PluginMetadata, SamplingParams, Tensor, TensorSpec, TensorView,
 };
 use cyxwiz_plugin_api as abi;
 use cyxwiz_plugin_api::abi_stable::std_types::{ROption, RString, RVec, Tuple2};
@@ -263,6 +263,8 @@ pub(crate) fn progress_to_abi(p: &TrainingProgress) -> abi::TrainingProgress {
         total_epochs: p.total_epochs,
         step: p.step,
         total_steps: p.total_steps,
+        samples: p.samples,
+        epoch_end: p.epoch_end,
         metrics: metrics_to_abi(&p.metrics),
         message: p.message.as_str().into(),
     }
@@ -275,39 +277,54 @@ pub fn progress_from_abi(p: &abi::TrainingProgress) -> TrainingProgress {
         total_epochs: p.total_epochs,
         step: p.step,
         total_steps: p.total_steps,
+        samples: p.samples,
+        epoch_end: p.epoch_end,
         metrics: metrics_from_abi(&p.metrics),
         message: p.message.to_string(),
     }
 }
 
 /// A training job for the plugin.
-pub fn job_to_abi(job: &TrainingJob) -> abi::TrainingJob {
-    abi::TrainingJob {
+pub fn job_to_abi(job: &TrainingJob) -> crate::Result<abi::TrainingJob> {
+    let model_json = serde_json::to_string(&job.model)
+        .map_err(|e| crate::Error::invalid_input(format!("model spec does not serialize: {e}")))?;
+    Ok(abi::TrainingJob {
         job_id: job.job_id.as_str().into(),
-        spec_json: job.spec.to_string().into(),
-        dataset: job.dataset.as_str().into(),
-        output_dir: job.output_dir.to_string_lossy().as_ref().into(),
-    }
+        model_json: model_json.into(),
+        epochs: job.epochs,
+        batch_size: job.batch_size,
+        train_batches: job.train_batches,
+        validation_batches: job.validation_batches,
+        seed: job.seed,
+        device: job.device.as_str().into(),
+        threads: job.threads,
+        work_dir: job.work_dir.to_string_lossy().as_ref().into(),
+        resume: job.resume.as_slice().into(),
+    })
 }
 
 pub(crate) fn job_from_abi(job: &abi::TrainingJob) -> crate::Result<TrainingJob> {
     Ok(TrainingJob {
         job_id: job.job_id.to_string(),
-        spec: serde_json::from_str(&job.spec_json).map_err(|e| {
-            crate::Error::invalid_input(format!("training spec is not valid JSON: {e}"))
+        model: serde_json::from_str(&job.model_json).map_err(|e| {
+            crate::Error::invalid_input(format!("training model spec is not valid: {e}"))
         })?,
-        dataset: job.dataset.to_string(),
-        output_dir: job.output_dir.as_str().into(),
+        epochs: job.epochs,
+        batch_size: job.batch_size,
+        train_batches: job.train_batches,
+        validation_batches: job.validation_batches,
+        seed: job.seed,
+        device: job.device.to_string(),
+        threads: job.threads,
+        work_dir: job.work_dir.as_str().into(),
+        resume: job.resume.to_vec(),
     })
 }
 
 pub(crate) fn outcome_to_abi(o: TrainingOutcome) -> abi::TrainingOutcome {
     abi::TrainingOutcome {
-        artifacts: o
-            .artifacts
-            .iter()
-            .map(|p| RString::from(p.to_string_lossy().as_ref()))
-            .collect(),
+        epochs_done: o.epochs_done,
+        stopped: o.stopped,
         metrics: metrics_to_abi(&o.metrics),
     }
 }
@@ -315,7 +332,73 @@ pub(crate) fn outcome_to_abi(o: TrainingOutcome) -> abi::TrainingOutcome {
 /// A finished training job's outcome from the plugin.
 pub fn outcome_from_abi(o: abi::TrainingOutcome) -> TrainingOutcome {
     TrainingOutcome {
-        artifacts: o.artifacts.iter().map(|p| p.as_str().into()).collect(),
+        epochs_done: o.epochs_done,
+        stopped: o.stopped,
         metrics: metrics_from_abi(&o.metrics),
+    }
+}
+
+/// A batch for the plugin.
+pub fn batch_to_abi(b: &Batch) -> abi::Batch {
+    let shape: Vec<i64> = b.shape.iter().map(|&d| d as i64).collect();
+    abi::Batch {
+        inputs: tensor_to_abi(Tensor::from_f32("inputs", shape, &b.inputs)),
+        labels: tensor_to_abi(Tensor::from_i64(
+            "labels",
+            vec![b.labels.len() as i64],
+            &b.labels,
+        )),
+    }
+}
+
+/// A batch from the host, checked: float32 inputs, int64 labels, one per sample.
+pub(crate) fn batch_from_abi(b: &abi::Batch) -> crate::Result<Batch> {
+    let bad = |why: &str| crate::Error::invalid_input(format!("host sent a bad batch: {why}"));
+    if b.inputs.dtype != abi::DType::F32 || b.labels.dtype != abi::DType::I64 {
+        return Err(bad("inputs must be float32 and labels int64"));
+    }
+    let shape: Vec<usize> = b
+        .inputs
+        .shape
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| bad("negative dimension")))
+        .collect::<crate::Result<_>>()?;
+    let count = shape.iter().product::<usize>();
+    if count * 4 != b.inputs.data.len() || shape.first() != Some(&(b.labels.data.len() / 8)) {
+        return Err(bad("shapes do not match the data"));
+    }
+    Ok(Batch {
+        inputs: b
+            .inputs
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        shape,
+        labels: b
+            .labels
+            .data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+    })
+}
+
+/// A checkpoint from the plugin.
+pub fn checkpoint_from_abi(c: &abi::Checkpoint) -> Checkpoint {
+    Checkpoint {
+        reason: c.reason,
+        epochs_done: c.epochs_done,
+        steps_done: c.steps_done,
+        data: c.data.to_vec(),
+    }
+}
+
+pub(crate) fn checkpoint_to_abi(c: Checkpoint) -> abi::Checkpoint {
+    abi::Checkpoint {
+        reason: c.reason,
+        epochs_done: c.epochs_done,
+        steps_done: c.steps_done,
+        data: c.data.into(),
     }
 }

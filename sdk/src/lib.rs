@@ -10,6 +10,7 @@
 //! - [`author`]: the traits plugin authors implement.
 //! - [`types`]: tensors, specs, requests and results as plain Rust types.
 //! - [`error`]: [`Error`] and [`ErrorKind`].
+//! - [`training`]: training backends: the model spec, the job, the shared loop, checkpoints.
 //! - [`read_json`]: a plugin's own JSON file into a serde type, errors naming file and field.
 //!
 //! The host side (open a plugin library, load models, call them) is the separate crate
@@ -74,9 +75,10 @@ pub mod error;
 mod export;
 mod json;
 mod log;
+pub mod training;
 pub mod types;
 
-pub use author::{Model, Plugin, ProgressSink, TokenSink, Trainer};
+pub use author::{Model, Plugin, TokenSink, Trainer};
 pub use cyxwiz_plugin_api::{SelfTest, INTERFACE_VERSION};
 pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]

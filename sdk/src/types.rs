@@ -456,45 +456,6 @@ pub struct Metric {
     pub value: f64,
 }
 
-/// A training job.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainingJob {
-    /// The node's job id.
-    pub job_id: String,
-    /// Job specification (JSON).
-    pub spec: serde_json::Value,
-    /// Dataset path or URI.
-    pub dataset: String,
-    /// Directory for artefacts.
-    pub output_dir: std::path::PathBuf,
-}
-
-/// A training progress report.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct TrainingProgress {
-    /// Current epoch (1-based).
-    pub epoch: u32,
-    /// Total epochs.
-    pub total_epochs: u32,
-    /// Current step.
-    pub step: u64,
-    /// Total steps, 0 when unknown.
-    pub total_steps: u64,
-    /// Metrics now.
-    pub metrics: Vec<Metric>,
-    /// A line for the operator.
-    pub message: String,
-}
-
-/// What a finished training job produced.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct TrainingOutcome {
-    /// Artefact paths.
-    pub artifacts: Vec<std::path::PathBuf>,
-    /// Final metrics.
-    pub metrics: Vec<Metric>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,44 +1,10 @@
-//! Seeded shuffling and the train/validation split. The generator is SplitMix64, written out
-//! here so a seed gives the same order on every platform and every build, whatever version
-//! of a random-number crate the workspace happens to pull in.
+//! Seeded shuffling and the train/validation split. The generator is the SDK's SplitMix64
+//! (written out there so a seed gives the same order on every platform and build, and the
+//! same one backends use for dropout).
 
 use super::{Dataset, DatasetError};
 
-/// SplitMix64: a small, fast, well-mixed 64-bit generator (Steele, Lea and Flood, 2014).
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator starting from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..n` (`n > 0`), by Lemire's multiply-shift (bias below 2^-32 for the
-    /// sizes datasets have).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-}
-
-/// `0..n` in an order fixed by `seed` (Fisher–Yates).
-pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = SplitMix64::new(seed);
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i + 1));
-    }
-    order
-}
+pub use cyxwiz_sdk::training::{permutation, SplitMix64};
 
 /// A dataset split into the part trained on and the part held out for validation.
 #[derive(Debug, Clone, PartialEq)]

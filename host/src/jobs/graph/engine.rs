@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use super::error::{GraphError, Site};
 use super::shapes::{assemble, LayerType, Pending, PendingOptimizer};
-use super::spec::{DatasetShape, Loss, ModelSpec, OptimizerKind};
 use super::{MAX_LINKS, MAX_NODES};
+use cyxwiz_sdk::training::{DatasetShape, Loss, ModelSpec, OptimizerKind};
 
 /// The Engine's `NodeType` names, indexed by value (PROTOCOL.md, "Training jobs").
 const NAMES: [&str; 85] = [

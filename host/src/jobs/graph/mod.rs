@@ -80,14 +80,15 @@ mod error;
 mod params;
 mod plain;
 mod shapes;
-mod spec;
 #[cfg(test)]
 mod tests;
 
+pub use cyxwiz_sdk::training::{
+    DatasetShape, Layer, LayerKind, Loss, ModelSpec, Optimizer, OptimizerKind,
+};
 pub use engine::parse_engine;
 pub use error::{GraphError, Site};
 pub use plain::parse_plain;
-pub use spec::{DatasetShape, Layer, LayerKind, Loss, ModelSpec, Optimizer, OptimizerKind};
 
 /// The longest model definition accepted, in bytes (the caller checks before reading it all).
 pub const MAX_DEFINITION_BYTES: usize = 1024 * 1024;

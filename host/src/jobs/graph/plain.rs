@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use super::error::{GraphError, Site};
 use super::params::Params;
 use super::shapes::{assemble, LayerType, Pending, PendingOptimizer};
-use super::spec::{DatasetShape, Loss, ModelSpec, OptimizerKind};
 use super::MAX_NODES;
+use cyxwiz_sdk::training::{DatasetShape, Loss, ModelSpec, OptimizerKind};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

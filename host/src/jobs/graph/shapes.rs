@@ -6,8 +6,10 @@ use serde_json::{Map, Value};
 
 use super::error::{GraphError, Site};
 use super::params::Params;
-use super::spec::{DatasetShape, Layer, LayerKind, Loss, ModelSpec, Optimizer, OptimizerKind};
 use super::{DEFAULT_LEARNING_RATE, MAX_CLASSES, MAX_PARAMETERS, MAX_UNITS};
+use cyxwiz_sdk::training::{
+    DatasetShape, Layer, LayerKind, Loss, ModelSpec, Optimizer, OptimizerKind,
+};
 
 /// The layer types both forms can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,7 +331,7 @@ pub(crate) fn assemble(
         shape = output_shape.clone();
         layers.push(Layer {
             id: p.id.clone(),
-            site: p.site.clone(),
+            origin: p.site.to_string(),
             kind,
             output_shape,
         });
@@ -344,7 +346,7 @@ pub(crate) fn assemble(
     if last.as_slice() != [dataset.classes] {
         let from = layers
             .last()
-            .map_or(Site::Field("input"), |l| l.site.clone());
+            .map_or_else(|| Site::Field("input").to_string(), |l| l.origin.clone());
         return Err(GraphError::shape(
             &loss_site,
             format!(

@@ -1,9 +1,12 @@
-//! The validated model: what both definition forms resolve to and what an executor trains.
+//! The validated model the host sends a training backend: layers in PyTorch terms with their
+//! weight-name prefixes and inferred shapes, the loss and the optimizer. The host's parser
+//! (the Engine's node graph or the plain form) produces it; backends deserialize it from
+//! [`TrainingJob::model`](super::TrainingJob).
 
-use super::error::Site;
+use serde::{Deserialize, Serialize};
 
 /// What the dataset tells the parser: one sample's shape (no batch axis) and the class count.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetShape {
     /// One sample's shape: `[features]` or `[channels, height, width]`.
     pub sample: Vec<usize>,
@@ -12,7 +15,8 @@ pub struct DatasetShape {
 }
 
 /// One resolved layer, in PyTorch terms.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerKind {
     /// `Linear(in, out)`; weight `[out, in]`, bias `[out]`.
     Dense {
@@ -100,13 +104,14 @@ impl LayerKind {
 }
 
 /// One layer of the validated model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Layer {
     /// The weight-name prefix: the Engine node id (`"3"`), or `"layers.2"` in the plain form
     /// (`"layers.2.activation"` for a layer's `activation` shorthand).
     pub id: String,
-    /// Where it came from, for messages.
-    pub site: Site,
+    /// Where it came from, for messages: `node 3`, `layers[2]`.
+    pub origin: String,
     /// What it is, with its resolved parameters.
     pub kind: LayerKind,
     /// Its output shape for one sample (no batch axis).
@@ -114,7 +119,8 @@ pub struct Layer {
 }
 
 /// The training loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Loss {
     /// Cross-entropy on logits against class indices (softmax included).
     CrossEntropy,
@@ -123,7 +129,8 @@ pub enum Loss {
 }
 
 /// The optimizer algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// SGD, with `momentum`.
     Sgd,
@@ -136,11 +143,11 @@ pub enum OptimizerKind {
 }
 
 /// The optimizer and its settings. Fields the algorithm does not use are `None`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Optimizer {
     /// The algorithm.
     pub kind: OptimizerKind,
-    /// The job's learning rate if given, else the definition's, else [`super::DEFAULT_LEARNING_RATE`].
+    /// The job's learning rate if given, else the definition's, else 0.001.
     pub learning_rate: f64,
     /// SGD and RMSprop momentum.
     pub momentum: Option<f64>,
@@ -154,8 +161,8 @@ pub struct Optimizer {
     pub weight_decay: Option<f64>,
 }
 
-/// A validated model definition: everything an executor needs to build and train the network.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated model definition: everything a backend needs to build and train the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
     /// One sample's input shape (no batch axis).
     pub input_shape: Vec<usize>,
