@@ -1,6 +1,21 @@
-//! Training jobs (issue 14), being built piece by piece: today the model definition
-//! ([`graph`]: the Engine's node graph and our plain form, validated into one spec) and the
-//! datasets ([`dataset`]); the executor, its store and the training plugins come later.
+//! Training jobs: a caller submits a model definition ([`graph`]: the Engine's node graph or
+//! our plain form) and a dataset ([`dataset`]); the [`executor`] validates both before
+//! queueing, runs the job on a training plugin in its own thread (the host serves batches and
+//! stores checkpoints: [`session`]), persists every state change ([`state`], the `jobs` and
+//! `job_events` tables) and keeps each job's files in its directory ([`dir`]).
 
 pub mod dataset;
+pub mod dir;
+pub mod error;
+pub mod executor;
 pub mod graph;
+pub mod request;
+pub mod session;
+pub mod state;
+pub mod view;
+
+pub use error::JobError;
+pub use executor::{parse_id, JobStats, Jobs, Settings, CANCEL_DEADLINE};
+pub use request::{JobConfig, JobRequest};
+pub use state::JobState;
+pub use view::{JobUpdate, JobView};

@@ -55,6 +55,44 @@ const MIGRATIONS: &[&str] = &[
     // only call the inference API, so they keep exactly that.
     "ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'inference';
     CREATE INDEX audit_log_at ON audit_log (at);",
+    // 5: training jobs and their events. `config` is the job's validated config (JSON);
+    // `metrics` the latest metrics (JSON object); `checkpoint` the latest checkpoint file.
+    "CREATE TABLE jobs (
+        id               TEXT PRIMARY KEY NOT NULL,
+        origin           TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        config           TEXT NOT NULL,
+        backend          TEXT NOT NULL,
+        dir              TEXT NOT NULL,
+        attempt          INTEGER NOT NULL DEFAULT 0,
+        epoch            INTEGER NOT NULL DEFAULT 0,
+        total_epochs     INTEGER NOT NULL,
+        step             INTEGER NOT NULL DEFAULT 0,
+        total_steps      INTEGER NOT NULL DEFAULT 0,
+        samples          INTEGER NOT NULL DEFAULT 0,
+        metrics          TEXT NOT NULL DEFAULT '{}',
+        checkpoint       TEXT,
+        checkpoint_epoch INTEGER,
+        checkpoint_step  INTEGER,
+        weights_sha256   TEXT,
+        weights_bytes    INTEGER,
+        error            TEXT,
+        run_seconds      REAL NOT NULL DEFAULT 0,
+        created_at       TEXT NOT NULL,
+        started_at       TEXT,
+        finished_at      TEXT,
+        updated_at       TEXT NOT NULL
+    );
+    CREATE INDEX jobs_state ON jobs (state, created_at);
+    CREATE TABLE job_events (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at     TEXT NOT NULL,
+        kind   TEXT NOT NULL,
+        state  TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX job_events_job ON job_events (job_id, id);",
 ];
 
 /// The schema version this build writes.

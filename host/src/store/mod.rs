@@ -8,6 +8,7 @@
 //! `-shm` companions are private to the node's user (0600): they hold key hashes and the audit
 //! log.
 
+pub mod jobs;
 pub mod keys;
 pub mod metrics;
 mod migrations;
