@@ -32,6 +32,9 @@ pub enum DaemonError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The job executor could not start.
+    #[error("training jobs: {0}")]
+    Jobs(#[from] crate::jobs::JobError),
     /// The central-server link is misconfigured (token file, CA file, trust store).
     #[error(transparent)]
     Central(#[from] central::CentralError),
@@ -258,6 +261,11 @@ pub async fn run(
         );
     }
     let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+    let jobs = crate::jobs::Jobs::start(
+        crate::jobs::Settings::for_config(&config),
+        Store::open(&config.database_path())?,
+        crate::jobs::training_backends(&registry),
+    )?;
     let config = Arc::new(config);
     let state = Arc::new(Node::new(node::Parts {
         config: config.clone(),
@@ -269,6 +277,7 @@ pub async fn run(
         metrics: metrics.clone(),
         access: Arc::new(crate::access::Access::new(keyring.clone())),
         audit_log,
+        jobs: jobs.clone(),
     }));
 
     let loader = {
@@ -452,6 +461,13 @@ pub async fn run(
     }
     let _ = control_server.await;
     let _ = std::fs::remove_file(&socket);
+    // Running jobs checkpoint and stop; they resume after a restart (`[jobs] resume_after_restart`).
+    {
+        let jobs = jobs.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || jobs.shutdown(crate::jobs::CANCEL_DEADLINE * 2))
+                .await;
+    }
     if let Some(done) = grpc_done {
         let _ = done.await;
     }

@@ -120,6 +120,18 @@ pub struct JobsSection {
     pub max_duration_seconds: u64,
     /// Jobs that may wait for a free slot (`[node] max_concurrent_jobs` run at once).
     pub max_queued_jobs: u32,
+    /// After a crash or restart, resume interrupted jobs from their last checkpoint (else
+    /// they are marked failed).
+    pub resume_after_restart: bool,
+    /// The only directories `file://` datasets may be read from (relative paths are under
+    /// the data directory); default `datasets`.
+    pub dataset_dirs: Vec<PathBuf>,
+    /// The largest inline dataset (bytes sent with a job), in bytes.
+    pub max_inline_dataset_bytes: usize,
+    /// The training plugin for jobs that name none.
+    pub default_backend: String,
+    /// Intra-op threads per training job; 0 = the backend's default (all cores).
+    pub threads_per_job: u32,
 }
 
 /// `[metrics]`: system metrics sampling and history.
@@ -412,6 +424,11 @@ impl Default for JobsSection {
             max_memory_mb: 0,
             max_duration_seconds: 0,
             max_queued_jobs: 4,
+            resume_after_restart: true,
+            dataset_dirs: vec![PathBuf::from("datasets")],
+            max_inline_dataset_bytes: 64 << 20,
+            default_backend: "train-candle".into(),
+            threads_per_job: 0,
         }
     }
 }
@@ -504,11 +521,26 @@ impl Config {
         }
     }
 
-    /// The directories models may be loaded from over gRPC: `[models] dirs` and the data
-    /// dir's `models/`.
+    /// `[jobs] dataset_dirs`, resolved against the data directory.
+    pub fn dataset_dirs(&self) -> Vec<PathBuf> {
+        self.jobs
+            .dataset_dirs
+            .iter()
+            .map(|d| self.resolve(d))
+            .collect()
+    }
+
+    /// `<data dir>/jobs`: one directory per training job.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.data_dir.join("jobs")
+    }
+
+    /// The directories models may be loaded from over gRPC: `[models] dirs`, the data
+    /// dir's `models/` and `jobs/` (trained weights).
     pub fn model_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self.models.dirs.iter().map(|d| self.resolve(d)).collect();
         dirs.push(self.models_dir());
+        dirs.push(self.jobs_dir());
         dirs
     }
 

@@ -277,6 +277,29 @@ impl Config {
         ] {
             self.in_range(key, value, 1024..=1 << 30, " bytes")?;
         }
+        self.in_range(
+            "jobs.max_inline_dataset_bytes",
+            self.jobs.max_inline_dataset_bytes,
+            1..=1 << 30,
+            " bytes",
+        )?;
+        self.in_range(
+            "jobs.threads_per_job",
+            self.jobs.threads_per_job,
+            0..=1024,
+            "",
+        )?;
+        self.in_range(
+            "jobs.max_queued_jobs",
+            self.jobs.max_queued_jobs,
+            0..=10_000,
+            "",
+        )?;
+        if self.jobs.default_backend.is_empty() {
+            return Err(
+                self.key_error("jobs.default_backend", "must name a training plugin".into())
+            );
+        }
         for t in &self.jobs.allowed_job_types {
             if !JOB_TYPES.contains(&t.as_str()) {
                 return Err(self.key_error(

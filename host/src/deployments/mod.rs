@@ -161,6 +161,13 @@ struct Deployment {
 
 impl Deployment {
     fn pending(config: DeploymentConfig, path: PathBuf) -> Self {
+        // A training job's directory deploys its weights.
+        let weights = path.join("weights.safetensors");
+        let path = if path.is_dir() && weights.is_file() {
+            weights
+        } else {
+            path
+        };
         Self {
             config,
             path,

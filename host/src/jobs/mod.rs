@@ -15,7 +15,7 @@ pub mod state;
 pub mod view;
 
 pub use error::JobError;
-pub use executor::{parse_id, JobStats, Jobs, Settings, CANCEL_DEADLINE};
+pub use executor::{parse_id, training_backends, JobStats, Jobs, Settings, CANCEL_DEADLINE};
 pub use request::{JobConfig, JobRequest};
 pub use state::JobState;
 pub use view::{JobUpdate, JobView};

@@ -23,6 +23,7 @@ use crate::{
     config::Config,
     deployments::Deployments,
     devices::Inventory,
+    jobs::Jobs,
     metrics::Metrics,
     plugins::{PluginState, Registry},
     store::Store,
@@ -52,6 +53,8 @@ pub struct Node {
     pub audit_log: Arc<AuditLog>,
     /// Whether API callers need a key (`[api] require_auth`, or HTTP beyond loopback).
     pub auth_required: bool,
+    /// Training jobs.
+    pub jobs: Arc<Jobs>,
     /// When the node started.
     pub started: std::time::Instant,
     events: tokio::sync::broadcast::Sender<Event>,
@@ -78,6 +81,8 @@ pub struct Parts {
     pub access: Arc<Access>,
     /// The audit log writer.
     pub audit_log: Arc<AuditLog>,
+    /// Training jobs.
+    pub jobs: Arc<Jobs>,
 }
 
 impl Node {
@@ -94,6 +99,7 @@ impl Node {
             metrics: parts.metrics,
             access: parts.access,
             audit_log: parts.audit_log,
+            jobs: parts.jobs,
             started: std::time::Instant::now(),
             events: tokio::sync::broadcast::channel(events::CAPACITY).0,
         }
@@ -103,6 +109,7 @@ impl Node {
     #[cfg(test)]
     pub(crate) fn scratch(config: Config, deployments: Deployments, dir: &std::path::Path) -> Self {
         let db = dir.join("node.db");
+        let settings = crate::jobs::Settings::for_config(&config);
         Self::new(Parts {
             config: Arc::new(config),
             inventory: Arc::new(Inventory::default()),
@@ -115,6 +122,12 @@ impl Node {
                 crate::access::keyring::Keyring::open(&db).expect("a scratch keyring opens"),
             ))),
             audit_log: Arc::new(AuditLog::disabled()),
+            jobs: Jobs::start(
+                settings,
+                Store::open(&db).expect("a scratch database opens"),
+                Default::default(),
+            )
+            .expect("a scratch executor starts"),
         })
     }
 
