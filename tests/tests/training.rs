@@ -141,8 +141,38 @@ fn weights_of(job: &serde_json::Value) -> PathBuf {
     PathBuf::from(job["dir"].as_str().unwrap()).join("weights.safetensors")
 }
 
+/// Starts the node with the digits CSV where `builtin://digits` looks for it (the node's
+/// models dir, `<data dir>/models`, is a scratch directory here).
 fn start(node: &Node) -> Running {
+    let csv = cyxwiz_e2e::models_dir().join("datasets/digits.csv.gz");
+    let dest = node.data_dir().join("models/datasets");
+    std::fs::create_dir_all(&dest).unwrap();
+    if !dest.join("digits.csv.gz").exists() {
+        std::fs::copy(&csv, dest.join("digits.csv.gz")).unwrap();
+    }
     node.start(&[])
+}
+
+/// A GET whose body is bytes; returns status, head and body.
+fn get_bytes(addr: &str, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{range}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head, raw[split + 4..].to_vec())
 }
 
 #[test]
@@ -388,9 +418,13 @@ fn pause_resume_and_cancel_obey_and_keep_partial_weights() {
     let job = show(&node, &id);
     assert_eq!(job["state"], "cancelled", "{job}");
     assert!(took < Duration::from_secs(3), "cancel took {took:?}");
-    let (status, body) = running.get(&format!("/v1/jobs/{id}/weights"));
+    let path = format!("/v1/jobs/{id}/weights");
+    let (status, _, body) = get_bytes(&running.addr, &path, None);
     assert_eq!(status, 200);
     assert_eq!(body.len() as u64, job["weights_bytes"].as_u64().unwrap());
+    let (status, head, part) = get_bytes(&running.addr, &path, Some("bytes=8-99"));
+    assert_eq!(status, 206, "{head}");
+    assert_eq!(part, body[8..100], "a range is the file's bytes");
 
     // Cancel through the CLI.
     let id = submit(
@@ -425,10 +459,7 @@ fn bad_graphs_datasets_and_hyperparameters_are_refused_naming_the_field() {
         g.to_string()
     };
     let unknown = engine(&|g| g["nodes"][2]["type"] = 999.into());
-    let cycle = engine(&|g| {
-        g["links"].as_array_mut().unwrap().push(serde_json::json!(
-            {"from_node": 4, "from_pin_index": 0, "to_node": 3, "to_pin_index": 0}))
-    });
+    let cycle = engine(&|g| g["links"][1]["from_node"] = 5.into()); // 3 → 4 → 5 → 3
     let misfit = engine(&|g| g["nodes"][5]["parameters"]["units"] = "7".into());
     let no_loss = engine(&|g| {
         g["nodes"]
@@ -459,7 +490,12 @@ fn bad_graphs_datasets_and_hyperparameters_are_refused_naming_the_field() {
     let file = |p: &Path| format!("file://{}", p.display());
     let cases: Vec<(String, String, Vec<&str>, &str)> = vec![
         (unknown, "builtin://fashion-mnist".into(), vec![], "node 3"),
-        (cycle, "builtin://fashion-mnist".into(), vec![], "cycle"),
+        (
+            cycle,
+            "builtin://fashion-mnist".into(),
+            vec![],
+            "on a cycle",
+        ),
         (misfit, "builtin://fashion-mnist".into(), vec![], "node 8"),
         (no_loss, "builtin://fashion-mnist".into(), vec![], "loss"),
         (
