@@ -9,17 +9,22 @@
 //! arguments are rank-0 `i64`, `f64` and `bool` inputs. `reset_method` names a method run
 //! before every call, for modules that keep state between calls (e.g. silero-vad's
 //! `reset_states`), so each request starts from the same state.
+//!
+//! The plugin is also a training backend ([`TorchTrainer`], module `train`): the host's
+//! validated `ModelSpec` built on libtorch autograd, on the CPU or a CUDA device.
 
 mod archive;
 mod convert;
+mod train;
 
 use archive::Signature;
 use cyxwiz_sdk::{
     export_plugin, Capabilities, DType, Error, Format, LoadOptions, Model, ModelInfo, Plugin,
-    Result, Tensor, TensorSpec, TensorView,
+    Result, Tensor, TensorSpec, TensorView, Trainer,
 };
 use std::{path::Path, sync::Mutex};
 use tch::{CModule, IValue};
+pub use train::TorchTrainer;
 
 /// The libtorch version this plugin is built against (torch-sys checks it at build time).
 pub const LIBTORCH_VERSION: &str = "2.13.0";
@@ -120,8 +125,12 @@ impl Plugin for TorchTch {
         name: "torchscript",
         extensions: &["pt", "jit", "torchscript"],
     }];
-    const CAPABILITIES: Capabilities = Capabilities::TENSOR_INFERENCE;
+    const CAPABILITIES: Capabilities = Capabilities::TENSOR_INFERENCE.union(Capabilities::TRAINING);
     type Model = TorchModel;
+
+    fn training_backend(&self) -> Result<Box<dyn Trainer>> {
+        Ok(Box::new(TorchTrainer))
+    }
 
     fn runtime(_options: &cyxwiz_sdk::serde_json::Value) -> Result<String> {
         Ok(format!(
