@@ -55,6 +55,10 @@ enum Command {
     /// Inspect the running node's deployments.
     #[command(subcommand)]
     Deployments(cmd::deploy::DeploymentsCommand),
+    /// Training jobs on the running node: submit, list, show, logs, cancel, pause, resume,
+    /// weights.
+    #[command(subcommand)]
+    Jobs(cmd::jobs::JobsCommand),
     /// The running node: id, central-server connection, last heartbeat and error, ports.
     Status {
         /// Print JSON instead of text.
@@ -192,6 +196,7 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Command::Deployments(cmd::deploy::DeploymentsCommand::List { json }) => {
             cmd::deploy::list(&config, json)
         }
+        Command::Jobs(command) => cmd::jobs::run(&config, command),
         Command::Status { json } => cmd::status::run(&config, json),
     }
 }

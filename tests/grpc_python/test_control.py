@@ -1,6 +1,6 @@
 """A grpcio client of the node's DaemonService on its Unix control socket: GetStatus,
-StreamMetrics, deployments, logs, the bounds on caller numbers, an UNIMPLEMENTED RPC with
-its reason, and finally Shutdown, which stops the node.
+StreamMetrics, deployments, logs, the bounds on caller numbers, the jobs RPCs, an
+UNIMPLEMENTED RPC with its reason, and finally Shutdown, which stops the node.
 
 Environment (set by tests/tests/control.rs): CYXWIZ_CONTROL_SOCKET (the socket path),
 CYXWIZ_NODE_NAME (the node's configured name), CYXWIZ_PROTO_DIR.
@@ -84,11 +84,16 @@ def test_deployments_and_logs(daemon):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_unimplemented_says_why(daemon):
+def test_jobs_answer_and_unimplemented_says_why(daemon):
+    jobs = daemon.ListJobs(daemon_pb2.ListJobsRequest(include_completed=True), timeout=10)
+    assert list(jobs.jobs) == []
     with pytest.raises(grpc.RpcError) as e:
-        daemon.ListJobs(daemon_pb2.ListJobsRequest(), timeout=10)
+        daemon.GetJob(daemon_pb2.GetJobRequest(job_id="not-a-uuid"), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        daemon.GetEarnings(daemon_pb2.GetEarningsRequest(), timeout=10)
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "issue 14" in e.value.details()
+    assert "earnings" in e.value.details()
     with pytest.raises(grpc.RpcError) as e:
         daemon.JoinPool(daemon_pb2.JoinPoolRequest(pool_address="x"), timeout=10)
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -1,10 +1,11 @@
 //! Subcommands of the binary that talk to the running daemon through its control socket
 //! (the CyxWiz `DaemonService`, see [`cyxwiz_node::control`]): `deploy` / `undeploy` /
-//! `deployments`, `status`, and `keys` (through the daemon when one runs, else on the
-//! database directly). [`table`] prints their tables; [`Refused`] carries the daemon's
-//! refusal as the one CLI line of its error kind.
+//! `deployments`, `status`, `jobs` (training jobs), and `keys` (through the daemon when one
+//! runs, else on the database directly). [`table`] prints their tables; [`Refused`] carries
+//! the daemon's refusal as the one CLI line of its error kind.
 
 pub mod deploy;
+pub mod jobs;
 pub mod keys;
 pub mod status;
 

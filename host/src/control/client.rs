@@ -58,5 +58,5 @@ pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
         })?;
     Ok(DaemonServiceClient::new(channel)
         .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(super::MAX_MESSAGE_BYTES))
+        .max_encoding_message_size(super::MAX_CLIENT_REQUEST_BYTES))
 }

@@ -1,10 +1,12 @@
 //! The node's values as `cyxwiz.daemon` messages and back: deployments, keys, model files,
-//! system samples, the central link, log lines, and the ISO-8601 times the store keeps.
+//! system samples, the central link, log lines, training jobs, and the ISO-8601 times the
+//! store keeps.
 
 use crate::{
     central::{CentralStatus, ConnectionState},
     deployments::{DeploymentView, Kind, Status},
     devices::Gpu,
+    jobs::{JobState, JobView},
     logging::LogLine,
     metrics::sampler::Sample,
     models::scan::ModelFile,
@@ -404,6 +406,58 @@ pub fn log_entry(l: &LogLine) -> pb::LogEntry {
         level: l.level.as_str().to_ascii_lowercase(),
         message: l.message.clone(),
         source: l.source.clone(),
+    }
+}
+
+/// A job's state as the protocol's coarser enum.
+pub fn job_status(state: JobState) -> pb::JobStatus {
+    match state {
+        JobState::Queued | JobState::Preparing => pb::JobStatus::Pending,
+        JobState::Running => pb::JobStatus::Running,
+        JobState::Paused => pb::JobStatus::Paused,
+        JobState::Succeeded => pb::JobStatus::Completed,
+        JobState::Failed => pb::JobStatus::Failed,
+        JobState::Cancelled => pb::JobStatus::Cancelled,
+    }
+}
+
+/// A job as `JobInfo`; its `json` is the JobView exactly as `GET /v1/jobs/{id}` returns it.
+pub fn job(v: &JobView) -> pb::JobInfo {
+    let metric = |name: &str| v.metrics.get(name).copied().unwrap_or(0.0) as f32;
+    let started_at = v.started_at.as_deref().map_or(0, iso_to_unix);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| secs(d.as_secs()));
+    pb::JobInfo {
+        id: v.id.clone(),
+        r#type: "training".into(),
+        status: job_status(v.state) as i32,
+        progress: v.progress as f32,
+        current_epoch: i32::try_from(v.epoch).unwrap_or(i32::MAX),
+        total_epochs: i32::try_from(v.total_epochs).unwrap_or(i32::MAX),
+        loss: metric("loss"),
+        accuracy: metric("accuracy"),
+        started_at,
+        estimated_completion: v
+            .eta_seconds
+            .filter(|e| e.is_finite() && *e >= 0.0)
+            .map_or(0, |e| now.saturating_add(e.round() as i64)),
+        model_name: String::new(),
+        submitter_id: v.origin.clone(),
+        earnings: 0.0,
+        // Serialising a JobView cannot fail (string keys, finite or null numbers).
+        json: serde_json::to_string(v).unwrap_or_default(),
+        state: v.state.as_str().to_string(),
+        backend: v.backend.clone(),
+        dataset: v.dataset.clone(),
+        error: v.error.clone().unwrap_or_default(),
+        weights_sha256: v.weights_sha256.clone().unwrap_or_default(),
+        weights_bytes: v.weights_bytes.unwrap_or(0),
+        samples_per_second: v.samples_per_second.unwrap_or(0.0),
+        eta_seconds: v.eta_seconds.unwrap_or(-1.0),
+        step: v.step,
+        total_steps: v.total_steps,
+        created_at: v.created_at.clone(),
     }
 }
 

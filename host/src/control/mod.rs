@@ -2,12 +2,13 @@
 //! tonic on the Unix socket `control.sock` in the data directory, and the client the CLI dials
 //! it with. The socket is mode 0600 inside a 0700 data directory, and every connection's peer
 //! uid (`SO_PEERCRED`) must be the node's effective uid before any RPC runs ([`peer`]).
-//! The RPCs themselves are in [`service`]; message conversions in [`convert`]; `SetConfig`'s
-//! file edit in [`settings`]; the dialling client in [`client`].
+//! The RPCs themselves are in [`service`] (training jobs' in [`jobs`]); message conversions
+//! in [`convert`]; `SetConfig`'s file edit in [`settings`]; the dialling client in [`client`].
 
 mod checks;
 pub mod client;
 pub mod convert;
+pub mod jobs;
 pub mod peer;
 pub mod service;
 pub mod settings;
@@ -25,8 +26,11 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
-/// Largest control message either way (a deployment list, a log page).
+/// Largest control message either way (a deployment list, a log page), except job
+/// submissions, which may carry an inline dataset ([`ControlService::max_request_bytes`]).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// The largest request the CLI sends (a job with the largest inline dataset config allows).
+pub const MAX_CLIENT_REQUEST_BYTES: usize = (1 << 30) + (2 << 20);
 
 /// Serves `DaemonService` on an already-bound listener until `shutdown` completes. Peers
 /// whose uid is not `uid` are logged and dropped before the HTTP/2 handshake.
@@ -36,8 +40,9 @@ pub async fn serve(
     service: ControlService,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let max_request = service.max_request_bytes();
     let server = DaemonServiceServer::new(service)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(max_request)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .add_service(server)

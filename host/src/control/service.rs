@@ -1,15 +1,18 @@
 //! `DaemonService` over the [`Node`]: each RPC is a few lines over the node's operations,
 //! with the operator ([`Caller::Operator`]) as the caller (the socket admits only the node's
-//! own user). Caller-sent numbers and strings are bounded before use. RPCs for what this
-//! node does not have yet (jobs, earnings and wallet, pool mining, the marketplace, restart,
-//! device allocations, the central link's controls) answer `UNIMPLEMENTED` with the reason.
+//! own user). Caller-sent numbers and strings are bounded before use; the training-job RPCs
+//! are in [`super::jobs`]. RPCs for what this node does not have yet (earnings and wallet,
+//! pool mining, the marketplace, restart, device allocations, the central link's controls)
+//! answer `UNIMPLEMENTED` with the reason.
 
 use super::{
     checks::{
         blocking, bounded, bounded_list, delete_model, invalid, level_filter, model_dirs, scan,
         unimplemented,
     },
-    convert, settings,
+    convert,
+    jobs::{self, Steer},
+    settings,
 };
 use crate::{
     access::Caller,
@@ -72,6 +75,11 @@ impl ControlService {
 
     fn node(&self) -> &Arc<Node> {
         &self.0.node
+    }
+
+    /// The largest request this service accepts (a job submission with inline data).
+    pub fn max_request_bytes(&self) -> usize {
+        jobs::max_request_bytes(self.node().config.jobs.max_inline_dataset_bytes)
     }
 
     /// Runs `produce` every `period` into a stream until the caller leaves or the node stops.
@@ -228,32 +236,107 @@ impl DaemonService for ControlService {
 
     async fn list_jobs(
         &self,
-        _: Request<pb::ListJobsRequest>,
+        request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        unimplemented("training jobs arrive with issue 14")
+        let jobs = self.node().jobs.clone();
+        Ok(Response::new(jobs::list(jobs, request.into_inner()).await?))
     }
 
     async fn get_job(
         &self,
-        _: Request<pb::GetJobRequest>,
+        request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        unimplemented("training jobs arrive with issue 14")
+        let jobs = self.node().jobs.clone();
+        Ok(Response::new(
+            jobs::get(jobs, request.into_inner().job_id).await?,
+        ))
     }
 
     async fn cancel_job(
         &self,
-        _: Request<pb::CancelJobRequest>,
+        request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        unimplemented("training jobs arrive with issue 14")
+        let id = request.into_inner().job_id;
+        let view = jobs::steer(self.node().jobs.clone(), id, Steer::Cancel).await?;
+        self.node().audit("job_cancelled", &view.id, VIA);
+        Ok(Response::new(pb::CancelJobResponse {
+            success: true,
+            error_message: String::new(),
+            job: Some(convert::job(&view)),
+        }))
     }
 
     type StreamJobUpdatesStream = Streamed<pb::JobUpdate>;
 
     async fn stream_job_updates(
         &self,
-        _: Request<pb::StreamJobUpdatesRequest>,
+        request: Request<pb::StreamJobUpdatesRequest>,
     ) -> Result<Response<Self::StreamJobUpdatesStream>, Status> {
-        unimplemented("training jobs arrive with issue 14")
+        let id = request.into_inner().job_id;
+        let stop = self.0.stop.subscribe();
+        Ok(Response::new(
+            jobs::updates(self.node().jobs.clone(), id, stop).await?,
+        ))
+    }
+
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let max_inline = self.node().config.jobs.max_inline_dataset_bytes;
+        let jobs = self.node().jobs.clone();
+        let answer = jobs::submit(jobs, request.into_inner(), max_inline).await?;
+        if let Some(job) = &answer.job {
+            self.node().audit("job_submitted", &job.id, VIA);
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn pause_job(
+        &self,
+        request: Request<pb::PauseJobRequest>,
+    ) -> Result<Response<pb::PauseJobResponse>, Status> {
+        let id = request.into_inner().job_id;
+        let view = jobs::steer(self.node().jobs.clone(), id, Steer::Pause).await?;
+        Ok(Response::new(pb::PauseJobResponse {
+            job: Some(convert::job(&view)),
+        }))
+    }
+
+    async fn resume_job(
+        &self,
+        request: Request<pb::ResumeJobRequest>,
+    ) -> Result<Response<pb::ResumeJobResponse>, Status> {
+        let id = request.into_inner().job_id;
+        let view = jobs::steer(self.node().jobs.clone(), id, Steer::Resume).await?;
+        Ok(Response::new(pb::ResumeJobResponse {
+            job: Some(convert::job(&view)),
+        }))
+    }
+
+    type GetJobLogsStream = Streamed<pb::JobLogChunk>;
+
+    async fn get_job_logs(
+        &self,
+        request: Request<pb::GetJobLogsRequest>,
+    ) -> Result<Response<Self::GetJobLogsStream>, Status> {
+        let stop = self.0.stop.subscribe();
+        let jobs = self.node().jobs.clone();
+        Ok(Response::new(
+            jobs::logs(jobs, request.into_inner(), stop).await?,
+        ))
+    }
+
+    type DownloadJobWeightsStream = Streamed<pb::WeightsChunk>;
+
+    async fn download_job_weights(
+        &self,
+        request: Request<pb::DownloadJobWeightsRequest>,
+    ) -> Result<Response<Self::DownloadJobWeightsStream>, Status> {
+        let id = request.into_inner().job_id;
+        Ok(Response::new(
+            jobs::weights(self.node().jobs.clone(), id).await?,
+        ))
     }
 
     async fn list_deployments(
