@@ -20,6 +20,7 @@ mod hostile;
 mod inputs;
 mod tensor;
 mod text;
+mod training;
 mod watchdog;
 
 use cyxwiz_plugin_host::PluginLibrary;
@@ -33,6 +34,7 @@ use std::{
 
 pub use inputs::{allclose, generated_inputs};
 pub use text::greedy;
+pub use training::{trained_weights, TrainingConformance};
 
 /// A sample model and, optionally, what running it must give.
 #[derive(Clone, Debug)]
