@@ -1,13 +1,16 @@
 //! The OpenAI-compatible API, one module per endpoint family: `models`, `chat`,
-//! `completions`, `embeddings`, and `predict` (tensors, for non-text models). `error` is the
-//! one place errors become HTTP; `generation` and `sse` are shared by chat and completions;
-//! `types` holds the response bodies and `openapi` the document generated from them.
+//! `completions`, `embeddings`, `predict` (tensors, for non-text models) and the CyxWiz
+//! `jobs` (training, with `download` serving files with `Range`). `error` is the one place
+//! errors become HTTP; `generation` and `sse` are shared by chat and completions; `types`
+//! holds the response bodies and `openapi` the document generated from them.
 
 pub mod chat;
 pub mod completions;
+pub mod download;
 pub mod embeddings;
 pub mod error;
 pub mod generation;
+pub mod jobs;
 pub mod models;
 pub mod openapi;
 pub mod predict;
@@ -26,7 +29,7 @@ use std::sync::Arc;
 /// The state every handler gets.
 pub type Ctx = Arc<Node>;
 
-/// The `/v1` routes.
+/// The `/v1` routes of models (the `inference` scope); [`jobs::routes`] are the others.
 pub fn routes() -> Router<Ctx> {
     Router::new()
         .route("/v1/models", get(models::list))

@@ -1,7 +1,7 @@
-//! `GET /openapi.json`: an OpenAPI 3.1 document of the `/v1` API, generated from the request
-//! and response types and the handlers' annotations.
+//! `GET /openapi.json`: an OpenAPI 3.1 document of the `/v1` API (models and training jobs),
+//! generated from the request and response types and the handlers' annotations.
 
-use super::{chat, completions, embeddings, models, predict, types};
+use super::{chat, completions, embeddings, jobs, models, predict, types};
 use axum::Json;
 use std::collections::BTreeMap;
 use utoipa::{
@@ -66,7 +66,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(
         title = "cyxwiz-node",
-        description = "The OpenAI-compatible API of a CyxWiz server node, plus tensor prediction."
+        description = "The OpenAI-compatible API of a CyxWiz server node, plus tensor prediction and training jobs."
     ),
     paths(
         models::list,
@@ -74,9 +74,22 @@ impl Modify for BearerAuth {
         chat::create,
         completions::create,
         embeddings::create,
-        predict::create
+        predict::create,
+        jobs::create,
+        jobs::list,
+        jobs::show,
+        jobs::cancel,
+        jobs::pause,
+        jobs::resume,
+        jobs::events,
+        jobs::weights
     ),
-    components(schemas(types::ErrorBody, types::ChatCompletionChunk)),
+    components(schemas(
+        types::ErrorBody,
+        types::ChatCompletionChunk,
+        jobs::JobViewDoc,
+        jobs::JobUpdateDoc
+    )),
     modifiers(&BearerAuth),
     tags(
         (name = "openai", description = "OpenAI-compatible endpoints"),
@@ -106,6 +119,13 @@ mod tests {
             "/v1/completions",
             "/v1/embeddings",
             "/v1/predict",
+            "/v1/jobs",
+            "/v1/jobs/{id}",
+            "/v1/jobs/{id}/cancel",
+            "/v1/jobs/{id}/pause",
+            "/v1/jobs/{id}/resume",
+            "/v1/jobs/{id}/events",
+            "/v1/jobs/{id}/weights",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
@@ -115,6 +135,9 @@ mod tests {
             "ChatCompletion",
             "EmbeddingRequest",
             "ErrorBody",
+            "JobSubmission",
+            "JobView",
+            "JobUpdate",
         ] {
             assert!(schemas[name].is_object(), "{name} missing");
         }

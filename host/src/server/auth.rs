@@ -2,7 +2,8 @@
 //! checked against the node's keyring ([`crate::access`]: in memory, re-read when the
 //! database changes, so a revoked key stops working on its next request without a database
 //! write per request), OpenAI's `x-ratelimit-*` headers, `Retry-After` on 429, and audit
-//! events for failures and limit hits. Every `/v1` route needs the `inference` scope.
+//! events for failures and limit hits. The model routes of `/v1` need the `inference` scope
+//! ([`require_key`]), `/v1/jobs` the `jobs` scope ([`require_jobs_key`]); `admin` has both.
 
 use crate::{
     access::{self, Decision, Denied, Scope},
@@ -70,16 +71,30 @@ fn refusal(node: &Node, denied: Denied, path: &str) -> Response {
     response
 }
 
-/// The middleware on `/v1` routes.
-pub async fn require_key(State(state): State<Arc<Node>>, mut req: Request, next: Next) -> Response {
+/// The middleware on the model routes of `/v1` (the `inference` scope).
+pub async fn require_key(State(state): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    admit(&state, req, next, Scope::Inference).await
+}
+
+/// The middleware on `/v1/jobs` (the `jobs` scope).
+pub async fn require_jobs_key(
+    State(state): State<Arc<Node>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    admit(&state, req, next, Scope::Jobs).await
+}
+
+/// Lets a request with a key of `scope` (or none where keys are not required) through.
+async fn admit(state: &Node, mut req: Request, next: Next, scope: Scope) -> Response {
     let checked = state
         .access
-        .check(bearer(req.headers()), Scope::Inference, state.auth_required);
+        .check(bearer(req.headers()), scope, state.auth_required);
     let (caller, decision) = match checked {
         Ok(ok) => ok,
         Err(denied) => {
             let path = req.uri().path().to_string();
-            return refusal(&state, denied, &path);
+            return refusal(state, denied, &path);
         }
     };
     req.extensions_mut().insert(caller);

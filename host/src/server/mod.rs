@@ -98,12 +98,16 @@ pub fn router(state: Arc<Node>, api: &ApiSection) -> Router {
         state.clone(),
         auth::require_key,
     ));
+    let jobs = openai::jobs::routes(state.config.jobs.max_inline_dataset_bytes).route_layer(
+        middleware::from_fn_with_state(state.clone(), auth::require_jobs_key),
+    );
     let limits = limits::Limits::from_api(api);
     let router = Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openai::openapi::document))
         .merge(v1)
+        .merge(jobs)
         .route_layer(middleware::from_fn(guard::json_bodies))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
