@@ -16,9 +16,13 @@
 //!
 //! Once: `scripts/bench-training-setup` (the PyTorch venv) and
 //! `cargo build --release -p cyxwiz-plugin-train-candle -p cyxwiz-plugin-torch-tch`; then
-//! `cargo bench -p cyxwiz-e2e --bench training` (`--profile dev` also works: the bench binary
-//! only feeds batches, and it takes the plugins from `target/release` when they are there).
+//! `cargo bench -p cyxwiz-e2e --bench training`. The plugins come from `target/release` when
+//! they are there, whatever profile builds the bench; `--profile dev` builds the bench much
+//! faster but leaves the host's side of each step (the SDK's batch encoding) unoptimised,
+//! and says so.
 //! Environment: `CYXWIZ_BENCH_THREADS` (2), `CYXWIZ_BENCH_SAMPLES` (10000),
+//! `CYXWIZ_BENCH_REPEATS` (3: the fastest epoch counts), `CYXWIZ_BENCH_MODELS` (`mlp,cnn`),
+//! `CYXWIZ_BENCH_BACKENDS` (`train-candle,torch-tch,pytorch`),
 //! `CYXWIZ_BENCH_PLUGIN_DIR` (looked in first), `CYXWIZ_BENCH_TORCH_PYTHON` (default
 //! `~/.cache/cyxwiz-bench-venv/bin/python`).
 
@@ -299,6 +303,11 @@ fn profile(lib: &Path) -> &str {
     }
 }
 
+/// Whether `name` is in the comma-separated list `var` (every name when `var` is unset).
+fn listed(var: &str, name: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v.split(',').any(|n| n.trim() == name))
+}
+
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -382,20 +391,30 @@ fn main() {
         ),
     }
     if cfg!(debug_assertions) {
-        println!("  (bench binary in a dev profile: only its batch copies are unoptimised)");
+        println!("  WARNING: this bench binary is a dev build: the host's side of every step (the SDK's batch encoding) is unoptimised, which slows every plugin row; use the bench profile");
     }
 
     for (title, key, definition) in [
         ("MLP 784-128-10", "mlp", MLP),
         ("CNN conv8-pool-conv16-pool-dense10", "cnn", CNN),
     ] {
+        if !listed("CYXWIZ_BENCH_MODELS", key) {
+            continue;
+        }
         let model = parse_model_definition(definition, &dataset, None)
             .unwrap_or_else(|e| panic!("{key}: {e}"));
-        let torch = measure_torch(key, &setup);
+        let torch = if listed("CYXWIZ_BENCH_BACKENDS", "pytorch") {
+            measure_torch(key, &setup)
+        } else {
+            Err("skipped (CYXWIZ_BENCH_BACKENDS)".into())
+        };
         let mut rows: Vec<(String, std::result::Result<Measured, String>)> = libraries
             .iter()
             .map(|(name, lib)| {
                 let m = match lib {
+                    _ if !listed("CYXWIZ_BENCH_BACKENDS", name) => {
+                        Err("skipped (CYXWIZ_BENCH_BACKENDS)".into())
+                    }
                     Ok(lib) => measure_plugin(lib, &model, &setup).map_err(|e| e.to_string()),
                     Err(why) => Err(why.clone()),
                 };
