@@ -3,7 +3,9 @@
 //! requests by route and status, request latency, tokens generated, time to first token, and
 //! (read at scrape time) queue depth, loaded models, model memory and the process's resident
 //! memory; plus the latest system sample (CPU, memory, network, GPUs) that [`sampler`]
-//! publishes with [`Metrics::set_system`]. The sampler's SQLite history is [`history`].
+//! publishes with [`Metrics::set_system`], and training jobs (jobs by state, training samples
+//! per second, the durations of ended jobs by final state) that the `/metrics` handler
+//! publishes with [`Metrics::set_jobs`]. The sampler's SQLite history is [`history`].
 
 pub mod history;
 pub mod sampler;
@@ -35,6 +37,29 @@ struct Route {
     route: String,
 }
 
+/// Upper bounds of the job duration buckets, in seconds (a second to a day).
+const JOB_BUCKETS: [f64; 13] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
+];
+
+/// Labels of `cyxwiz_node_job_duration_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FinalState {
+    state: String,
+}
+
+/// Training jobs as `/metrics` shows them (read from the executor by the caller, so this
+/// module needs nothing of it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobReadings {
+    /// Jobs per state name (every state, zeros included).
+    pub by_state: Vec<(String, u64)>,
+    /// Training samples per second over the running jobs.
+    pub samples_per_second: f64,
+    /// Jobs that ended since the last reading: final state and seconds spent training.
+    pub finished: Vec<(String, f64)>,
+}
+
 /// Labels of the per-model families.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Model {
@@ -57,7 +82,9 @@ pub struct Metrics {
     latency: Latencies<Route>,
     tokens: Family<Model, Counter>,
     ttft: Latencies<Model>,
+    job_durations: Family<FinalState, Histogram, fn() -> Histogram>,
     system: Mutex<Option<Sample>>,
+    jobs: Mutex<Option<JobReadings>>,
 }
 
 impl Default for Metrics {
@@ -66,6 +93,8 @@ impl Default for Metrics {
         let latency = Latencies::<Route>::new_with_constructor(latency_histogram);
         let tokens = Family::<Model, Counter>::default();
         let ttft = Latencies::<Model>::new_with_constructor(latency_histogram);
+        let job_durations: Family<FinalState, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(JOB_BUCKETS));
         let mut registry = Registry::default();
         // The registry appends the `_total` of counters and the final full stop of help texts.
         registry.register(
@@ -88,13 +117,20 @@ impl Default for Metrics {
             "Time from a generation request to its first token, by model",
             ttft.clone(),
         );
+        registry.register(
+            "cyxwiz_node_job_duration_seconds",
+            "Time ended training jobs spent training, by final state",
+            job_durations.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             tokens,
             ttft,
+            job_durations,
             system: Mutex::default(),
+            jobs: Mutex::default(),
         }
     }
 }
@@ -146,6 +182,19 @@ impl Metrics {
         *self.system.lock().unwrap_or_else(|p| p.into_inner()) = Some(sample);
     }
 
+    /// Publishes the training jobs' figures: the ended jobs' durations go into the histogram,
+    /// the counts and rate are shown as gauges by [`render`](Self::render).
+    pub fn set_jobs(&self, mut readings: JobReadings) {
+        for (state, seconds) in readings.finished.drain(..) {
+            if seconds.is_finite() && seconds >= 0.0 {
+                self.job_durations
+                    .get_or_create(&FinalState { state })
+                    .observe(seconds);
+            }
+        }
+        *self.jobs.lock().unwrap_or_else(|p| p.into_inner()) = Some(readings);
+    }
+
     /// The latest system sample, if the sampler has published one.
     pub fn system(&self) -> Option<Sample> {
         self.system
@@ -195,6 +244,19 @@ impl Metrics {
         }
         if let Some(sample) = self.system() {
             register_system(&mut scrape, &sample);
+        }
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(jobs) = jobs {
+            scrape.register(
+                "cyxwiz_node_jobs",
+                "Training jobs, by state",
+                Readings::labelled("state", jobs.by_state),
+            );
+            scrape.register(
+                "cyxwiz_node_training_samples_per_second",
+                "Training samples per second over the running jobs",
+                Readings::single(jobs.samples_per_second),
+            );
         }
         let mut out = String::new();
         // Writing into a `String` cannot fail, and the encoders fail only when their writer does.
@@ -438,6 +500,39 @@ mod tests {
             !text.contains("cyxwiz_node_cpu_usage_percent"),
             "no system gauges before the first sample"
         );
+    }
+
+    #[test]
+    fn renders_jobs_by_state_the_training_rate_and_job_durations() {
+        let m = Metrics::default();
+        assert!(!m.render(&[], |_| 0).contains("cyxwiz_node_jobs"));
+        m.set_jobs(JobReadings {
+            by_state: vec![("queued".into(), 2), ("running".into(), 1)],
+            samples_per_second: 1234.5,
+            finished: vec![("succeeded".into(), 42.0), ("cancelled".into(), 3.0)],
+        });
+        m.set_jobs(JobReadings {
+            by_state: vec![("queued".into(), 1), ("running".into(), 1)],
+            samples_per_second: 1000.0,
+            finished: vec![("succeeded".into(), 100.0)],
+        });
+        let text = m.render(&[], |_| 0);
+        for line in [
+            "# TYPE cyxwiz_node_jobs gauge",
+            "cyxwiz_node_jobs{state=\"queued\"} 1",
+            "cyxwiz_node_jobs{state=\"running\"} 1",
+            "cyxwiz_node_training_samples_per_second 1000.0",
+            "# TYPE cyxwiz_node_job_duration_seconds histogram",
+            "cyxwiz_node_job_duration_seconds_count{state=\"succeeded\"} 2",
+            "cyxwiz_node_job_duration_seconds_sum{state=\"succeeded\"} 142.0",
+            "cyxwiz_node_job_duration_seconds_bucket{state=\"succeeded\",le=\"60\"} 1",
+            "cyxwiz_node_job_duration_seconds_bucket{state=\"cancelled\",le=\"5\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
+        }
     }
 
     fn synthetic_sample() -> Sample {

@@ -207,12 +207,11 @@ fn parse(bytes: &[u8]) -> Result<JobSubmission, ApiError> {
     request_body = JobSubmission,
     responses(
         (status = 201, description = "The job, queued", body = JobViewDoc),
-        (status = 400, description = "A bad field, graph or dataset (the message names it)", body = super::types::ErrorBody),
+        (status = 400, description = "A bad field, graph or dataset (the message names it), or no such training backend", body = super::types::ErrorBody),
         (status = 401, description = "Missing or bad API key", body = super::types::ErrorBody),
         (status = 403, description = "Key without the `jobs` scope", body = super::types::ErrorBody),
         (status = 413, description = "Body too large", body = super::types::ErrorBody),
         (status = 429, description = "The job queue is full", body = super::types::ErrorBody),
-        (status = 501, description = "No such training backend, or the job cannot be steered so", body = super::types::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -317,9 +316,8 @@ pub async fn show(
     params(("id" = String, Path, description = "Job id (a UUID)")),
     responses(
         (status = 200, description = "The job after the cancel", body = JobViewDoc),
-        (status = 400, description = "The id is not a UUID", body = super::types::ErrorBody),
+        (status = 400, description = "The id is not a UUID, or the job has ended already", body = super::types::ErrorBody),
         (status = 404, description = "No such job", body = super::types::ErrorBody),
-        (status = 501, description = "The job has ended already", body = super::types::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -342,8 +340,8 @@ pub async fn cancel(
     params(("id" = String, Path, description = "Job id (a UUID)")),
     responses(
         (status = 200, description = "The job", body = JobViewDoc),
+        (status = 400, description = "The id is not a UUID, or the job is not running", body = super::types::ErrorBody),
         (status = 404, description = "No such job", body = super::types::ErrorBody),
-        (status = 501, description = "The job is not running", body = super::types::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -364,8 +362,8 @@ pub async fn pause(
     params(("id" = String, Path, description = "Job id (a UUID)")),
     responses(
         (status = 200, description = "The job", body = JobViewDoc),
+        (status = 400, description = "The id is not a UUID, or the job is not paused", body = super::types::ErrorBody),
         (status = 404, description = "No such job", body = super::types::ErrorBody),
-        (status = 501, description = "The job is not paused", body = super::types::ErrorBody),
     ),
     security(("bearer" = []))
 )]

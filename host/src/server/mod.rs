@@ -27,7 +27,33 @@ use axum::{
 use std::{future::Future, sync::Arc};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+/// The training jobs' figures for `/metrics` (a database read: off the async threads).
+async fn job_readings(state: &Arc<Node>) -> Option<crate::metrics::JobReadings> {
+    let jobs = state.jobs.clone();
+    tokio::task::spawn_blocking(move || {
+        let stats = jobs.stats();
+        crate::metrics::JobReadings {
+            by_state: stats
+                .by_state
+                .into_iter()
+                .map(|(state, n)| (state.to_string(), n))
+                .collect(),
+            samples_per_second: stats.samples_per_second,
+            finished: jobs
+                .drain_finished()
+                .into_iter()
+                .map(|(state, secs)| (state.as_str().to_string(), secs))
+                .collect(),
+        }
+    })
+    .await
+    .ok()
+}
+
 async fn metrics(State(state): State<Arc<Node>>) -> Response {
+    if let Some(readings) = job_readings(&state).await {
+        state.metrics.set_jobs(readings);
+    }
     let snapshot = state.deployments.snapshot();
     let text = state.metrics.render(&snapshot, |name| {
         state.deployments.get(name).map_or(0, |w| w.queue_depth())
