@@ -290,8 +290,8 @@ fn a_cnn_learns_the_digits() {
     running.stop();
 }
 
-fn kill9(running: Running) {
-    let mut child = running.child;
+fn kill9(mut running: Running) {
+    let child = &mut running.child;
     Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
         .status()
