@@ -192,6 +192,8 @@ impl Metrics {
                     .observe(seconds);
             }
         }
+        // An empty f64 sum is -0.0; the exposition shows 0.
+        readings.samples_per_second += 0.0;
         *self.jobs.lock().unwrap_or_else(|p| p.into_inner()) = Some(readings);
     }
 
@@ -506,6 +508,13 @@ mod tests {
     fn renders_jobs_by_state_the_training_rate_and_job_durations() {
         let m = Metrics::default();
         assert!(!m.render(&[], |_| 0).contains("cyxwiz_node_jobs"));
+        m.set_jobs(JobReadings {
+            samples_per_second: std::iter::empty::<f64>().sum(),
+            ..JobReadings::default()
+        });
+        assert!(m
+            .render(&[], |_| 0)
+            .contains("\ncyxwiz_node_training_samples_per_second 0.0\n"));
         m.set_jobs(JobReadings {
             by_state: vec![("queued".into(), 2), ("running".into(), 1)],
             samples_per_second: 1234.5,
