@@ -8,6 +8,7 @@
 mod common;
 
 use common::{cnn, fashion, job, mlp, optimizer, spec, trainer, Data, MemHost};
+use cyxwiz_sdk::Trainer as _;
 use cyxwiz_sdk::{
     training::{
         CheckpointReason, LayerKind, Loss, ModelSpec, OptimizerKind, TensorFile, TrainingJob,
@@ -296,4 +297,60 @@ fn bad_jobs_are_clean_errors() {
     let err = trainer().train(&good, &mut host).unwrap_err();
     assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
     assert!(err.message.contains("label 10"), "{err}");
+}
+
+/// Training samples/s of the MLP and the CNN above (no validation; the epoch-end checkpoint
+/// included), best of epochs 2 and 3, at 1 and 2 threads, through the plugin ABI and
+/// in-process; printed, not asserted. In a plain debug build the workspace crates are
+/// unoptimised, and the SDK's batch conversion at the boundary and its dropout masks dominate;
+/// for numbers that mean something, optimise them as a release build would:
+/// `cargo test -p cyxwiz-plugin-torch-tch --test training throughput --config
+/// profile.dev.package.cyxwiz-sdk.opt-level=3 --config
+/// profile.dev.package.cyxwiz-plugin-host.opt-level=3 --config
+/// profile.dev.package.cyxwiz-plugin-torch-tch.opt-level=3 -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn throughput() {
+    let mut sgd = optimizer(OptimizerKind::Sgd, 0.01);
+    sgd.momentum = Some(0.9);
+    let models = [
+        ("MLP Adam", mlp(optimizer(OptimizerKind::Adam, 1e-3))),
+        ("MLP SGD", mlp(sgd.clone())),
+        ("CNN Adam", cnn(optimizer(OptimizerKind::Adam, 1e-3))),
+        ("CNN SGD", cnn(sgd)),
+    ];
+    let abi = trainer();
+    for threads in [1, 2] {
+        for (name, model) in &models {
+            for through_abi in [true, false] {
+                let mut host = host(64, 1);
+                let mut job = job(model.clone(), &host, 3, 1);
+                job.validation_batches = 0;
+                job.threads = threads;
+                let started = Instant::now();
+                if through_abi {
+                    abi.train(&job, &mut host).unwrap();
+                } else {
+                    cyxwiz_plugin_torch_tch::TorchTrainer
+                        .train(&job, &mut host)
+                        .unwrap();
+                }
+                let mut ends = vec![started];
+                ends.extend(&host.epoch_ends);
+                let best = ends[1..]
+                    .windows(2)
+                    .map(|w| (w[1] - w[0]).as_secs_f64())
+                    .fold(f64::MAX, f64::min);
+                println!(
+                    "torch-tch {name}, batch 64, {threads} thread(s), {}: {:.0} samples/s",
+                    if through_abi {
+                        "plugin ABI"
+                    } else {
+                        "in-process"
+                    },
+                    host.train.len() as f64 / best
+                );
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ use cyxwiz_sdk::{
     Result,
 };
 use cyxwiz_testkit::cdylib_path;
-use std::{io::Read, path::Path, sync::OnceLock};
+use std::{io::Read, path::Path, sync::OnceLock, time::Instant};
 
 /// Labelled samples, row-major.
 #[derive(Clone)]
@@ -100,6 +100,8 @@ pub struct MemHost {
     pub stop_after: Option<u64>,
     pub reports: Vec<TrainingProgress>,
     pub checkpoints: Vec<Checkpoint>,
+    /// When each epoch-end report arrived.
+    pub epoch_ends: Vec<Instant>,
     steps: u64,
     order: Option<(u32, Vec<usize>)>,
 }
@@ -114,6 +116,7 @@ impl MemHost {
             stop_after: None,
             reports: Vec::new(),
             checkpoints: Vec::new(),
+            epoch_ends: Vec::new(),
             steps: 0,
             order: None,
         }
@@ -169,7 +172,9 @@ impl TrainingHost for MemHost {
 
     fn report(&mut self, progress: &TrainingProgress) -> Directive {
         self.reports.push(progress.clone());
-        if !progress.epoch_end {
+        if progress.epoch_end {
+            self.epoch_ends.push(Instant::now());
+        } else {
             self.steps += 1;
             if Some(self.steps) == self.stop_after {
                 return Directive::STOP;
