@@ -521,12 +521,12 @@ impl Config {
         }
     }
 
-    /// `[jobs] dataset_dirs`, resolved against the data directory.
+    /// `[jobs] dataset_dirs`, relative ones under the data directory.
     pub fn dataset_dirs(&self) -> Vec<PathBuf> {
         self.jobs
             .dataset_dirs
             .iter()
-            .map(|d| self.resolve(d))
+            .map(|d| self.data_dir.join(d))
             .collect()
     }
 

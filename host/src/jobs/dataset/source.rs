@@ -209,7 +209,11 @@ fn confine(path: &Path, dirs: &[PathBuf]) -> Result<PathBuf, DatasetError> {
     }
     let roots: Vec<PathBuf> = dirs.iter().filter_map(|d| d.canonicalize().ok()).collect();
     if roots.is_empty() {
-        return Err(outside("no dataset directories are configured".into()));
+        let configured: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(outside(format!(
+            "no dataset directory exists; [jobs] dataset_dirs = [{}]",
+            configured.join(", ")
+        )));
     }
     let under = |p: &Path| roots.iter().chain(dirs).any(|r| p.starts_with(r));
     if !under(path) {
