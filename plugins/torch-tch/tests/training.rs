@@ -1,35 +1,23 @@
-//! torch-tch's training backend through the plugin ABI on real data (the first 4096
-//! Fashion-MNIST training images, 1024 test images for validation): an MLP and a small CNN
-//! learn; every layer kind and optimizer trains; STOP is honoured with a checkpoint; a job
-//! resumed from an epoch-end or a mid-epoch checkpoint gives the next step's loss of the
-//! uninterrupted run; bad jobs are clean errors.
+//! torch-tch's training backend through the plugin ABI: the SDK's training conformance
+//! section (every optimizer and loss, every layer kind, STOP and PAUSE, exact resume, clean
+//! errors, panics), and real training on real data (the first 4096 Fashion-MNIST training
+//! images, 1024 test images for validation): an MLP and a small CNN learn, well above chance.
+//! A throughput measurement runs by hand.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{cnn, fashion, job, mlp, optimizer, spec, trainer, Data, MemHost};
-use cyxwiz_sdk::Trainer as _;
+use common::{cnn, fashion, job, mlp, optimizer, trainer, MemHost};
 use cyxwiz_sdk::{
-    training::{
-        CheckpointReason, LayerKind, Loss, ModelSpec, OptimizerKind, TensorFile, TrainingJob,
-    },
-    ErrorKind,
+    training::{CheckpointReason, ModelSpec, OptimizerKind, TensorFile},
+    Trainer as _,
 };
+use cyxwiz_testkit::{cdylib_path, TrainingConformance};
 use std::time::Instant;
 
 fn host(batch_size: usize, seed: u64) -> MemHost {
     let (train, validation) = fashion().clone();
     MemHost::new(train, validation, batch_size, seed)
-}
-
-fn small_host(train: usize, validation: usize, seed: u64) -> MemHost {
-    let (t, v) = fashion();
-    let cut = |d: &Data, n: usize| Data {
-        sample: d.sample.clone(),
-        inputs: d.inputs[..n * 784].to_vec(),
-        labels: d.labels[..n].to_vec(),
-    };
-    MemHost::new(cut(t, train), cut(v, validation), 64, seed)
 }
 
 /// Each step's own loss, from the running means of the step reports (full batches of 64).
@@ -109,196 +97,6 @@ fn a_cnn_with_batchnorm_learns_fashion_mnist_with_sgd_momentum() {
         .unwrap();
 }
 
-/// Every activation, BatchNorm1d, Softmax before MSE.
-fn zoo(optimizer: cyxwiz_sdk::training::Optimizer, loss: Loss) -> ModelSpec {
-    let mut layers = vec![
-        LayerKind::Flatten,
-        LayerKind::Dense {
-            inputs: 784,
-            units: 64,
-        },
-        LayerKind::BatchNorm {
-            features: 64,
-            epsilon: 1e-5,
-            momentum: 0.1,
-        },
-        LayerKind::Gelu,
-        LayerKind::Dropout { rate: 0.1 },
-        LayerKind::Dense {
-            inputs: 64,
-            units: 32,
-        },
-        LayerKind::LeakyRelu {
-            negative_slope: 0.1,
-        },
-        LayerKind::Dense {
-            inputs: 32,
-            units: 32,
-        },
-        LayerKind::Tanh,
-        LayerKind::Dense {
-            inputs: 32,
-            units: 32,
-        },
-        LayerKind::Sigmoid,
-        LayerKind::Dense {
-            inputs: 32,
-            units: 10,
-        },
-    ];
-    if loss == Loss::Mse {
-        layers.push(LayerKind::Softmax);
-    }
-    spec(&[1, 28, 28], 10, layers, loss, optimizer)
-}
-
-#[test]
-fn every_layer_kind_and_optimizer_trains() {
-    let mut cases = vec![
-        (optimizer(OptimizerKind::Sgd, 0.5), Loss::CrossEntropy),
-        (optimizer(OptimizerKind::Adam, 3e-3), Loss::CrossEntropy),
-        (optimizer(OptimizerKind::AdamW, 3e-3), Loss::Mse),
-        (optimizer(OptimizerKind::RmsProp, 1e-3), Loss::CrossEntropy),
-    ];
-    let mut sgd = optimizer(OptimizerKind::Sgd, 0.1);
-    sgd.momentum = Some(0.9);
-    sgd.weight_decay = Some(1e-4);
-    cases.push((sgd, Loss::CrossEntropy));
-    let mut rms = optimizer(OptimizerKind::RmsProp, 5e-4);
-    rms.momentum = Some(0.5);
-    rms.weight_decay = Some(1e-4);
-    cases.push((rms, Loss::CrossEntropy));
-    let mut results = Vec::new();
-    for (opt, loss) in cases {
-        let label = format!("{:?} {:?}", opt.kind, loss);
-        let mut host = small_host(1024, 256, 3);
-        let job = job(zoo(opt, loss), &host, 3, 3);
-        trainer().train(&job, &mut host).unwrap();
-        let epochs = host.epochs();
-        let (first, last) = (
-            epochs[0].metric("loss").unwrap(),
-            epochs[2].metric("loss").unwrap(),
-        );
-        let accuracy = epochs[2].metric("val_accuracy").unwrap();
-        println!("{label}: loss {first:.4} → {last:.4}, validation accuracy {accuracy:.3}");
-        results.push((label, first, last, accuracy));
-    }
-    for (label, first, last, accuracy) in results {
-        assert!(last < first, "{label}: loss {first} → {last}");
-        assert!(accuracy > 0.3, "{label}: validation accuracy {accuracy}");
-    }
-}
-
-#[test]
-fn stop_is_honoured_with_a_checkpoint() {
-    let mut host = small_host(1024, 128, 5);
-    host.stop_after = Some(5);
-    let job = job(mlp(optimizer(OptimizerKind::Adam, 1e-3)), &host, 2, 5);
-    let outcome = trainer().train(&job, &mut host).unwrap();
-    assert!(outcome.stopped);
-    assert_eq!(outcome.epochs_done, 0);
-    assert_eq!(host.steps().len(), 5);
-    let last = host.checkpoints.last().unwrap();
-    assert_eq!(last.reason, CheckpointReason::STOPPED);
-    assert_eq!(last.steps_done, 5);
-    assert!(outcome.metrics.iter().any(|m| m.name == "loss"));
-}
-
-/// Runs `model` uninterrupted, and again from a checkpoint: the epoch-end one of the
-/// uninterrupted run, or (with `stop_after`) one written on STOP after that many steps. The
-/// resumed run's next step report matches the uninterrupted run's, and so does its end.
-fn resume_matches(model: ModelSpec, stop_after: Option<u64>) {
-    let mut whole = small_host(1024, 128, 11);
-    let full = job(model, &whole, 2, 11);
-    trainer().train(&full, &mut whole).unwrap();
-    let checkpoint = match stop_after {
-        Some(steps) => {
-            let mut first = small_host(1024, 128, 11);
-            first.stop_after = Some(steps);
-            trainer().train(&full, &mut first).unwrap();
-            let c = first.checkpoints.last().unwrap().clone();
-            assert_eq!(c.reason, CheckpointReason::STOPPED);
-            c
-        }
-        None => {
-            let c = whole.checkpoints[0].clone();
-            assert_eq!(c.reason, CheckpointReason::EPOCH);
-            c
-        }
-    };
-    let done = checkpoint.steps_done as usize;
-
-    let mut second = small_host(1024, 128, 11);
-    let resumed = TrainingJob {
-        resume: checkpoint.data,
-        ..full
-    };
-    let outcome = trainer().train(&resumed, &mut second).unwrap();
-    assert_eq!(outcome.epochs_done, 2);
-    let want = whole.steps()[done];
-    let got = second.steps()[0];
-    assert_eq!((got.epoch, got.step), (want.epoch, want.step));
-    let (a, b) = (got.metric("loss").unwrap(), want.metric("loss").unwrap());
-    assert!((a - b).abs() < 1e-5, "resumed {a} vs uninterrupted {b}");
-    let (a, b) = (
-        second.epochs().last().unwrap().metric("val_loss").unwrap(),
-        whole.epochs().last().unwrap().metric("val_loss").unwrap(),
-    );
-    assert!((a - b).abs() < 1e-5, "final validation loss {a} vs {b}");
-}
-
-#[test]
-fn resume_mid_epoch_gives_the_same_next_step_loss() {
-    // Dropout masks by global step, Adam's moments and step count, the epoch's running totals.
-    resume_matches(mlp(optimizer(OptimizerKind::Adam, 1e-3)), Some(5));
-}
-
-#[test]
-fn resume_after_an_epoch_gives_the_same_next_step_loss() {
-    // BatchNorm running statistics and SGD's momentum buffers.
-    let mut sgd = optimizer(OptimizerKind::Sgd, 0.05);
-    sgd.momentum = Some(0.9);
-    resume_matches(cnn(sgd), None);
-}
-
-#[test]
-fn bad_jobs_are_clean_errors() {
-    let mut host = small_host(128, 64, 1);
-    let good = job(mlp(optimizer(OptimizerKind::Adam, 1e-3)), &host, 1, 1);
-
-    let cuda = TrainingJob {
-        device: "cuda:0".into(),
-        ..good.clone()
-    };
-    // A CUDA job runs where libtorch has a device, and is refused cleanly where it has none.
-    if let Err(err) = trainer().train(&cuda, &mut host) {
-        assert_eq!(err.kind, ErrorKind::UNSUPPORTED, "{err}");
-        assert!(err.message.contains("no CUDA device"), "{err}");
-    }
-    let err = trainer()
-        .train(
-            &TrainingJob {
-                device: "tpu".into(),
-                ..good.clone()
-            },
-            &mut host,
-        )
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
-
-    let garbage = TrainingJob {
-        resume: b"not a checkpoint".to_vec(),
-        ..good.clone()
-    };
-    let err = trainer().train(&garbage, &mut host).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
-
-    host.train.labels[3] = 10;
-    let err = trainer().train(&good, &mut host).unwrap_err();
-    assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
-    assert!(err.message.contains("label 10"), "{err}");
-}
-
 /// Training samples/s of the MLP and the CNN above (no validation; the epoch-end checkpoint
 /// included), best of epochs 2 and 3, at 1 and 2 threads, through the plugin ABI and
 /// in-process; printed, not asserted. In a plain debug build the workspace crates are
@@ -353,4 +151,11 @@ fn throughput() {
             }
         }
     }
+}
+
+#[test]
+fn torch_tch_passes_the_training_conformance() {
+    let report = TrainingConformance::new(cdylib_path("cyxwiz_plugin_torch_tch")).run();
+    println!("{report}");
+    report.assert_passed();
 }

@@ -5,8 +5,8 @@
 
 use super::TorchResult;
 use cyxwiz_sdk::{
-    training::{dropout_mask, LayerKind, StepContext},
-    Result,
+    training::{dropout_mask, LayerKind, ModelSpec, StepContext},
+    Error, Result,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -51,6 +51,85 @@ pub(crate) enum Op {
     Sigmoid,
     Tanh,
     Softmax,
+}
+
+/// Checks that the spec's shapes chain as PyTorch computes them, from the input to an output
+/// of `[classes]`; an error names the layer. (The host validates specs; a backend must not
+/// trust a job it did not parse, and libtorch would fail mid-step otherwise.)
+pub(crate) fn check_shapes(spec: &ModelSpec) -> Result<()> {
+    let mut shape = spec.input_shape.clone();
+    for layer in &spec.layers {
+        let bad =
+            |why: String| Error::invalid_input(format!("{} (`{}`): {why}", layer.origin, layer.id));
+        let image = |what: &str| match shape[..] {
+            [c, h, w] => Ok((c, h, w)),
+            _ => Err(bad(format!("{what} takes [C, H, W], gets {shape:?}"))),
+        };
+        let window = |n: usize, k: usize, s: usize, p: usize| {
+            (k > 0 && s > 0 && n + 2 * p >= k).then(|| (n + 2 * p - k) / s + 1)
+        };
+        let out = match layer.kind {
+            LayerKind::Dense { inputs, units } => {
+                if shape != [inputs] {
+                    return Err(bad(format!("Dense takes [{inputs}], gets {shape:?}")));
+                }
+                vec![units]
+            }
+            LayerKind::Conv2d {
+                in_channels,
+                filters,
+                kernel,
+                stride,
+                padding,
+            } => {
+                let (c, h, w) = image("Conv2d")?;
+                match (window(h, kernel, stride, padding), window(w, kernel, stride, padding)) {
+                    (Some(oh), Some(ow)) if c == in_channels => vec![filters, oh, ow],
+                    _ => {
+                        return Err(bad(format!(
+                            "Conv2d({in_channels}, {filters}, kernel {kernel}, stride {stride}, padding {padding}) does not fit {shape:?}"
+                        )))
+                    }
+                }
+            }
+            LayerKind::MaxPool2d { kernel, stride } | LayerKind::AvgPool2d { kernel, stride } => {
+                let (c, h, w) = image("pooling")?;
+                match (window(h, kernel, stride, 0), window(w, kernel, stride, 0)) {
+                    (Some(oh), Some(ow)) => vec![c, oh, ow],
+                    _ => {
+                        return Err(bad(format!(
+                            "pooling window {kernel}, stride {stride} does not fit {shape:?}"
+                        )))
+                    }
+                }
+            }
+            LayerKind::Flatten => vec![shape.iter().product()],
+            LayerKind::Dropout { rate } if !(0.0..1.0).contains(&rate) => {
+                return Err(bad(format!("dropout rate must be in [0, 1), got {rate}")))
+            }
+            LayerKind::BatchNorm { features, .. } if !matches!(shape[..], [f] | [f, _, _] if f == features) => {
+                return Err(bad(format!("BatchNorm({features}) does not fit {shape:?}")))
+            }
+            LayerKind::Softmax if shape.len() != 1 => {
+                return Err(bad(format!("Softmax takes a flat input, gets {shape:?}")))
+            }
+            _ => shape.clone(),
+        };
+        if out != layer.output_shape {
+            return Err(bad(format!(
+                "declared output shape {:?}, computed {out:?}",
+                layer.output_shape
+            )));
+        }
+        shape = out;
+    }
+    if shape != [spec.classes] {
+        return Err(Error::invalid_input(format!(
+            "the model's output has shape {shape:?}; the loss takes [{}] (the classes)",
+            spec.classes
+        )));
+    }
+    Ok(())
 }
 
 /// A tensor a layer owns: its spec-name suffix and shape.
@@ -228,5 +307,95 @@ impl Op {
             Op::Tanh => x.f_tanh().or_fail(what),
             Op::Softmax => x.f_softmax(-1, Kind::Float).or_fail(what),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cyxwiz_sdk::{
+        training::{Layer, Loss, Optimizer, OptimizerKind},
+        ErrorKind,
+    };
+
+    fn spec(layers: Vec<(LayerKind, Vec<usize>)>) -> ModelSpec {
+        ModelSpec {
+            input_shape: vec![1, 8, 8],
+            classes: 3,
+            layers: layers
+                .into_iter()
+                .enumerate()
+                .map(|(i, (kind, output_shape))| Layer {
+                    id: i.to_string(),
+                    origin: format!("node {i}"),
+                    kind,
+                    output_shape,
+                })
+                .collect(),
+            loss: Loss::CrossEntropy,
+            softmax_folded: false,
+            optimizer: Optimizer {
+                kind: OptimizerKind::Sgd,
+                learning_rate: 0.1,
+                momentum: Some(0.0),
+                beta1: None,
+                beta2: None,
+                epsilon: None,
+                weight_decay: Some(0.0),
+            },
+        }
+    }
+
+    fn conv(in_channels: usize, kernel: usize, padding: usize) -> LayerKind {
+        LayerKind::Conv2d {
+            in_channels,
+            filters: 2,
+            kernel,
+            stride: 1,
+            padding,
+        }
+    }
+
+    #[test]
+    fn shapes_must_chain_to_the_classes() {
+        let pool = LayerKind::MaxPool2d {
+            kernel: 2,
+            stride: 2,
+        };
+        let good = vec![
+            (conv(1, 3, 1), vec![2, 8, 8]),
+            (pool.clone(), vec![2, 4, 4]),
+            (LayerKind::Flatten, vec![32]),
+            (
+                LayerKind::Dense {
+                    inputs: 32,
+                    units: 3,
+                },
+                vec![3],
+            ),
+        ];
+        check_shapes(&spec(good.clone())).unwrap();
+        let broken = |i: usize, layer: (LayerKind, Vec<usize>)| {
+            let mut layers = good.clone();
+            layers[i] = layer;
+            let err = check_shapes(&spec(layers)).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::INVALID_INPUT, "{err}");
+            err.message
+        };
+        assert!(broken(0, (conv(3, 3, 1), vec![2, 8, 8])).contains("node 0"));
+        assert!(broken(0, (conv(1, 11, 1), vec![2, 8, 8])).contains("does not fit"));
+        assert!(broken(1, (pool, vec![2, 3, 3])).contains("computed [2, 4, 4]"));
+        let err = broken(
+            3,
+            (
+                LayerKind::Dense {
+                    inputs: 32,
+                    units: 4,
+                },
+                vec![4],
+            ),
+        );
+        assert!(err.contains("[3]"), "{err}");
+        assert!(broken(2, (LayerKind::Softmax, vec![2, 4, 4])).contains("flat"));
     }
 }

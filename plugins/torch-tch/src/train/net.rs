@@ -5,7 +5,7 @@
 //! numbers (loss and correct count) come back in one copy.
 
 use super::{
-    layers::{op, slots, Op, Pass},
+    layers::{check_shapes, op, slots, Op, Pass},
     optim::Optim,
     TorchResult,
 };
@@ -78,6 +78,7 @@ impl TorchNet {
         state: Vec<NamedTensor>,
         device: Device,
     ) -> Result<Self> {
+        check_shapes(spec)?;
         let model = TensorFile {
             tensors: parameters,
             metadata: Default::default(),

@@ -1,7 +1,7 @@
 //! Shared pieces of the training tests: a small reader for the Debian Fashion-MNIST IDX files,
-//! an in-memory `TrainingHost` (seeded shuffling, recorded reports and checkpoints, a STOP at
-//! a chosen step), model specs written out with their shapes, and the plugin's trainer.
-#![allow(dead_code, clippy::unwrap_used)]
+//! an in-memory `TrainingHost` (seeded shuffling, recorded reports, checkpoints and epoch
+//! times), model specs written out with their shapes, and the plugin's trainer.
+#![allow(clippy::unwrap_used)]
 
 use cyxwiz_plugin_host::{PluginLibrary, Trainer};
 use cyxwiz_sdk::{
@@ -90,19 +90,16 @@ pub fn fashion() -> &'static (Data, Data) {
 }
 
 /// A host serving batches from memory: the training split shuffled per epoch with the job's
-/// seed, validation in order; it records every report and checkpoint and answers STOP after
-/// `stop_after` training steps of this run.
+/// seed, validation in order; it records every report and checkpoint.
 pub struct MemHost {
     pub train: Data,
     pub validation: Data,
     pub batch_size: usize,
     pub seed: u64,
-    pub stop_after: Option<u64>,
     pub reports: Vec<TrainingProgress>,
     pub checkpoints: Vec<Checkpoint>,
     /// When each epoch-end report arrived.
     pub epoch_ends: Vec<Instant>,
-    steps: u64,
     order: Option<(u32, Vec<usize>)>,
 }
 
@@ -113,11 +110,9 @@ impl MemHost {
             validation,
             batch_size,
             seed,
-            stop_after: None,
             reports: Vec::new(),
             checkpoints: Vec::new(),
             epoch_ends: Vec::new(),
-            steps: 0,
             order: None,
         }
     }
@@ -174,11 +169,6 @@ impl TrainingHost for MemHost {
         self.reports.push(progress.clone());
         if progress.epoch_end {
             self.epoch_ends.push(Instant::now());
-        } else {
-            self.steps += 1;
-            if Some(self.steps) == self.stop_after {
-                return Directive::STOP;
-            }
         }
         Directive::CONTINUE
     }
