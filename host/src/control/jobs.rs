@@ -9,7 +9,7 @@ use super::{
     service::Streamed,
 };
 use crate::{
-    jobs::{graph::MAX_DEFINITION_BYTES, JobRequest, JobState, JobView, Jobs},
+    jobs::{graph::MAX_DEFINITION_BYTES, JobRequest, JobState, JobUpdate, JobView, Jobs},
     node::NodeError,
 };
 use cyxwiz_proto::daemon as pb;
@@ -223,14 +223,25 @@ pub(super) async fn updates(
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let update = tokio::select! {
-                got = events.recv() => match got {
-                    Ok(u) => u,
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return,
-                },
+            let got = tokio::select! {
+                got = events.recv() => got,
                 _ = stop.wait_for(|s| *s) => return,
                 () = tx.closed() => return,
+            };
+            let update = match (got, &only) {
+                (Ok(u), _) => u,
+                (Err(RecvError::Lagged(_)), Some(id)) => {
+                    // Updates were missed: the job as it is now, so an end is not.
+                    let (jobs, id) = (jobs.clone(), id.clone());
+                    let now = tokio::task::spawn_blocking(move || jobs.get(&id).ok())
+                        .await
+                        .ok()
+                        .flatten();
+                    let Some(now) = now else { return };
+                    JobUpdate::state(&now.id, now.state, "updates were missed; the job now")
+                }
+                (Err(RecvError::Lagged(_)), None) => continue,
+                (Err(RecvError::Closed), _) => return,
             };
             if only.as_ref().is_some_and(|id| *id != update.job_id) {
                 continue;

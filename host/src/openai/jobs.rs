@@ -382,8 +382,9 @@ fn event(name: &str, data: &impl serde::Serialize) -> Event {
 }
 
 /// The job's live events (server-sent events): first `job` with the job as it is now, then
-/// its `state`, `progress` and `checkpoint` updates; the stream ends after the state event
-/// that ends the job (at once for a job that has ended).
+/// its `state`, `progress` and `checkpoint` updates (a `job` again after a reader fell behind
+/// and missed some); the stream ends after the event that ends the job (at once for a job
+/// that has ended).
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}/events",
@@ -401,12 +402,16 @@ pub async fn events(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Re
     let jobs = jobs(&ctx);
     // Subscribed before the job is read: nothing after that read is missed.
     let updates = jobs.subscribe();
-    let view = blocking(move || jobs.get(&id)).await?;
+    let view = {
+        let jobs = jobs.clone();
+        blocking(move || jobs.get(&id)).await?
+    };
     let id = view.id.clone();
     let first = event("job", &view);
     let ended = view.state.is_terminal();
     let rest = futures_util::stream::unfold((updates, ended), move |(mut updates, ended)| {
         let id = id.clone();
+        let jobs = jobs.clone();
         async move {
             if ended {
                 return None;
@@ -417,7 +422,17 @@ pub async fn events(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Re
                         let end = u.is_end();
                         return Some((event(u.kind, &u), (updates, end)));
                     }
-                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => {
+                        // Updates were missed (a slow reader): the job as it is now instead,
+                        // so an end is never missed.
+                        let now = tokio::task::spawn_blocking(move || jobs.get(&id))
+                            .await
+                            .ok()
+                            .and_then(Result::ok)?;
+                        let end = now.state.is_terminal();
+                        return Some((event("job", &now), (updates, end)));
+                    }
                     Err(RecvError::Closed) => return None,
                 }
             }
