@@ -6,7 +6,7 @@
 use super::{
     checks::{blocking, bounded, invalid},
     convert,
-    service::Streamed,
+    service::{receiver_stream, Streamed},
 };
 use crate::{
     jobs::{graph::MAX_DEFINITION_BYTES, JobRequest, JobState, JobUpdate, JobView, Jobs},
@@ -185,12 +185,6 @@ pub(super) async fn steer(jobs: Arc<Jobs>, id: String, what: Steer) -> Result<Jo
         .map_err(err)
     })
     .await
-}
-
-fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> Streamed<T> {
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
 }
 
 /// `StreamJobUpdates`: every job's updates, or one job's until it ends.

@@ -110,7 +110,10 @@ impl ControlService {
     }
 }
 
-fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> Streamed<T> {
+/// The stream of what `rx` receives.
+pub(super) fn receiver_stream<T: Send + 'static>(
+    rx: mpsc::Receiver<Result<T, Status>>,
+) -> Streamed<T> {
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))
