@@ -1,7 +1,6 @@
-//! Why a job operation failed, typed; mapped once to [`NodeError`] (and from there to HTTP,
-//! gRPC and the CLI).
+//! Why a job operation failed, typed. The node maps it once to its `NodeError` (and from
+//! there to HTTP, gRPC and the CLI), in `node::error`.
 
-use crate::node::{ErrorKind, NodeError};
 use crate::store::StoreError;
 
 use super::dataset::DatasetError;
@@ -75,30 +74,4 @@ pub enum JobError {
     /// A file in the job's directory could not be written or read.
     #[error("job files: {0}")]
     Io(String),
-}
-
-impl From<JobError> for NodeError {
-    fn from(e: JobError) -> Self {
-        let kind = match &e {
-            JobError::Invalid { .. }
-            | JobError::Graph(_)
-            | JobError::Dataset(_)
-            | JobError::BadId(_) => ErrorKind::InvalidInput,
-            JobError::NotFound(_) | JobError::NoWeights(_) => ErrorKind::NotFound,
-            JobError::Exists(_) => ErrorKind::AlreadyExists,
-            JobError::QueueFull { .. } => ErrorKind::LimitReached,
-            JobError::WrongState { .. } | JobError::NoBackend { .. } => ErrorKind::Unsupported,
-            JobError::ShuttingDown => ErrorKind::Unavailable,
-            JobError::Store(_) | JobError::Io(_) | JobError::Training(_) => ErrorKind::Internal,
-        };
-        let param = match &e {
-            JobError::Invalid { field, .. } => Some(field.clone()),
-            JobError::Graph(_) => Some("graph".to_owned()),
-            JobError::Dataset(_) => Some("dataset".to_owned()),
-            _ => None,
-        };
-        let mut err = NodeError::new(kind, e.to_string());
-        err.param = param;
-        err
-    }
 }

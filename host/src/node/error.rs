@@ -359,6 +359,35 @@ impl From<Denied> for NodeError {
 /// A node operation's result.
 pub type NodeResult<T> = Result<T, NodeError>;
 
+use crate::jobs::JobError;
+
+/// A job operation's failure, by kind; the message names the field, node or file at fault.
+impl From<JobError> for NodeError {
+    fn from(e: JobError) -> Self {
+        let kind = match &e {
+            JobError::Invalid { .. }
+            | JobError::Graph(_)
+            | JobError::Dataset(_)
+            | JobError::BadId(_) => Kind::InvalidInput,
+            JobError::NotFound(_) | JobError::NoWeights(_) => Kind::NotFound,
+            JobError::Exists(_) => Kind::AlreadyExists,
+            JobError::QueueFull { .. } => Kind::LimitReached,
+            JobError::WrongState { .. } | JobError::NoBackend { .. } => Kind::Unsupported,
+            JobError::ShuttingDown => Kind::Unavailable,
+            JobError::Store(_) | JobError::Io(_) | JobError::Training(_) => Kind::Internal,
+        };
+        let param = match &e {
+            JobError::Invalid { field, .. } => Some(field.clone()),
+            JobError::Graph(_) => Some("graph".to_owned()),
+            JobError::Dataset(_) => Some("dataset".to_owned()),
+            _ => None,
+        };
+        let mut err = NodeError::new(kind, e.to_string());
+        err.param = param;
+        err
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
