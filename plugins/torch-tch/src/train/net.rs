@@ -1,8 +1,8 @@
 //! The network the shared loop drives: parameters as libtorch leaf tensors (`requires_grad`)
 //! and BatchNorm running statistics as plain buffers on the job's device, the forward pass
 //! through `layers`, the loss, backward by `torch.autograd.grad` (no `.grad` fields to zero)
-//! and the update through `optim`. Per step only the batch crosses to the device, and two
-//! numbers (loss and correct count) come back in one copy.
+//! and the update through `optim`. Per step only the batch (and each Dropout layer's mask)
+//! crosses to the device, and two numbers (loss and correct count) come back in one copy.
 
 use super::{
     layers::{check_shapes, op, slots, Op, Pass},
