@@ -142,8 +142,13 @@ fn weights_of(job: &serde_json::Value) -> PathBuf {
 }
 
 /// Starts the node with the digits CSV where `builtin://digits` looks for it (the node's
-/// models dir, `<data dir>/models`, is a scratch directory here).
+/// models dir, `<data dir>/models`, is a scratch directory here). Jobs get one thread each
+/// (unless the test wrote its own config): the tests of this file run two at a time on
+/// machines with two cores, and libtorch's OpenMP threads crawl when oversubscribed.
 fn start(node: &Node) -> Running {
+    if !node.data_dir().join("config.toml").exists() {
+        node.write_config("[jobs]\nthreads_per_job = 1\n");
+    }
     let csv = cyxwiz_e2e::models_dir().join("datasets/digits.csv.gz");
     let dest = node.data_dir().join("models/datasets");
     std::fs::create_dir_all(&dest).unwrap();
@@ -340,7 +345,7 @@ fn kill_9_during_epoch_two_resumes_from_the_checkpoint() {
 
     // With resuming off, the interrupted job fails with the reason; nothing stays running.
     let node = Node::new();
-    node.write_config("[jobs]\nresume_after_restart = false\n");
+    node.write_config("[jobs]\nresume_after_restart = false\nthreads_per_job = 1\n");
     let running = start(&node);
     let graph = write(node.data_dir(), "mlp.json", PLAIN_MLP);
     let id = submit(
@@ -593,4 +598,62 @@ fn fashion_test_images(n: usize) -> Vec<f32> {
         .iter()
         .map(|&b| f32::from(b) / 255.0)
         .collect()
+}
+
+#[test]
+fn the_libtorch_backend_reaches_the_same_bars_through_the_node() {
+    // torch-tch is a native plugin outside default-members; scripts/test builds it.
+    common::plugin_lib("cyxwiz_plugin_torch_tch");
+    let node = Node::new();
+    let running = start(&node);
+    let mlp = write(node.data_dir(), "mlp.json", ENGINE_MLP);
+    let cnn = write(node.data_dir(), "cnn.json", PLAIN_CNN);
+    let fashion = submit(
+        &node,
+        &mlp,
+        "builtin://fashion-mnist",
+        &[
+            "--epochs",
+            "3",
+            "--batch-size",
+            "64",
+            "--seed",
+            "7",
+            "--backend",
+            "torch-tch",
+        ],
+    );
+    let digits = submit(
+        &node,
+        &cnn,
+        "builtin://digits",
+        &[
+            "--epochs",
+            "20",
+            "--batch-size",
+            "32",
+            "--seed",
+            "11",
+            "--validation-split",
+            "0.2",
+            "--backend",
+            "torch-tch",
+        ],
+    );
+    let job = wait_for(&node, &fashion, "ended", ended);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["backend"], "torch-tch");
+    let accuracy = score(&weights_of(&job), "fashion-test", 0, 0.0)["accuracy"]
+        .as_f64()
+        .unwrap();
+    println!("torch-tch Fashion-MNIST test accuracy (NumPy): {accuracy:.4}");
+    assert!(accuracy >= 0.84, "test accuracy {accuracy} below 0.84");
+    let job = wait_for(&node, &digits, "ended", ended);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let accuracy = score(&weights_of(&job), "digits-validation", 11, 0.2)["accuracy"]
+        .as_f64()
+        .unwrap();
+    println!("torch-tch digits held-out accuracy (NumPy): {accuracy:.4}");
+    assert!(accuracy >= 0.95, "held-out accuracy {accuracy} below 0.95");
+    running.stop();
 }
