@@ -108,6 +108,9 @@ fn fashion_mnist(count: usize) -> Data {
     }
 }
 
+/// One backend's result on one model, or why there is none.
+type Outcome = std::result::Result<Measured, String>;
+
 /// One backend's result on one model.
 struct Measured {
     samples_per_s: f64,
@@ -174,17 +177,6 @@ impl Setup {
     }
 }
 
-/// The fastest of `setup.repeats` epochs of `model` on a plugin's training backend (loss and
-/// accuracy of the first).
-fn measure_plugin(lib: &PluginLibrary, model: &ModelSpec, setup: &Setup) -> Result<Measured> {
-    let mut best = epoch(lib, model, setup)?;
-    for _ in 1..setup.repeats {
-        let m = epoch(lib, model, setup)?;
-        best.samples_per_s = best.samples_per_s.max(m.samples_per_s);
-    }
-    Ok(best)
-}
-
 /// One epoch of a fresh job of `model` on a plugin's training backend.
 fn epoch(lib: &PluginLibrary, model: &ModelSpec, setup: &Setup) -> Result<Measured> {
     let trainer = lib.training_backend()?;
@@ -231,7 +223,7 @@ fn torch_python() -> PathBuf {
         })
 }
 
-/// The same epoch in PyTorch; `Err` says why there is no number.
+/// The same epoch in PyTorch (a fresh process and model); `Err` says why there is no number.
 fn measure_torch(model: &str, setup: &Setup) -> std::result::Result<Measured, String> {
     let python = torch_python();
     if !python.is_file() {
@@ -248,7 +240,7 @@ fn measure_torch(model: &str, setup: &Setup) -> std::result::Result<Measured, St
         .args(["--warmup-batches", &WARMUP_BATCHES.to_string()])
         .args(["--batch", &BATCH.to_string()])
         .args(["--threads", &setup.threads.to_string()])
-        .args(["--repeats", &setup.repeats.to_string()])
+        .args(["--repeats", "1"])
         .output()
         .map_err(|e| format!("{}: {e}", python.display()))?;
     if !out.status.success() {
@@ -369,7 +361,7 @@ fn main() {
         .collect();
 
     println!("Training throughput: Fashion-MNIST, {samples} timed samples after {WARMUP_BATCHES} warm-up batches, one epoch, no validation");
-    println!("batch size {BATCH}, threads {threads}, Adam lr 1e-3, cross-entropy; fastest of {repeats} epochs");
+    println!("batch size {BATCH}, threads {threads}, Adam lr 1e-3, cross-entropy; fastest of {repeats} epochs each, the backends taking turns");
     print_load("before");
     for (name, lib) in &libraries {
         match lib {
@@ -403,26 +395,39 @@ fn main() {
         }
         let model = parse_model_definition(definition, &dataset, None)
             .unwrap_or_else(|e| panic!("{key}: {e}"));
-        let torch = if listed("CYXWIZ_BENCH_BACKENDS", "pytorch") {
-            measure_torch(key, &setup)
-        } else {
-            Err("skipped (CYXWIZ_BENCH_BACKENDS)".into())
-        };
-        let mut rows: Vec<(String, std::result::Result<Measured, String>)> = libraries
+        // Rounds of one epoch per backend, the fastest epoch of each counting, so that load
+        // from other processes, which comes and goes, falls on every backend alike. A
+        // backend's first error ends its turns.
+        let mut rows: Vec<(String, Option<Outcome>)> = libraries
             .iter()
-            .map(|(name, lib)| {
-                let m = match lib {
-                    _ if !listed("CYXWIZ_BENCH_BACKENDS", name) => {
-                        Err("skipped (CYXWIZ_BENCH_BACKENDS)".into())
-                    }
-                    Ok(lib) => measure_plugin(lib, &model, &setup).map_err(|e| e.to_string()),
-                    Err(why) => Err(why.clone()),
-                };
-                (name.to_string(), m)
+            .map(|(name, lib)| (name.to_string(), lib.as_ref().err().cloned().map(Err)))
+            .chain([("PyTorch".to_string(), None)])
+            .map(|(name, m)| {
+                let skipped = !listed("CYXWIZ_BENCH_BACKENDS", &name.to_lowercase());
+                (name, m.or_else(|| skipped.then(|| Err("skipped".into()))))
             })
             .collect();
-        let reference = torch.as_ref().ok().map(|m| m.samples_per_s);
-        rows.push(("PyTorch".into(), torch));
+        for _ in 0..setup.repeats {
+            for (i, (_, slot)) in rows.iter_mut().enumerate() {
+                if matches!(slot, Some(Err(_))) {
+                    continue;
+                }
+                let m = match libraries.get(i) {
+                    Some((_, Ok(lib))) => epoch(lib, &model, &setup).map_err(|e| e.to_string()),
+                    Some((_, Err(why))) => Err(why.clone()),
+                    None => measure_torch(key, &setup),
+                };
+                *slot = Some(match (slot.take(), m) {
+                    (Some(Ok(mut b)), Ok(m)) => {
+                        b.samples_per_s = b.samples_per_s.max(m.samples_per_s);
+                        Ok(b)
+                    }
+                    (_, m) => m,
+                });
+            }
+        }
+        let torch = rows.last().and_then(|(_, m)| m.as_ref());
+        let reference = torch.and_then(|m| m.as_ref().ok()).map(|m| m.samples_per_s);
         println!();
         println!(
             "{title} ({} parameters), batch {BATCH}, threads {threads}",
@@ -437,7 +442,7 @@ fn main() {
             "", "", "", "", ""
         );
         for (name, m) in rows {
-            match m {
+            match m.unwrap_or_else(|| Err("not run".into())) {
                 Ok(m) => {
                     let ratio = reference
                         .map(|r| format!("{:.2}x", m.samples_per_s / r))
