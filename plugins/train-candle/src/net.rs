@@ -236,8 +236,7 @@ impl Graph {
             Step::Flatten => x.flatten_from(1),
             Step::Dropout { rate, layer } => match mode {
                 Mode::Train { seed, step } if rate > 0.0 => {
-                    let mask = dropout_mask(seed, step, layer, x.elem_count(), rate);
-                    Tensor::from_vec(mask, x.shape(), x.device()).and_then(|m| x.mul(&m))
+                    ops::masked(&x, dropout_mask(seed, step, layer, x.elem_count(), rate))
                 }
                 _ => Ok(x),
             },
@@ -262,7 +261,7 @@ impl Graph {
             Step::LeakyRelu(slope) => ops::leaky_relu(&x, slope),
             Step::Gelu => ops::gelu(&x),
             Step::Sigmoid => ops::sigmoid(&x),
-            Step::Tanh => x.tanh(),
+            Step::Tanh => ops::tanh(&x),
             Step::Softmax => ops::softmax(&x),
         };
         out.map_err(runtime)

@@ -1,11 +1,15 @@
 //! candle operations with PyTorch's semantics where candle's own differ or are missing:
-//! convolution through [`Im2Col`] (candle's conv backward assumes square inputs), max and
-//! average pooling with any stride (candle's backward needs kernel == stride and
-//! divisible sizes), a ReLU whose gradient at 0 is 0, and a sigmoid whose gradient does not
-//! overflow. Everything else is composed of candle's differentiable primitives.
+//! convolution through [`Im2Col`] and [`ConvOut`] (candle's conv backward assumes square
+//! inputs), max and average pooling with any stride (candle's backward needs kernel ==
+//! stride and divisible sizes), activations with PyTorch's gradients (ReLU's is 0 at 0) and
+//! dropout, each one pass forward and one backward. Fewer, fused operations also keep
+//! candle's spinning elementwise thread pool out of the way (it serves every candle
+//! elementwise operation over 64K values and ignores the job's thread bound). Everything
+//! else is composed of candle's differentiable primitives.
 
 use crate::kernels::{self, Window};
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -38,7 +42,7 @@ fn values(t: &Tensor) -> CResult<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
-/// `[n, c, h, w]` to the columns `[n, oh * ow, c * k * k]` of [`kernels::im2col`].
+/// `[n, c, h, w]` to the columns `[n * oh * ow, c * k * k]` of [`kernels::im2col`].
 struct Im2Col {
     kernel: usize,
     stride: usize,
@@ -54,7 +58,7 @@ impl CustomOp1 for Im2Col {
         let x = f32_input(storage, layout, self.name())?;
         let g = window_of(layout.shape(), self.kernel, self.stride, self.padding)?;
         let cols = kernels::im2col(x, &g);
-        let shape = Shape::from((g.n, g.oh() * g.ow(), g.c * g.kernel * g.kernel));
+        let shape = Shape::from((g.n * g.oh() * g.ow(), g.c * g.kernel * g.kernel));
         Ok((CpuStorage::F32(cols), shape))
     }
 
@@ -90,15 +94,92 @@ pub(crate) fn conv2d(
         stride,
         padding,
     })?;
-    let (_, positions, row) = cols.dims3()?;
-    let w2 = weight.reshape((filters, row))?;
-    cols.reshape((n * positions, row))?
-        .matmul(&w2.t()?)?
-        .reshape((n, positions, filters))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((n, filters, oh, ow))?
-        .broadcast_add(&bias.reshape((1, filters, 1, 1))?)
+    let row = cols.dim(1)?;
+    let products = cols.matmul(&weight.reshape((filters, row))?.t()?)?;
+    products.apply_op2(
+        bias,
+        ConvOut {
+            n,
+            positions: oh * ow,
+            filters,
+            oh,
+            ow,
+        },
+    )
+}
+
+/// The convolution's epilogue in one pass: the products `[n * positions, filters]` plus the
+/// bias, laid out as `[n, filters, oh, ow]`.
+struct ConvOut {
+    n: usize,
+    positions: usize,
+    filters: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl CustomOp2 for ConvOut {
+    fn name(&self) -> &'static str {
+        "cyxwiz-conv-out"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let products = f32_input(s1, l1, self.name())?;
+        let bias = f32_input(s2, l2, self.name())?;
+        let (p, f) = (self.positions, self.filters);
+        if products.len() != self.n * p * f || bias.len() != f {
+            candle_core::bail!("{}: unexpected input sizes", self.name());
+        }
+        let mut out = vec![0f32; products.len()];
+        out.par_chunks_mut((p * f).max(1))
+            .zip(products.par_chunks((p * f).max(1)))
+            .for_each(|(dst, src)| {
+                for (fi, plane) in dst.chunks_mut(p.max(1)).enumerate() {
+                    for (pi, v) in plane.iter_mut().enumerate() {
+                        *v = src[pi * f + fi] + bias[fi];
+                    }
+                }
+            });
+        let shape = Shape::from((self.n, f, self.oh, self.ow));
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        products: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let g = values(grad)?;
+        let (p, f) = (self.positions, self.filters);
+        let mut dp = vec![0f32; g.len()];
+        dp.par_chunks_mut((p * f).max(1))
+            .zip(g.par_chunks((p * f).max(1)))
+            .for_each(|(dst, src)| {
+                for (fi, plane) in src.chunks(p.max(1)).enumerate() {
+                    for (pi, v) in plane.iter().enumerate() {
+                        dst[pi * f + fi] = *v;
+                    }
+                }
+            });
+        let mut db = vec![0f32; f];
+        for sample in g.chunks((p * f).max(1)) {
+            for (fi, plane) in sample.chunks(p.max(1)).enumerate() {
+                db[fi] += plane.iter().sum::<f32>();
+            }
+        }
+        Ok((
+            Some(Tensor::from_vec(dp, products.shape(), products.device())?),
+            Some(Tensor::from_vec(db, bias.shape(), bias.device())?),
+        ))
+    }
 }
 
 /// Max or average pooling.
@@ -152,48 +233,154 @@ pub(crate) fn pool(x: &Tensor, max: bool, kernel: usize, stride: usize) -> CResu
     })
 }
 
-/// `x * (x > 0)`: ReLU with PyTorch's gradient (0 at 0).
-pub(crate) fn relu(x: &Tensor) -> CResult<Tensor> {
-    x.mul(&x.gt(0f64)?.to_dtype(DType::F32)?)
+/// Values per parallel chunk of an elementwise pass.
+const CHUNK: usize = 16 * 1024;
+
+/// An elementwise activation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Act {
+    Relu,
+    LeakyRelu(f32),
+    Sigmoid,
+    Tanh,
+    Gelu,
 }
 
-/// LeakyReLU: `x` where `x > 0`, `slope * x` elsewhere (gradient `slope` at 0, as PyTorch).
-pub(crate) fn leaky_relu(x: &Tensor, slope: f64) -> CResult<Tensor> {
-    let factor = x
-        .gt(0f64)?
-        .to_dtype(DType::F32)?
-        .affine(1.0 - slope, slope)?;
-    x.mul(&factor)
+impl Act {
+    fn value(self, x: f32) -> f32 {
+        match self {
+            Act::Relu => x.max(0.0),
+            Act::LeakyRelu(slope) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    x * slope
+                }
+            }
+            Act::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Act::Tanh => x.tanh(),
+            Act::Gelu => {
+                let erf =
+                    candle_core::cpu::erf::erf_f64(f64::from(x) * std::f64::consts::FRAC_1_SQRT_2);
+                x * 0.5 * (1.0 + erf as f32)
+            }
+        }
+    }
+
+    /// `dy/dx` from the input `x` and the output `y`, as PyTorch's backward computes it
+    /// (ReLU's is 0 at 0, LeakyReLU's is the slope at 0).
+    fn slope(self, x: f32, y: f32) -> f32 {
+        match self {
+            Act::Relu => f32::from(u8::from(x > 0.0)),
+            Act::LeakyRelu(slope) => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    slope
+                }
+            }
+            Act::Sigmoid => y * (1.0 - y),
+            Act::Tanh => 1.0 - y * y,
+            Act::Gelu => {
+                let x64 = f64::from(x);
+                let cdf = 0.5
+                    * (1.0 + candle_core::cpu::erf::erf_f64(x64 * std::f64::consts::FRAC_1_SQRT_2));
+                let pdf = (-0.5 * x64 * x64).exp()
+                    * 0.5
+                    * std::f64::consts::FRAC_2_SQRT_PI
+                    * std::f64::consts::FRAC_1_SQRT_2;
+                (cdf + x64 * pdf) as f32
+            }
+        }
+    }
 }
 
-/// Exact GELU, `x/2 · (1 + erf(x/√2))`.
-pub(crate) fn gelu(x: &Tensor) -> CResult<Tensor> {
-    let erf = x.affine(std::f64::consts::FRAC_1_SQRT_2, 0.0)?.erf()?;
-    x.affine(0.5, 0.0)?.mul(&erf.affine(1.0, 1.0)?)
-}
-
-/// The logistic sigmoid; its gradient `y (1 - y)` is computed from the output.
-struct Sigmoid;
-
-impl CustomOp1 for Sigmoid {
+impl CustomOp1 for Act {
     fn name(&self) -> &'static str {
-        "cyxwiz-sigmoid"
+        "cyxwiz-activation"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
         let x = f32_input(storage, layout, self.name())?;
-        let y = x.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = self.value(x)));
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        Ok(Some(grad.mul(&res.mul(&res.affine(-1.0, 1.0)?)?)?))
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let (x, y, mut g) = (values(arg)?, values(res)?, values(grad)?);
+        g.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
+            .for_each(|(g, (x, y))| {
+                for i in 0..g.len() {
+                    g[i] *= self.slope(x[i], y[i]);
+                }
+            });
+        Ok(Some(Tensor::from_vec(g, arg.shape(), arg.device())?))
     }
 }
 
-/// `Sigmoid`.
+fn activation(x: &Tensor, act: Act) -> CResult<Tensor> {
+    x.contiguous()?.apply_op1(act)
+}
+
+/// ReLU, with PyTorch's gradient (0 at 0).
+pub(crate) fn relu(x: &Tensor) -> CResult<Tensor> {
+    activation(x, Act::Relu)
+}
+
+/// LeakyReLU: `x` where `x > 0`, `slope * x` elsewhere (gradient `slope` at 0, as PyTorch).
+pub(crate) fn leaky_relu(x: &Tensor, slope: f64) -> CResult<Tensor> {
+    activation(x, Act::LeakyRelu(slope as f32))
+}
+
+/// Exact GELU, `x/2 · (1 + erf(x/√2))`.
+pub(crate) fn gelu(x: &Tensor) -> CResult<Tensor> {
+    activation(x, Act::Gelu)
+}
+
+/// The logistic sigmoid (no overflow: `exp(-x)` at infinity gives 0).
 pub(crate) fn sigmoid(x: &Tensor) -> CResult<Tensor> {
-    x.contiguous()?.apply_op1(Sigmoid)
+    activation(x, Act::Sigmoid)
+}
+
+/// Tanh.
+pub(crate) fn tanh(x: &Tensor) -> CResult<Tensor> {
+    activation(x, Act::Tanh)
+}
+
+/// `x * mask` with the mask fixed (dropout): one pass forward, one backward.
+struct Masked(Vec<f32>);
+
+impl CustomOp1 for Masked {
+    fn name(&self) -> &'static str {
+        "cyxwiz-dropout"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let x = f32_input(storage, layout, self.name())?;
+        if x.len() != self.0.len() {
+            candle_core::bail!("dropout mask of {} values for {}", self.0.len(), x.len());
+        }
+        let y = x.iter().zip(&self.0).map(|(x, m)| x * m).collect();
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let g: Vec<f32> = values(grad)?
+            .iter()
+            .zip(&self.0)
+            .map(|(g, m)| g * m)
+            .collect();
+        Ok(Some(Tensor::from_vec(g, arg.shape(), arg.device())?))
+    }
+}
+
+/// `x * mask` (a dropout mask of `x.elem_count()` values).
+pub(crate) fn masked(x: &Tensor, mask: Vec<f32>) -> CResult<Tensor> {
+    x.contiguous()?.apply_op1(Masked(mask))
 }
 
 /// `softmax` over the last axis of `[n, k]`, shifted by the (constant) row maximum.

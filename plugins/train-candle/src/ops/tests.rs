@@ -179,6 +179,12 @@ fn activations_match_their_definitions_and_gradients() {
     );
 
     gradient_check(&[3, 4], gelu);
+    gradient_check(&[3, 4], tanh);
+    gradient_check(&[3, 4], |x| leaky_relu(x, 0.1));
+    let mask: Vec<f32> = (0..12)
+        .map(|i| f32::from(u8::from(i % 3 != 0)) * 1.5)
+        .collect();
+    gradient_check(&[3, 4], |x| masked(x, mask.clone()));
     gradient_check(&[3, 4], sigmoid);
     gradient_check(&[3, 4], softmax);
     gradient_check(&[3, 4], log_softmax);
