@@ -1,6 +1,6 @@
 //! A plugin built against another minor version of `cyxwiz-plugin-api` is refused at load
 //! with a message naming both versions. The test copies plugin-api, the SDK and the example
-//! plugin into a scratch workspace, bumps plugin-api to 0.2.0, builds it with cargo (offline,
+//! plugin into a scratch workspace, sets plugin-api to the next minor version, builds it with cargo (offline,
 //! same lock file, its own target directory so later runs reuse the build), and asks the node.
 
 mod common;
@@ -116,12 +116,25 @@ fn locked_version(root: &Path, name: &str) -> String {
     panic!("{name} not in Cargo.lock");
 }
 
+/// The host's interface version with the minor version bumped (`0.2.0` → `0.3.0`), and with
+/// only the patch changed (`0.2.7`).
+fn skewed_versions() -> (String, String) {
+    let host = cyxwiz_sdk::INTERFACE_VERSION;
+    let mut parts = host.split('.').map(|p| p.parse::<u32>().unwrap());
+    let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
+    (
+        format!("{major}.{}.0", minor + 1),
+        format!("{major}.{minor}.7"),
+    )
+}
+
 #[test]
 fn plugin_built_against_another_minor_version_is_refused_naming_both() {
-    let lib = build_skewed_plugin("0.2.0");
+    let (other_minor, _) = skewed_versions();
+    let lib = build_skewed_plugin(&other_minor);
     match PluginLibrary::open(&lib) {
         Err(OpenError::IncompatibleVersion { plugin, host }) => {
-            assert_eq!(plugin, "0.2.0");
+            assert_eq!(plugin, other_minor);
             assert_eq!(host, cyxwiz_sdk::INTERFACE_VERSION);
         }
         other => panic!("expected an incompatible-version error, got {other:?}"),
@@ -139,7 +152,7 @@ fn plugin_built_against_another_minor_version_is_refused_naming_both() {
         .unwrap();
     let reason = skewed["reason"].as_str().unwrap();
     assert!(
-        reason.contains("cyxwiz-plugin-api 0.2.0")
+        reason.contains(&format!("cyxwiz-plugin-api {other_minor}"))
             && reason.contains(&format!("speaks {}", cyxwiz_sdk::INTERFACE_VERSION)),
         "{reason}"
     );
@@ -151,7 +164,8 @@ fn plugin_built_against_another_minor_version_is_refused_naming_both() {
 #[test]
 fn patch_release_of_the_interface_still_loads() {
     // Same minor version, newer patch: compatible by the versioning rule.
-    let lib = build_skewed_plugin("0.1.7");
-    let opened = PluginLibrary::open(&lib).expect("a 0.1.x plugin loads in a 0.1.0 host");
-    assert_eq!(opened.metadata().interface_version, "0.1.7");
+    let (_, patch) = skewed_versions();
+    let lib = build_skewed_plugin(&patch);
+    let opened = PluginLibrary::open(&lib).expect("a newer patch release of the interface loads");
+    assert_eq!(opened.metadata().interface_version, patch);
 }
