@@ -1,7 +1,8 @@
 //! A plugin built against another minor version of `cyxwiz-plugin-api` is refused at load
 //! with a message naming both versions. The test copies plugin-api, the SDK and the example
-//! plugin into a scratch workspace, sets plugin-api to the next minor version, builds it with cargo (offline,
-//! same lock file, its own target directory so later runs reuse the build), and asks the node.
+//! plugin into a scratch workspace, sets plugin-api to the next minor version, builds it with
+//! cargo (offline, same lock file, its own target directory so later runs reuse the build),
+//! and asks the node.
 
 mod common;
 
