@@ -1,0 +1,143 @@
+//! Steering jobs: cancel (with the host-enforced deadline), pause, resume, and the stop with
+//! the node.
+
+use super::*;
+
+impl Jobs {
+    /// Cancels a job: a queued or paused-without-thread job at once; a running one within
+    /// [`CANCEL_DEADLINE`] (after which the host ends it itself, keeping the weights of its
+    /// last checkpoint). Blocking: waits for the outcome.
+    pub fn cancel(self: &Arc<Self>, id: &str) -> Result<JobView, JobError> {
+        let view = self.get(id)?;
+        let state = view.state;
+        if state.is_terminal() {
+            return Err(JobError::WrongState {
+                id: view.id,
+                state,
+                what: "it has ended already",
+            });
+        }
+        let dir = JobDir::at(PathBuf::from(&view.dir));
+        let control = {
+            let mut sched = lock(&self.sched);
+            match sched.running.get(&view.id) {
+                Some(c) => Some(c.clone()),
+                None => {
+                    sched.queue.retain(|q| q != &view.id);
+                    None
+                }
+            }
+        };
+        let Some(control) = control else {
+            // Queued, or paused across a restart: nothing runs; keep the checkpoint's weights.
+            let kept = if self.weights_from_last_checkpoint(&view.id, &dir)? {
+                "partial weights kept"
+            } else {
+                "no weights yet"
+            };
+            self.transition(
+                &view.id,
+                &dir,
+                JobState::Cancelled,
+                &format!("cancelled; {kept}"),
+                Some(&format!("cancelled by a caller; {kept}")),
+            )?;
+            return self.get(&view.id);
+        };
+        control.want(Wanted::Cancel);
+        if !control.wait_done(CANCEL_DEADLINE) {
+            control
+                .abandoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let kept = if self.weights_from_last_checkpoint(&view.id, &dir)? {
+                "partial weights from the last checkpoint kept"
+            } else {
+                "no weights yet"
+            };
+            let msg = format!("cancelled; the backend did not stop within {} s, so the node ended the job; {kept}", CANCEL_DEADLINE.as_secs());
+            self.transition(&view.id, &dir, JobState::Cancelled, &msg, Some(&msg))?;
+            lock(&self.finished).push((JobState::Cancelled, 0.0));
+        }
+        self.get(&view.id)
+    }
+
+    /// Writes the job's weights from its last checkpoint, if it has one; true when the job
+    /// has weights afterwards.
+    fn weights_from_last_checkpoint(&self, id: &str, dir: &JobDir) -> Result<bool, JobError> {
+        let row = lock(&self.store).job(id)?;
+        let checkpoint = row.and_then(|r| r.checkpoint).map(PathBuf::from);
+        if let Some(bytes) = checkpoint.and_then(|p| std::fs::read(p).ok()) {
+            let _ = self.write_weights(id, dir, &bytes);
+        }
+        Ok(dir.weights().is_file())
+    }
+
+    /// Pauses a running job at its next step (it checkpoints first).
+    pub fn pause(&self, id: &str) -> Result<JobView, JobError> {
+        let view = self.get(id)?;
+        let control = lock(&self.sched).running.get(&view.id).cloned();
+        match (view.state, control) {
+            (JobState::Preparing | JobState::Running, Some(c)) => {
+                c.want(Wanted::Pause);
+                self.get(&view.id)
+            }
+            (JobState::Paused, _) => Ok(view),
+            (state, _) => Err(JobError::WrongState {
+                id: view.id,
+                state,
+                what: "only a running job can be paused",
+            }),
+        }
+    }
+
+    /// Resumes a paused job.
+    pub fn resume(self: &Arc<Self>, id: &str) -> Result<JobView, JobError> {
+        let view = self.get(id)?;
+        let control = lock(&self.sched).running.get(&view.id).cloned();
+        match (view.state, control) {
+            (JobState::Paused | JobState::Running | JobState::Preparing, Some(c)) => {
+                c.want(Wanted::Run);
+                self.get(&view.id)
+            }
+            (JobState::Paused, None) => {
+                // Paused across a restart: queue it; it resumes from its checkpoint.
+                let dir = JobDir::at(PathBuf::from(&view.dir));
+                {
+                    let mut sched = lock(&self.sched);
+                    self.transition(
+                        &view.id,
+                        &dir,
+                        JobState::Queued,
+                        "resumed; waiting for a slot",
+                        None,
+                    )?;
+                    sched.queue.push_back(view.id.clone());
+                }
+                self.dispatch();
+                self.get(&view.id)
+            }
+            (state, _) => Err(JobError::WrongState {
+                id: view.id,
+                state,
+                what: "only a paused job can be resumed",
+            }),
+        }
+    }
+
+    /// Stops with the node: running jobs checkpoint and stop (resumed after a restart when
+    /// `resume_after_restart`); waits up to `timeout` for them.
+    pub fn shutdown(&self, timeout: Duration) {
+        let controls: Vec<Arc<Control>> = {
+            let mut sched = lock(&self.sched);
+            sched.stopping = true;
+            sched.running.values().cloned().collect()
+        };
+        for c in &controls {
+            c.want(Wanted::Shutdown);
+        }
+        let deadline = Instant::now() + timeout;
+        for c in &controls {
+            c.wait_done(deadline.saturating_duration_since(Instant::now()));
+        }
+    }
+}
