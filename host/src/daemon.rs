@@ -393,6 +393,7 @@ pub async fn run(
         }
         Some(tokio::spawn(central::run(
             central::ClientContext {
+                workload: Arc::new(crate::jobs::workload::NetworkWork { jobs: jobs.clone() }),
                 dialer,
                 sources: central::InfoSources {
                     config: (*config).clone(),

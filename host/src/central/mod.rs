@@ -138,8 +138,20 @@ pub fn prepare(config: &mut Config) -> Result<Option<Dialer>, CentralError> {
     Ok(dialer)
 }
 
+/// What the node is doing, as the central server must see it in heartbeats.
+pub trait Workload: Send + Sync {
+    /// Ids of the network jobs queued or running here and of active P2P reservations, so the
+    /// server keeps the node busy (it computes load as active jobs / 4).
+    fn active_jobs(&self) -> Vec<String>;
+    /// Cancels a job the central server asked to cancel (`jobs_to_cancel`); false when no
+    /// such job is queued or running here.
+    fn cancel(&self, job_id: &str) -> bool;
+}
+
 /// Everything the client task needs.
 pub struct ClientContext {
+    /// The node's jobs and reservations, for heartbeats and `jobs_to_cancel`.
+    pub workload: Arc<dyn Workload>,
     /// How to reach the central server (from [`prepare`]).
     pub dialer: Dialer,
     /// Where `node_info` takes its fields from; its config's token is the settled one.

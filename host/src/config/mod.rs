@@ -132,6 +132,31 @@ pub struct JobsSection {
     pub default_backend: String,
     /// Intra-op threads per training job; 0 = the backend's default (all cores).
     pub threads_per_job: u32,
+    /// What to do with a network job that asks for CUDA on a node without a GPU (the Engine
+    /// asks for CUDA on every job): `refuse` (default) or `run_on_cpu`.
+    pub cuda_jobs_on_cpu: String,
+}
+
+/// `[p2p]`: the Engine's direct training connection (`JobExecutionService`), authorised by
+/// the P2P token the central server issues with each reservation.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pSection {
+    /// The central server's JWT secret (HS256), which signs the P2P tokens. Empty: P2P jobs
+    /// are refused. Prefer `jwt_secret_file` or `CYXWIZ_P2P_SECRET`.
+    pub jwt_secret: String,
+    /// A file (mode 0600) holding the secret; relative to the config file.
+    pub jwt_secret_file: PathBuf,
+    /// The oldest token accepted, by its `iat`, in seconds (the server's `exp` is wrong).
+    pub max_token_age_seconds: u64,
+    /// How long the node waits for the Engine to answer a dataset or batch request.
+    pub batch_timeout_seconds: u64,
+    /// The largest batch the Engine may send (images plus labels), in bytes.
+    pub max_batch_bytes: usize,
+    /// Batch requests kept in flight ahead of training.
+    pub prefetch_batches: u32,
+    /// The largest `DownloadWeights` chunk, in bytes (smaller requests are honoured).
+    pub max_download_chunk_bytes: usize,
 }
 
 /// `[metrics]`: system metrics sampling and history.
@@ -323,6 +348,8 @@ pub struct Config {
     pub grpc: GrpcSection,
     /// `[jobs]`
     pub jobs: JobsSection,
+    /// `[p2p]`
+    pub p2p: P2pSection,
     /// `[metrics]`
     pub metrics: MetricsSection,
     /// `[pricing]`
@@ -429,6 +456,21 @@ impl Default for JobsSection {
             max_inline_dataset_bytes: 64 << 20,
             default_backend: "train-candle".into(),
             threads_per_job: 0,
+            cuda_jobs_on_cpu: "refuse".into(),
+        }
+    }
+}
+
+impl Default for P2pSection {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwt_secret_file: PathBuf::new(),
+            max_token_age_seconds: 25 * 3600,
+            batch_timeout_seconds: 60,
+            max_batch_bytes: 64 << 20,
+            prefetch_batches: 4,
+            max_download_chunk_bytes: 1 << 20,
         }
     }
 }

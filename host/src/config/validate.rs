@@ -295,6 +295,40 @@ impl Config {
             0..=10_000,
             "",
         )?;
+        if !["refuse", "run_on_cpu"].contains(&self.jobs.cuda_jobs_on_cpu.as_str()) {
+            return Err(self.key_error(
+                "jobs.cuda_jobs_on_cpu",
+                format!(
+                    "must be `refuse` or `run_on_cpu`, got `{}`",
+                    self.jobs.cuda_jobs_on_cpu
+                ),
+            ));
+        }
+        self.in_range(
+            "p2p.max_token_age_seconds",
+            self.p2p.max_token_age_seconds,
+            60..=30 * 86_400,
+            " s",
+        )?;
+        self.in_range(
+            "p2p.batch_timeout_seconds",
+            self.p2p.batch_timeout_seconds,
+            1..=3600,
+            " s",
+        )?;
+        self.in_range(
+            "p2p.max_batch_bytes",
+            self.p2p.max_batch_bytes,
+            1024..=1 << 30,
+            " bytes",
+        )?;
+        self.in_range("p2p.prefetch_batches", self.p2p.prefetch_batches, 1..=64, "")?;
+        self.in_range(
+            "p2p.max_download_chunk_bytes",
+            self.p2p.max_download_chunk_bytes,
+            1024..=64 << 20,
+            " bytes",
+        )?;
         if self.jobs.default_backend.is_empty() {
             return Err(
                 self.key_error("jobs.default_backend", "must name a training plugin".into())

@@ -13,6 +13,7 @@ pub mod request;
 pub mod session;
 pub mod state;
 pub mod view;
+pub mod workload;
 
 pub use error::JobError;
 pub use executor::{parse_id, training_backends, JobStats, Jobs, Settings, CANCEL_DEADLINE};

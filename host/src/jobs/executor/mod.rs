@@ -261,6 +261,21 @@ impl Jobs {
         Ok(())
     }
 
+    /// Ids of the unfinished jobs that came from the network (not `local`).
+    pub fn active_network_jobs(&self) -> Vec<String> {
+        match lock(&self.store).unfinished_jobs() {
+            Ok(rows) => rows
+                .into_iter()
+                .filter(|r| r.origin != "local")
+                .map(|r| r.id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the active jobs");
+                Vec::new()
+            }
+        }
+    }
+
     /// One job as callers see it.
     pub fn get(&self, id: &str) -> Result<JobView, JobError> {
         let id = parse_id(id)?;

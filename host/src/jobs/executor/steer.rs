@@ -61,6 +61,17 @@ impl Jobs {
         self.get(&view.id)
     }
 
+    /// Cancels a network job the central server named (blocking, like [`Jobs::cancel`]); false
+    /// when no such unfinished network job is here.
+    pub fn cancel_network_job(self: &Arc<Self>, id: &str) -> bool {
+        match self.get(id) {
+            Ok(view) if view.origin != "local" && !view.state.is_terminal() => {
+                self.cancel(id).is_ok()
+            }
+            _ => false,
+        }
+    }
+
     /// Writes the job's weights from its last checkpoint, if it has one; true when the job
     /// has weights afterwards.
     fn weights_from_last_checkpoint(&self, id: &str, dir: &JobDir) -> Result<bool, JobError> {
