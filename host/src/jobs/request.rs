@@ -24,6 +24,33 @@ pub enum DatasetRef {
     Inline,
 }
 
+/// Who sent a job: `local` (CLI, HTTP), `central` (AssignJob) or `p2p` (an Engine's
+/// reservation), with the reservation and the sender's address for network jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    /// `local`, `central` or `p2p`.
+    pub kind: &'static str,
+    /// The P2P reservation id.
+    pub reservation: Option<String>,
+    /// The sender's address.
+    pub peer: Option<String>,
+}
+
+impl Origin {
+    /// A job submitted on this machine.
+    pub fn local() -> Self {
+        Self {
+            kind: "local",
+            ..Self::default()
+        }
+    }
+
+    /// Whether the job came from the network.
+    pub fn is_network(&self) -> bool {
+        self.kind != "local"
+    }
+}
+
 /// A job as a caller submits it (the CLI, `POST /v1/jobs`, later the network).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -28,6 +28,12 @@ pub struct JobView {
     pub state: JobState,
     /// `local` or `network`.
     pub origin: String,
+    /// The P2P reservation (network jobs from an Engine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<String>,
+    /// The sender's address (the Engine or the central server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// The training plugin.
     pub backend: String,
     /// The dataset URI, or `inline`.
@@ -98,6 +104,8 @@ impl JobView {
         Self {
             state,
             origin: row.origin,
+            reservation: row.reservation,
+            peer: row.peer,
             backend: row.backend,
             dataset: match config.as_ref().map(|c| &c.dataset) {
                 Some(super::request::DatasetRef::Uri(u)) => u.clone(),

@@ -224,7 +224,7 @@ pub async fn create(
         .await
         .map_err(|e| ApiError::internal(format!("job task failed: {e}")))??;
     let jobs = jobs(&ctx);
-    let view = blocking(move || jobs.submit(request, None, "local")).await?;
+    let view = blocking(move || jobs.submit(request, None, &crate::jobs::Origin::local())).await?;
     ctx.audit("job_submitted", &view.id, "HTTP API");
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }

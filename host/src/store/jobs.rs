@@ -59,6 +59,10 @@ pub struct JobRow {
     pub finished_at: Option<String>,
     /// When the row last changed.
     pub updated_at: String,
+    /// The P2P reservation the job belongs to.
+    pub reservation: Option<String>,
+    /// The address of the peer that sent it (the Engine or the central server).
+    pub peer: Option<String>,
 }
 
 /// One event of a job's history.
@@ -91,6 +95,10 @@ pub struct NewJob<'a> {
     pub dir: &'a str,
     /// Epochs in all.
     pub total_epochs: u32,
+    /// The P2P reservation, for `p2p` jobs.
+    pub reservation: Option<&'a str>,
+    /// The sender's address, for network jobs.
+    pub peer: Option<&'a str>,
 }
 
 /// Progress written while a job runs.
@@ -113,7 +121,8 @@ pub struct JobProgress {
 const COLUMNS: &str =
     "id, origin, state, config, backend, dir, attempt, epoch, total_epochs, step, \
     total_steps, samples, metrics, checkpoint, checkpoint_epoch, checkpoint_step, weights_sha256, \
-    weights_bytes, error, run_seconds, created_at, started_at, finished_at, updated_at";
+    weights_bytes, error, run_seconds, created_at, started_at, finished_at, updated_at, \
+    reservation, peer";
 
 fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
@@ -141,6 +150,8 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         started_at: r.get(21)?,
         finished_at: r.get(22)?,
         updated_at: r.get(23)?,
+        reservation: r.get(24)?,
+        peer: r.get(25)?,
     })
 }
 
@@ -151,10 +162,10 @@ impl Store {
         let tx = self.conn.transaction().map_err(|e| wrap_path(&path, e))?;
         tx.execute(
             &format!(
-                "INSERT INTO jobs (id, origin, state, config, backend, dir, total_epochs, created_at, updated_at)
-                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, {NOW}, {NOW})"
+                "INSERT INTO jobs (id, origin, state, config, backend, dir, total_epochs, created_at, updated_at, reservation, peer)
+                 VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, {NOW}, {NOW}, ?7, ?8)"
             ),
-            params![job.id, job.origin, job.config, job.backend, job.dir, job.total_epochs],
+            params![job.id, job.origin, job.config, job.backend, job.dir, job.total_epochs, job.reservation, job.peer],
         )
         .map_err(|e| wrap_path(&path, e))?;
         tx.execute(
@@ -382,6 +393,8 @@ mod tests {
             backend: "train-candle",
             dir: "/tmp/j",
             total_epochs: 3,
+            reservation: None,
+            peer: None,
         };
         store.insert_job(&job).unwrap();
         assert!(store.insert_job(&job).is_err(), "ids are unique");

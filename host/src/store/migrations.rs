@@ -93,6 +93,9 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX job_events_job ON job_events (job_id, id);",
+    // 6: where a network job came from: the P2P reservation and the peer's address.
+    "ALTER TABLE jobs ADD COLUMN reservation TEXT;
+    ALTER TABLE jobs ADD COLUMN peer TEXT;",
 ];
 
 /// The schema version this build writes.

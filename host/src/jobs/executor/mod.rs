@@ -17,7 +17,7 @@ use super::dataset::{self, DatasetSource, SourceConfig};
 use super::dir::{write_atomic, JobDir};
 use super::error::JobError;
 use super::graph::parse_model_definition;
-use super::request::{DatasetRef, JobConfig, JobRequest};
+use super::request::{DatasetRef, JobConfig, JobRequest, Origin};
 use super::session::{weights_from_checkpoint, Control, Data, Session, Wanted};
 use super::state::JobState;
 use super::view::{JobUpdate, JobView, Live};

@@ -10,9 +10,9 @@ impl Jobs {
         self: &Arc<Self>,
         request: JobRequest,
         id: Option<String>,
-        origin: &str,
+        origin: &Origin,
     ) -> Result<JobView, JobError> {
-        let config = request.validate(&self.settings.default_backend, origin)?;
+        let config = request.validate(&self.settings.default_backend, origin.kind)?;
         let id = match id {
             Some(id) => parse_id(&id)?,
             None => uuid::Uuid::new_v4().to_string(),
@@ -54,7 +54,9 @@ impl Jobs {
             let config_text = String::from_utf8_lossy(&config_json);
             lock(&self.store).insert_job(&NewJob {
                 id: &id,
-                origin,
+                origin: origin.kind,
+                reservation: origin.reservation.as_deref(),
+                peer: origin.peer.as_deref(),
                 config: &config_text,
                 backend: &config.backend,
                 dir: &dir.root().to_string_lossy(),
