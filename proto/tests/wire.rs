@@ -247,6 +247,11 @@ fn grpc_paths_match_the_contract() {
             unary,
         ),
         (
+            "cyxwiz.protocol.NodeDiscoveryService",
+            &["GetNodeInfo"],
+            unary,
+        ),
+        (
             "cyxwiz.protocol.JobExecutionService",
             &[
                 "ConnectToNode",

@@ -586,3 +586,186 @@ async fn an_untrusted_or_misnamed_certificate_never_receives_the_token() {
     }
     central.kill().await;
 }
+
+/// The coordinator itself answers as PROTOCOL.md says the real server does, so the node's tests
+/// against it mean something: GetNodeInfo without a token (NOT_FOUND "Node not found" for an
+/// unknown id), job reports only for jobs it assigned, every call but GetNodeInfo behind the
+/// Bearer token, lenient heartbeats, the reservation reports, and its state across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_coordinator_answers_like_the_real_server() {
+    use cyxwiz_proto::protocol::{
+        job_reservation_service_client::JobReservationServiceClient,
+        job_status_service_client::JobStatusServiceClient,
+        node_discovery_service_client::NodeDiscoveryServiceClient, GetNodeInfoRequest,
+        HeartbeatRequest, NodeInfo, RegisterNodeRequest, ReportJobCompleteFromNodeRequest,
+        ReportJobResultRequest, ReportReservationEndFromNodeRequest, UpdateJobStatusRequest,
+    };
+    use tonic::{metadata::MetadataValue, Request};
+
+    fn bearer<T>(message: T, token: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+        request
+    }
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut central = Coordinator::start("127.0.0.1:0".parse().unwrap(), "tok", seen.clone()).await;
+    let url = format!("http://{}", central.addr);
+    let mut nodes = NodeServiceClient::connect(url.clone()).await.unwrap();
+    let id = nodes
+        .register_node(bearer(
+            RegisterNodeRequest {
+                info: Some(NodeInfo {
+                    name: "n".into(),
+                    ip_address: "127.0.0.1".into(),
+                    port: 4242,
+                    ..Default::default()
+                }),
+                authentication_token: "tok".into(),
+                public_key: Vec::new(),
+            },
+            "tok",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .node_id;
+    assert_eq!(
+        central.node_at("127.0.0.1:4242".parse().unwrap()),
+        Some(id.clone())
+    );
+
+    let mut discovery = NodeDiscoveryServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let info = discovery
+        .get_node_info(GetNodeInfoRequest {
+            node_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
+    assert_eq!((info.node_id.as_str(), info.port), (id.as_str(), 4242));
+    let unknown = discovery
+        .get_node_info(GetNodeInfoRequest {
+            node_id: "00000000-0000-4000-8000-000000000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    assert_eq!(unknown.message(), "Node not found");
+
+    // Reports: the token first, then the job must be one the coordinator assigned.
+    let mut status = JobStatusServiceClient::connect(url.clone()).await.unwrap();
+    let job = "9a0c1a52-0000-4000-8000-00000000000a".to_string();
+    let update = UpdateJobStatusRequest {
+        node_id: id.clone(),
+        job_id: job.clone(),
+        status: StatusCode::StatusInProgress as i32,
+        progress: 0.5,
+        ..Default::default()
+    };
+    let refused = status.update_job_status(update.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let unknown = status
+        .update_job_status(bearer(update.clone(), "tok"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    seen.lock().unwrap().known_jobs.insert(job.clone());
+    status
+        .update_job_status(bearer(update, "tok"))
+        .await
+        .unwrap();
+    status
+        .report_job_result(bearer(
+            ReportJobResultRequest {
+                node_id: id.clone(),
+                job_id: job.clone(),
+                final_status: StatusCode::StatusSuccess as i32,
+                ..Default::default()
+            },
+            "tok",
+        ))
+        .await
+        .unwrap();
+    let mut reservations = JobReservationServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let complete = reservations
+        .report_job_complete_from_node(bearer(
+            ReportJobCompleteFromNodeRequest {
+                reservation_id: "r1".into(),
+                job_id: "r1".into(),
+                node_id: id.clone(),
+                success: true,
+                ..Default::default()
+            },
+            "tok",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(complete.status, StatusCode::StatusSuccess as i32);
+    reservations
+        .report_reservation_end_from_node(bearer(
+            ReportReservationEndFromNodeRequest {
+                reservation_id: "r1".into(),
+                node_id: id.clone(),
+                jobs_completed: 1,
+                ..Default::default()
+            },
+            "tok",
+        ))
+        .await
+        .unwrap();
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.job_updates.len(), 1);
+        assert_eq!(s.job_results.len(), 1);
+        assert_eq!(s.unknown_job_reports, vec![job.clone()]);
+        assert_eq!(s.job_completes_from_node.len(), 1);
+        assert_eq!(s.reservation_ends.len(), 1);
+        assert_eq!(s.node_info_queries.len(), 2);
+    }
+
+    // Forgotten: NOT_FOUND heartbeats, or SUCCESS ones as the real server answers.
+    assert!(central.forget(&id));
+    let beat = || HeartbeatRequest {
+        node_id: id.clone(),
+        ..Default::default()
+    };
+    let lost = nodes.heartbeat(bearer(beat(), "tok")).await.unwrap_err();
+    assert_eq!(lost.code(), tonic::Code::NotFound);
+    seen.lock().unwrap().lenient_heartbeats = true;
+    let answer = nodes
+        .heartbeat(bearer(beat(), "tok"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.status, StatusCode::StatusSuccess as i32);
+    assert_eq!(seen.lock().unwrap().unknown_heartbeats, 2);
+
+    // Killed and restarted on the same address: the same "database".
+    let addr = central.addr;
+    central.restart().await;
+    assert_eq!(central.addr, addr);
+    let mut again = JobStatusServiceClient::connect(url).await.unwrap();
+    again
+        .report_job_result(bearer(
+            ReportJobResultRequest {
+                node_id: id.clone(),
+                job_id: job,
+                final_status: StatusCode::StatusFailed as i32,
+                ..Default::default()
+            },
+            "tok",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().job_results.len(), 2);
+    central.kill().await;
+}
