@@ -615,6 +615,8 @@ mod tests {
                 started_at: None,
                 finished_at: None,
                 updated_at: "t".into(),
+                reservation: None,
+                peer: None,
             },
             None,
         );
