@@ -13,6 +13,7 @@ pub mod request;
 pub mod session;
 pub mod state;
 pub mod view;
+pub mod wire;
 pub mod workload;
 
 pub use error::JobError;
