@@ -9,6 +9,7 @@ pub mod dir;
 pub mod error;
 pub mod executor;
 pub mod graph;
+pub mod remote;
 pub mod request;
 pub mod session;
 pub mod state;

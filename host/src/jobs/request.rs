@@ -22,7 +22,12 @@ pub enum DatasetRef {
     /// Bytes sent with the job (CSV or IDX, optionally gzipped), stored as `dataset.bin` in
     /// the job's directory.
     Inline,
+    /// `remote://engine`: the Engine keeps the data and serves batches over the P2P stream.
+    Remote,
 }
+
+/// The dataset URI of data the Engine serves over the training stream.
+pub const REMOTE_ENGINE: &str = "remote://engine";
 
 /// Who sent a job: `local` (CLI, HTTP), `central` (AssignJob) or `p2p` (an Engine's
 /// reservation), with the reservation and the sender's address for network jobs.
@@ -167,7 +172,11 @@ impl JobRequest {
                         "the URI is too long or has control characters",
                     ));
                 }
-                DatasetRef::Uri(uri.clone())
+                if uri == REMOTE_ENGINE {
+                    DatasetRef::Remote
+                } else {
+                    DatasetRef::Uri(uri.clone())
+                }
             }
             (None, Some(_)) => DatasetRef::Inline,
         };

@@ -14,6 +14,7 @@ use cyxwiz_sdk::training::{
 use cyxwiz_sdk::{Error as SdkError, Result as SdkResult};
 
 use super::dataset::Dataset;
+use super::remote::RemoteData;
 use super::dir::{sha256_file, write_atomic, JobDir};
 use super::executor::Jobs;
 use super::state::JobState;
@@ -129,6 +130,44 @@ impl Data {
     }
 }
 
+/// Where a running job's samples come from.
+#[derive(Debug)]
+pub enum Samples {
+    /// Loaded on this node.
+    Local(Data),
+    /// Kept by the Engine and pulled over the P2P stream.
+    Remote(Arc<RemoteData>),
+}
+
+impl Samples {
+    /// Training samples.
+    pub fn train_len(&self) -> usize {
+        match self {
+            Samples::Local(d) => d.train.len(),
+            Samples::Remote(r) => r.shape().train,
+        }
+    }
+
+    /// Validation samples.
+    fn validation_len(&self) -> usize {
+        match self {
+            Samples::Local(d) => d.validation.as_ref().map_or(0, Dataset::len),
+            Samples::Remote(r) => r.shape().validation,
+        }
+    }
+
+    /// Training batches per epoch.
+    pub fn train_batches(&self, batch_size: usize) -> u64 {
+        self.train_len().div_ceil(batch_size) as u64
+    }
+
+    /// Validation batch size and count.
+    pub fn validation_batches(&self, batch_size: usize) -> (usize, u64) {
+        let size = batch_size.max(MIN_VALIDATION_BATCH);
+        (size, self.validation_len().div_ceil(size) as u64)
+    }
+}
+
 fn gather(set: &Dataset, indices: impl Iterator<Item = usize>) -> Batch {
     let mut inputs = Vec::new();
     let mut labels = Vec::new();
@@ -151,7 +190,7 @@ pub struct Session {
     pub(super) id: String,
     pub(super) dir: JobDir,
     pub(super) control: Arc<Control>,
-    pub(super) data: Data,
+    pub(super) data: Samples,
     pub(super) seed: u64,
     pub(super) batch_size: usize,
     pub(super) total_epochs: u32,
@@ -166,6 +205,8 @@ pub struct Session {
     pub(super) metrics: BTreeMap<String, f64>,
     /// The last checkpoint file written in this run.
     pub(super) last_checkpoint: Option<std::path::PathBuf>,
+    /// Remote batches requested ahead of training.
+    pub(super) prefetch: usize,
 }
 
 impl Session {
@@ -192,7 +233,7 @@ impl Session {
             metrics: serde_json::to_string(&self.metrics).unwrap_or_else(|_| "{}".into()),
             run_seconds: self.run_seconds(),
         };
-        let total_samples = u64::from(self.total_epochs) * self.data.train.len() as u64;
+        let total_samples = u64::from(self.total_epochs) * self.data.train_len() as u64;
         let eta = (rate > 0.0)
             .then(|| total_samples.saturating_sub(p.samples) as f64 / rate)
             .filter(|e| e.is_finite());
@@ -212,34 +253,53 @@ impl TrainingHost for Session {
                     self.total_epochs
                 )));
             }
-            let n = self.data.train.len();
-            let start = index.saturating_mul(self.batch_size);
-            if start >= n {
+            let n = self.data.train_len();
+            let batches = n.div_ceil(self.batch_size);
+            if index >= batches {
                 return Err(SdkError::invalid_input(format!(
-                    "training batch {index} is past the end ({} batches)",
-                    n.div_ceil(self.batch_size)
+                    "training batch {index} is past the end ({batches} batches)"
                 )));
             }
             if self.order.as_ref().map(|(e, _)| *e) != Some(epoch) {
                 let seed = derive_seed(&[self.seed, 3, u64::from(epoch)]);
                 self.order = Some((epoch, permutation(n, seed)));
             }
-            let end = (start + self.batch_size).min(n);
-            let order = self.order.as_ref().map(|(_, o)| &o[start..end]);
+            let order = self.order.as_ref().map(|(_, o)| o.as_slice());
             let order = order.unwrap_or_default();
-            Ok(gather(&self.data.train, order.iter().copied()))
+            let range = |i: usize| order[i * self.batch_size..((i + 1) * self.batch_size).min(n)].to_vec();
+            match &self.data {
+                Samples::Local(d) => Ok(gather(&d.train, range(index).into_iter())),
+                Samples::Remote(r) => {
+                    for ahead in index..(index + self.prefetch).min(batches) {
+                        r.ask(split, epoch, ahead as u64, &range(ahead));
+                    }
+                    r.take(split, epoch, index as u64).map_err(SdkError::runtime)
+                }
+            }
         } else {
-            let Some(set) = &self.data.validation else {
-                return Err(SdkError::invalid_input("this job has no validation split"));
-            };
             let (size, count) = self.data.validation_batches(self.batch_size);
+            if count == 0 {
+                return Err(SdkError::invalid_input("this job has no validation split"));
+            }
             if index as u64 >= count {
                 return Err(SdkError::invalid_input(format!(
                     "validation batch {index} is past the end ({count} batches)"
                 )));
             }
-            let start = index * size;
-            Ok(gather(set, start..(start + size).min(set.len())))
+            let n = self.data.validation_len();
+            let range = |i: usize| (i * size)..((i + 1) * size).min(n);
+            match &self.data {
+                Samples::Local(d) => match &d.validation {
+                    Some(set) => Ok(gather(set, range(index))),
+                    None => Err(SdkError::invalid_input("this job has no validation split")),
+                },
+                Samples::Remote(r) => {
+                    for ahead in index..(index + self.prefetch).min(count as usize) {
+                        r.ask(split, epoch, ahead as u64, &range(ahead).collect::<Vec<_>>());
+                    }
+                    r.take(split, epoch, index as u64).map_err(SdkError::runtime)
+                }
+            }
         }
     }
 

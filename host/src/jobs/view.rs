@@ -109,6 +109,7 @@ impl JobView {
             backend: row.backend,
             dataset: match config.as_ref().map(|c| &c.dataset) {
                 Some(super::request::DatasetRef::Uri(u)) => u.clone(),
+                Some(super::request::DatasetRef::Remote) => super::request::REMOTE_ENGINE.into(),
                 _ => "inline".into(),
             },
             device: config

@@ -18,7 +18,8 @@ use super::dir::{write_atomic, JobDir};
 use super::error::JobError;
 use super::graph::parse_model_definition;
 use super::request::{DatasetRef, JobConfig, JobRequest, Origin};
-use super::session::{weights_from_checkpoint, Control, Data, Session, Wanted};
+use super::remote::RemoteData;
+use super::session::{weights_from_checkpoint, Control, Data, Samples, Session, Wanted};
 use super::state::JobState;
 use super::view::{JobUpdate, JobView, Live};
 use crate::store::jobs::{JobEventRow, JobProgress, JobRow, NewJob};
@@ -62,6 +63,8 @@ pub struct Jobs {
     events: broadcast::Sender<JobUpdate>,
     /// Durations of ended jobs (seconds), drained by the metrics exporter.
     finished: Mutex<Vec<(JobState, f64)>>,
+    /// The datasets of `remote://engine` jobs, by job id, while their stream is open.
+    remote: Mutex<HashMap<String, Arc<RemoteData>>>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -98,6 +101,7 @@ impl Jobs {
             live: Mutex::default(),
             events: broadcast::channel(EVENTS_CAPACITY).0,
             finished: Mutex::default(),
+            remote: Mutex::default(),
         });
         jobs.recover()?;
         jobs.dispatch();

@@ -125,9 +125,9 @@ impl Jobs {
             DatasetRef::Inline => {
                 Some(std::fs::read(dir.inline_dataset()).map_err(io("reading dataset.bin"))?)
             }
-            DatasetRef::Uri(_) => None,
+            DatasetRef::Uri(_) | DatasetRef::Remote => None,
         };
-        let (data, _) = self.load_data(&config, inline.as_deref())?;
+        let (data, _) = self.load_data(&config, inline.as_deref(), &row.id)?;
         let model: ModelSpec =
             serde_json::from_slice(&std::fs::read(dir.model()).map_err(io("reading model.json"))?)
                 .map_err(|e| JobError::Io(format!("model.json: {e}")))?;
@@ -155,7 +155,7 @@ impl Jobs {
         let detail = if job.resume.is_empty() {
             format!(
                 "training on {} samples ({} batches per epoch)",
-                data.train.len(),
+                data.train_len(),
                 job.train_batches
             )
         } else {
@@ -180,6 +180,7 @@ impl Jobs {
             order: None,
             metrics: BTreeMap::new(),
             last_checkpoint: None,
+            prefetch: self.settings.prefetch,
             data,
         };
         trainer

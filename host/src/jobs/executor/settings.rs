@@ -20,6 +20,8 @@ pub struct Settings {
     pub sources: SourceConfig,
     /// Intra-op threads per job (0: the backend's default).
     pub threads: u32,
+    /// Remote batches requested ahead of training.
+    pub prefetch: usize,
 }
 
 impl Settings {
@@ -37,6 +39,7 @@ impl Settings {
                 config.jobs.max_inline_dataset_bytes,
             ),
             threads: config.jobs.threads_per_job,
+            prefetch: config.p2p.prefetch_batches.max(1) as usize,
         }
     }
 }

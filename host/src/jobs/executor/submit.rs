@@ -23,11 +23,7 @@ impl Jobs {
             return Err(JobError::Exists(id));
         }
         let inline = request.inline_dataset.as_deref();
-        let (data, _) = self.load_data(&config, inline)?;
-        let shape = DatasetShape {
-            sample: data.train.shape().to_vec(),
-            classes: data.train.classes() as usize,
-        };
+        let (data, shape) = self.load_data(&config, inline, &id)?;
         let spec = parse_model_definition(&request.graph, &shape, config.learning_rate)?;
         drop(data);
         let dir = JobDir::new(&self.settings.jobs_dir, &id);
@@ -112,12 +108,38 @@ impl Jobs {
         Ok(())
     }
 
-    /// Loads and splits a job's dataset.
+    /// Attaches the Engine-served dataset of job `id` (before [`Jobs::submit`] of a
+    /// `remote://engine` job, and again when a stream reconnects).
+    pub fn attach_remote(&self, id: &str, data: Arc<RemoteData>) {
+        lock(&self.remote).insert(id.to_owned(), data);
+    }
+
+    /// Detaches the Engine-served dataset of job `id`, ending every wait on it.
+    pub fn detach_remote(&self, id: &str, why: &str) {
+        if let Some(data) = lock(&self.remote).remove(id) {
+            data.close(why);
+        }
+    }
+
+    /// Loads and splits a job's dataset (or finds its remote one).
     pub(super) fn load_data(
         &self,
         config: &JobConfig,
         inline: Option<&[u8]>,
-    ) -> Result<(Data, DatasetShape), JobError> {
+        id: &str,
+    ) -> Result<(Samples, DatasetShape), JobError> {
+        if config.dataset == DatasetRef::Remote {
+            let Some(remote) = lock(&self.remote).get(id).cloned() else {
+                return Err(JobError::Io(
+                    "the Engine's dataset stream is not connected (remote://engine data lives on the Engine; after a node restart the job cannot continue)".into(),
+                ));
+            };
+            let shape = DatasetShape {
+                sample: remote.shape().sample.clone(),
+                classes: remote.shape().classes as usize,
+            };
+            return Ok((Samples::Remote(remote), shape));
+        }
         let source = match (&config.dataset, inline) {
             (DatasetRef::Uri(uri), _) => DatasetSource::parse(uri)?,
             (DatasetRef::Inline, Some(bytes)) => {
@@ -133,6 +155,9 @@ impl Jobs {
             (DatasetRef::Inline, None) => {
                 return Err(JobError::Io("the job's inline dataset is missing".into()))
             }
+            (DatasetRef::Remote, _) => {
+                return Err(JobError::Io("remote data handled above".into()))
+            }
         };
         let loaded = dataset::load(
             &source,
@@ -145,10 +170,10 @@ impl Jobs {
             classes: split.train.classes() as usize,
         };
         Ok((
-            Data {
+            Samples::Local(Data {
                 train: split.train,
                 validation: split.validation,
-            },
+            }),
             shape,
         ))
     }
