@@ -47,5 +47,6 @@ pub mod models;
 pub mod node;
 pub mod openai;
 pub mod plugins;
+pub mod reports;
 pub mod server;
 pub mod store;

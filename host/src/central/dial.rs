@@ -61,7 +61,7 @@ pub enum CentralError {
 
 /// Adds the operator's bearer token to every call.
 #[derive(Clone)]
-pub(super) struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
 
 impl Interceptor for Bearer {
     fn call(
@@ -149,6 +149,28 @@ impl Dialer {
             )
         })?;
         Ok(NodeServiceClient::with_interceptor(channel, Bearer(bearer)))
+    }
+}
+
+impl Dialer {
+    /// A lazily connected channel to the central server that sends `token` as a bearer
+    /// token, for any of its services' clients (`JobStatusServiceClient::new(channel)`); it
+    /// dials on first use and again after a failure.
+    pub fn channel(
+        &self,
+        token: &str,
+    ) -> Result<tonic::service::interceptor::InterceptedService<Channel, Bearer>, String> {
+        let bearer = if token.is_empty() {
+            None
+        } else {
+            Some(format!("Bearer {token}").parse().map_err(|_| {
+                "the auth token contains characters not allowed in a header".to_string()
+            })?)
+        };
+        Ok(tonic::service::interceptor::InterceptedService::new(
+            self.endpoint.connect_lazy(),
+            Bearer(bearer),
+        ))
     }
 }
 

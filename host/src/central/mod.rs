@@ -11,7 +11,9 @@
 mod dial;
 mod info;
 
-pub use dial::{plaintext_warning, read_token_file, settle_token, CentralError, Dialer};
+pub use dial::{
+    plaintext_warning, read_token_file, settle_token, Bearer, CentralError, Dialer,
+};
 pub use info::{advertised_ip, node_info, InfoSources};
 
 use crate::config::Config;

@@ -2,9 +2,10 @@
 //! error) and its event history. Every state change is one transaction that updates the row
 //! and appends the event, so the database says what happened before anyone is told.
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{Store, StoreError};
+use super::{outbox, Store, StoreError};
+use crate::reports::plan;
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 
@@ -180,7 +181,9 @@ impl Store {
 
     /// Moves a job to `state` and records the event, in one transaction. `error` replaces
     /// the job's error when given; a terminal state sets `finished_at`, `running` sets
-    /// `started_at` once and `preparing` counts an attempt.
+    /// `started_at` once and `preparing` counts an attempt. The reports the change owes the
+    /// central server (`crate::reports::plan::for_state`) go into the outbox in the same
+    /// transaction.
     pub fn set_job_state(
         &mut self,
         id: &str,
@@ -189,8 +192,18 @@ impl Store {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let path = self.path.clone();
+        let reports = self.reports;
         let tx = self.conn.transaction().map_err(|e| wrap_path(&path, e))?;
         let terminal = matches!(state, "succeeded" | "failed" | "cancelled");
+        // Whether the job had been running before (None: no such job).
+        let had_run: Option<bool> = tx
+            .query_row(
+                "SELECT started_at IS NOT NULL FROM jobs WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| wrap_path(&path, e))?;
         tx.execute(
             &format!(
                 "UPDATE jobs SET state = ?2, error = COALESCE(?3, error), updated_at = {NOW},
@@ -209,7 +222,61 @@ impl Store {
             params![id, state, detail],
         )
         .map_err(|e| wrap_path(&path, e))?;
-        tx.commit().map_err(|e| wrap_path(&path, e))
+        let mut written = 0;
+        if let (true, Some(had_run)) = (reports, had_run) {
+            let row = tx
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+                    params![id],
+                    job_row,
+                )
+                .map_err(|e| wrap_path(&path, e))?;
+            let plans = plan::for_state(&row, state, !had_run, outbox::now());
+            written = outbox::enqueue(&tx, &plans).map_err(|e| wrap_path(&path, e))?;
+        }
+        tx.commit().map_err(|e| wrap_path(&path, e))?;
+        outbox::written(written);
+        Ok(())
+    }
+
+    /// Records the end of an epoch: the job's progress, its `epoch` event and the report it
+    /// owes the central server (`crate::reports::plan::for_epoch`), in one transaction.
+    pub fn record_epoch(
+        &mut self,
+        id: &str,
+        p: &JobProgress,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let reports = self.reports;
+        let tx = self.conn.transaction().map_err(|e| wrap_path(&path, e))?;
+        write_progress(&tx, id, p).map_err(|e| wrap_path(&path, e))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO job_events (job_id, at, kind, state, detail)
+                 SELECT id, {NOW}, 'epoch', state, ?2 FROM jobs WHERE id = ?1"
+            ),
+            params![id, detail],
+        )
+        .map_err(|e| wrap_path(&path, e))?;
+        let mut written = 0;
+        if reports {
+            let row = tx
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+                    params![id],
+                    job_row,
+                )
+                .optional()
+                .map_err(|e| wrap_path(&path, e))?;
+            if let Some(row) = row {
+                let plans = plan::for_epoch(&row, p);
+                written = outbox::enqueue(&tx, &plans).map_err(|e| wrap_path(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| wrap_path(&path, e))?;
+        outbox::written(written);
+        Ok(())
     }
 
     /// Appends a non-state event (`checkpoint`, `epoch`, `log`).
@@ -228,22 +295,7 @@ impl Store {
 
     /// Writes a running job's progress.
     pub fn set_job_progress(&self, id: &str, p: &JobProgress) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                &format!(
-                    "UPDATE jobs SET epoch = ?2, step = ?3, total_steps = ?4, samples = ?5, metrics = ?6,
-                       run_seconds = ?7, updated_at = {NOW} WHERE id = ?1"
-                ),
-                params![
-                    id,
-                    p.epoch,
-                    p.step as i64,
-                    p.total_steps as i64,
-                    p.samples as i64,
-                    p.metrics,
-                    p.run_seconds
-                ],
-            )
+        write_progress(&self.conn, id, p)
             .map(|_| ())
             .map_err(|e| self.wrap(e))
     }
@@ -369,6 +421,24 @@ impl Store {
             .map_err(|e| self.wrap(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.wrap(e))
     }
+}
+
+fn write_progress(conn: &Connection, id: &str, p: &JobProgress) -> rusqlite::Result<usize> {
+    conn.execute(
+        &format!(
+            "UPDATE jobs SET epoch = ?2, step = ?3, total_steps = ?4, samples = ?5, metrics = ?6,
+               run_seconds = ?7, updated_at = {NOW} WHERE id = ?1"
+        ),
+        params![
+            id,
+            p.epoch,
+            p.step as i64,
+            p.total_steps as i64,
+            p.samples as i64,
+            p.metrics,
+            p.run_seconds
+        ],
+    )
 }
 
 fn wrap_path(path: &str, source: rusqlite::Error) -> StoreError {

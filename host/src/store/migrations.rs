@@ -96,6 +96,27 @@ const MIGRATIONS: &[&str] = &[
     // 6: where a network job came from: the P2P reservation and the peer's address.
     "ALTER TABLE jobs ADD COLUMN reservation TEXT;
     ALTER TABLE jobs ADD COLUMN peer TEXT;",
+    // 7: reports owed to the central server, written in the same transaction as the job
+    // change that causes them. `lane` orders delivery (a job's id, or a reservation's for the
+    // P2P reports); `payload` is the encoded request without its node id (filled when sent);
+    // `once_key` makes a report that must exist once (a job's start and result, a
+    // reservation's end) unique; `next_attempt_at` is Unix seconds; a row ends acknowledged
+    // (`acked_at`) or refused for good (`failed_at`, with `last_error`).
+    "CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        lane            TEXT NOT NULL,
+        job_id          TEXT,
+        kind            TEXT NOT NULL,
+        once_key        TEXT UNIQUE,
+        payload         BLOB NOT NULL,
+        created_at      TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        acked_at        TEXT,
+        failed_at       TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (lane, id) WHERE acked_at IS NULL AND failed_at IS NULL;",
 ];
 
 /// The schema version this build writes.

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod keys;
 pub mod metrics;
 mod migrations;
+pub mod outbox;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -51,6 +52,8 @@ pub enum StoreError {
 pub struct Store {
     conn: Connection,
     path: String,
+    /// Job changes write reports to the central server (`outbox`); off in standalone mode.
+    reports: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -114,7 +117,11 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(wrap)?;
         migrations::apply(&mut conn, &shown)?;
-        Ok(Self { conn, path: shown })
+        Ok(Self {
+            conn,
+            path: shown,
+            reports: true,
+        })
     }
 
     pub(crate) fn wrap(&self, source: rusqlite::Error) -> StoreError {

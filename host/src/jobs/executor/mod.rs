@@ -193,7 +193,13 @@ impl Jobs {
         eta: Option<f64>,
         epoch_end: bool,
     ) {
-        if let Err(e) = lock(&self.store).set_job_progress(id, &p) {
+        // An epoch's end is one transaction: progress, event and the central server's report.
+        let recorded = if epoch_end {
+            lock(&self.store).record_epoch(id, &p, &format!("epoch {} done", p.epoch))
+        } else {
+            lock(&self.store).set_job_progress(id, &p)
+        };
+        if let Err(e) = recorded {
             tracing::warn!(job = id, error = %e, "cannot record job progress");
         }
         let metrics: serde_json::Value =
@@ -221,7 +227,6 @@ impl Jobs {
                 dir,
                 &format!("epoch {} done: {}", p.epoch, summary.join(" ")),
             );
-            let _ = lock(&self.store).job_event(id, "epoch", &format!("epoch {} done", p.epoch));
         }
         let live = Live {
             samples_per_second: rate,
