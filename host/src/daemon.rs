@@ -261,9 +261,12 @@ pub async fn run(
         );
     }
     let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+    // Job changes write reports for the central server only when one is configured.
+    let mut jobs_store = Store::open(&config.database_path())?;
+    jobs_store.write_reports(dialer.is_some());
     let jobs = crate::jobs::Jobs::start(
         crate::jobs::Settings::for_config(&config),
-        Store::open(&config.database_path())?,
+        jobs_store,
         crate::jobs::training_backends(&registry),
     )?;
     let config = Arc::new(config);
@@ -362,6 +365,7 @@ pub async fn run(
         };
         format!("{scheme}://{bound}/v1")
     });
+    let reports_base = endpoint_url.clone();
     let grpc_done = if config.grpc.ports.is_empty() {
         tracing::info!("gRPC disabled ([grpc] ports = [])");
         None
@@ -388,6 +392,18 @@ pub async fn run(
     };
 
     let client = if let Some(dialer) = dialer {
+        // Reports to the central server (job progress and results) from the outbox.
+        let advertised = central::advertised_ip(&config).await;
+        tokio::spawn(crate::reports::run(
+            crate::reports::Reporter {
+                database: config.database_path(),
+                dialer: dialer.clone(),
+                token: config.central_server.auth_token.clone(),
+                link: central.clone(),
+                weights_base: crate::reports::weights_base(&reports_base, &advertised),
+            },
+            stop_rx.clone(),
+        ));
         if config.grpc.ports.is_empty() {
             tracing::warn!("gRPC is off, so the central server cannot assign jobs to this node");
         }

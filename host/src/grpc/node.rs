@@ -1,6 +1,15 @@
 //! `NodeService` as a node serves it: `AssignJob` (the central scheduler dials registered
-//! port + 3) judged against the operator's `[jobs]` policy, and `GetNodeMetrics` from the
-//! metrics history. The other methods belong to the central server.
+//! port + 3) judged against the operator's `[jobs]` policy, converted (`jobs::wire`) and
+//! submitted to the executor as a `central` job under the network's job id, and
+//! `GetNodeMetrics` from the metrics history. The other methods belong to the central server.
+//!
+//! The central server reads only `accepted` and the error's message, and a declined job stays
+//! "assigned" there for good, so AssignJob declines only what the node cannot run (policy, a
+//! definition or dataset it refuses, a full queue), says exactly why, and accepts a repeated
+//! AssignJob for a job it already has without running it twice. The reply comes once the job
+//! is validated and queued (the dataset is loaded to check the graph against it: milliseconds
+//! for the built-in datasets); progress and the result go to the central server through the
+//! report outbox (`crate::reports`).
 //!
 //! AssignJob is the one RPC without a key (the central server sends none), so it is the
 //! most exposed: it may be limited to the central server's addresses
@@ -10,6 +19,7 @@
 
 use super::{error, GrpcState};
 use crate::config::Config;
+use crate::jobs::{wire::WirePolicy, JobError, Origin};
 use cyxwiz_proto::protocol::{
     node_service_server::NodeService, AssignJobRequest, AssignJobResponse, DeviceType,
     GetNodeMetricsRequest, GetNodeMetricsResponse, HeartbeatRequest, HeartbeatResponse,
@@ -68,10 +78,10 @@ pub fn policy_refusal(
         ));
     }
     match DeviceType::try_from(job.required_device) {
-        Ok(DeviceType::DeviceCuda) if !has_gpu => {
+        Ok(DeviceType::DeviceCuda) if !has_gpu && jobs.cuda_jobs_on_cpu != "run_on_cpu" => {
             return Some((
                 Code::FailedPrecondition,
-                "the job requires a CUDA GPU and this node has none".into(),
+                "the job requires a CUDA GPU and this node has none ([jobs] cuda_jobs_on_cpu = \"refuse\"; set it to \"run_on_cpu\" to train such jobs on the CPU)".into(),
             ))
         }
         Ok(DeviceType::DeviceOpencl | DeviceType::DeviceMetal | DeviceType::DeviceVulkan) => {
@@ -111,8 +121,8 @@ pub fn policy_refusal(
             ),
         ));
     }
-    // No job runs or waits on this node (there is no executor yet), so the queue
-    // (`max_concurrent_jobs` + `max_queued_jobs`) always has room.
+    // The queue (`max_concurrent_jobs` running + `max_queued_jobs` waiting) is the
+    // executor's to judge: a full one refuses the submission (QueueFull).
     None
 }
 
@@ -133,8 +143,55 @@ fn check_job_id(id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Why every job that passes the policy is still declined: this build has no job executor.
-pub const NO_EXECUTOR: &str = "job execution is not enabled on this node";
+/// Why a job that passes the policy is declined on a node without a training backend.
+pub const NO_EXECUTOR: &str =
+    "job execution is not enabled on this node: no training backend is loaded";
+
+/// How an AssignJob ended.
+enum Assigned {
+    /// Queued now.
+    New,
+    /// Known already (a repeated AssignJob): not queued again.
+    Known,
+}
+
+/// Converts and submits `job` as a `central` job under its own id; a job already known is
+/// accepted again without a second run. Blocking (the dataset is loaded to validate).
+fn submit(
+    jobs: &Arc<crate::jobs::Jobs>,
+    job: &JobConfig,
+    policy: &WirePolicy,
+    origin: &Origin,
+) -> Result<Assigned, cyxwiz_proto::protocol::Error> {
+    let refused = |e: JobError| error::proto(&Status::from(crate::node::NodeError::from(e)));
+    if jobs.backends().next().is_none() {
+        return Err(error::refusal(Code::FailedPrecondition, NO_EXECUTOR));
+    }
+    match jobs.get(&job.job_id) {
+        Ok(view) if view.origin == "central" => return Ok(Assigned::Known),
+        Ok(view) => {
+            return Err(error::refusal(
+                Code::AlreadyExists,
+                format!(
+                    "a {} job with id {} exists on this node",
+                    view.origin, view.id
+                ),
+            ))
+        }
+        Err(JobError::NotFound(_)) => {}
+        Err(e) => return Err(refused(e)),
+    }
+    let wire = crate::jobs::wire::job_request(job, None, policy).map_err(refused)?;
+    match jobs.submit(wire.request, Some(job.job_id.clone()), origin) {
+        Ok(view) => {
+            crate::jobs::wire::log_notes(jobs, &view.id, &wire.notes);
+            Ok(Assigned::New)
+        }
+        // The same job assigned twice at once: the other call queued it.
+        Err(JobError::Exists(_)) => Ok(Assigned::Known),
+        Err(e) => Err(refused(e)),
+    }
+}
 
 const CENTRAL_ONLY: &str = "served by the CyxWiz central server, not by a node";
 
@@ -186,28 +243,75 @@ impl NodeService for NodeSvc {
             )));
         }
         let our_id = state.node.central.node_id();
-        let (code, reason) = policy_refusal(
+        let has_gpu = !state.node.inventory.gpus.is_empty();
+        let started = std::time::Instant::now();
+        let decided = match policy_refusal(
             state.config(),
-            !state.node.inventory.gpus.is_empty(),
+            has_gpu,
             state.node.inventory.ram_total_bytes,
             &our_id,
             &request.node_id,
             &job,
-        )
-        .unwrap_or((Code::Unimplemented, NO_EXECUTOR.to_string()));
-        tracing::info!(job = %job.job_id, %peer, reason = %crate::audit::clean(&reason, 512), "declined a network job");
-        state.node.audit(
-            "job_declined",
-            &job.job_id,
-            &format!("from {peer}: {reason}"),
-        );
-        Ok(Response::new(AssignJobResponse {
-            status: StatusCode::StatusError as i32,
-            job_id: job.job_id,
-            accepted: false,
-            error: Some(error::refusal(code, reason)),
-            estimated_start_time: String::new(),
-        }))
+        ) {
+            Some((code, reason)) => Err(error::refusal(code, reason)),
+            None => {
+                let jobs = state.node.jobs.clone();
+                let policy = WirePolicy::for_config(state.config(), has_gpu);
+                let origin = Origin {
+                    kind: "central",
+                    reservation: None,
+                    peer: Some(peer.clone()),
+                };
+                let job = job.clone();
+                tokio::task::spawn_blocking(move || submit(&jobs, &job, &policy, &origin))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(error::refusal(
+                            Code::Internal,
+                            format!("the submission failed: {e}"),
+                        ))
+                    })
+            }
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match decided {
+            Ok(assigned) => {
+                let again = matches!(assigned, Assigned::Known);
+                tracing::info!(job = %job.job_id, %peer, again, elapsed_ms, "accepted a network job");
+                state.node.audit(
+                    "job_accepted",
+                    &job.job_id,
+                    &if again {
+                        format!("from {peer}: assigned again; already here, not queued twice")
+                    } else {
+                        format!("from {peer}: queued")
+                    },
+                );
+                Ok(Response::new(AssignJobResponse {
+                    status: StatusCode::StatusSuccess as i32,
+                    job_id: job.job_id,
+                    accepted: true,
+                    error: None,
+                    estimated_start_time: String::new(),
+                }))
+            }
+            Err(refusal) => {
+                let reason = crate::audit::clean(&refusal.message, 512);
+                tracing::info!(job = %job.job_id, %peer, reason = %reason, elapsed_ms, "declined a network job");
+                state.node.audit(
+                    "job_declined",
+                    &job.job_id,
+                    &format!("from {peer}: {reason}"),
+                );
+                Ok(Response::new(AssignJobResponse {
+                    status: StatusCode::StatusError as i32,
+                    job_id: job.job_id,
+                    accepted: false,
+                    error: Some(refusal),
+                    estimated_start_time: String::new(),
+                }))
+            }
+        }
     }
 
     async fn report_progress(
@@ -308,11 +412,19 @@ mod tests {
         assert_eq!(code, Code::InvalidArgument);
         assert!(why.contains("addressed to node other"));
         let gpu = job(JobType::Training, DeviceType::DeviceCuda, 0);
-        assert!(policy_refusal(&config, false, 8 << 30, "me", "", &gpu)
-            .unwrap()
-            .1
-            .contains("CUDA"));
+        let (code, why) = policy_refusal(&config, false, 8 << 30, "me", "", &gpu).unwrap();
+        assert_eq!(code, Code::FailedPrecondition);
+        assert!(
+            why.contains("CUDA") && why.contains("cuda_jobs_on_cpu = \"refuse\""),
+            "{why}"
+        );
         assert_eq!(policy_refusal(&config, true, 8 << 30, "me", "", &gpu), None);
+        config.jobs.cuda_jobs_on_cpu = "run_on_cpu".into();
+        assert_eq!(
+            policy_refusal(&config, false, 8 << 30, "me", "", &gpu),
+            None
+        );
+        config.jobs.cuda_jobs_on_cpu = "refuse".into();
         let big = job(JobType::Training, DeviceType::DeviceCpu, 16 << 30);
         assert!(policy_refusal(&config, false, 8 << 30, "me", "", &big)
             .unwrap()

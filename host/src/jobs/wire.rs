@@ -269,6 +269,31 @@ fn hyperparameters(
     Ok(())
 }
 
+/// Appends `notes` to job `id`'s `log.txt` (what [`job_request`] ignored or decided).
+pub fn log_notes(jobs: &super::Jobs, id: &str, notes: &[String]) {
+    if notes.is_empty() {
+        return;
+    }
+    let Ok(path) = jobs.log_path(id) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let text: String = notes
+        .iter()
+        .map(|n| format!("{now:.3} {}\n", n.escape_debug()))
+        .collect();
+    let appended = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    if let Err(e) = appended {
+        tracing::warn!(job = id, error = %e, "cannot write the job's log");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
