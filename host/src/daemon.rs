@@ -35,6 +35,9 @@ pub enum DaemonError {
     /// The job executor could not start.
     #[error("training jobs: {0}")]
     Jobs(#[from] crate::jobs::JobError),
+    /// The P2P secret file is unusable.
+    #[error("{0}")]
+    P2p(#[from] crate::p2p::P2pError),
     /// The central-server link is misconfigured (token file, CA file, trust store).
     #[error(transparent)]
     Central(#[from] central::CentralError),
@@ -283,6 +286,11 @@ pub async fn run(
         jobs: jobs.clone(),
     }));
 
+    let p2p = Arc::new(crate::p2p::P2p::new(
+        state.clone(),
+        &crate::p2p::secret(&config)?,
+    ));
+
     let loader = {
         let deployments = deployments.clone();
         let registry = registry.clone();
@@ -370,7 +378,7 @@ pub async fn run(
         tracing::info!("gRPC disabled ([grpc] ports = [])");
         None
     } else {
-        let grpc_state = Arc::new(GrpcState::new(state.clone(), endpoint_url));
+        let grpc_state = Arc::new(GrpcState::new(state.clone(), endpoint_url, p2p.clone()));
         if grpc_state.auth_required {
             tracing::info!("API keys required on gRPC (AssignJob excepted)");
         } else {
@@ -409,7 +417,10 @@ pub async fn run(
         }
         Some(tokio::spawn(central::run(
             central::ClientContext {
-                workload: Arc::new(crate::jobs::workload::NetworkWork { jobs: jobs.clone() }),
+                workload: Arc::new(crate::jobs::workload::NetworkWork {
+                    jobs: jobs.clone(),
+                    p2p: p2p.clone(),
+                }),
                 dialer,
                 sources: central::InfoSources {
                     config: (*config).clone(),

@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod models;
 pub mod node;
 pub mod openai;
+pub mod p2p;
 pub mod plugins;
 pub mod reports;
 pub mod server;

@@ -18,7 +18,8 @@ pub use node::{policy_refusal, NO_EXECUTOR};
 use crate::{config::Config, node::Node};
 use cyxwiz_proto::protocol::{
     deployment_service_server::DeploymentServiceServer,
-    inference_service_server::InferenceServiceServer, node_service_server::NodeServiceServer,
+    inference_service_server::InferenceServiceServer,
+    job_execution_service_server::JobExecutionServiceServer, node_service_server::NodeServiceServer,
 };
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -34,13 +35,16 @@ pub struct GrpcState {
     pub assign_from: Vec<net::Cidr>,
     /// AssignJob calls per address per minute.
     pub assign_budget: net::AddressBudget,
+    /// The Engine's P2P training link.
+    pub p2p: Arc<crate::p2p::P2p>,
 }
 
 impl GrpcState {
     /// The shared state for `node`'s gRPC services.
-    pub fn new(node: Arc<Node>, endpoint_url: String) -> Self {
+    pub fn new(node: Arc<Node>, endpoint_url: String, p2p: Arc<crate::p2p::P2p>) -> Self {
         let config = &node.config;
         Self {
+            p2p,
             auth_required: auth::required(config),
             assign_from: config
                 .grpc
@@ -82,6 +86,11 @@ fn router(
 ) -> Result<tonic::transport::server::Router, GrpcError> {
     let grpc = &state.config().grpc;
     let (small, large) = (grpc.max_message_bytes, grpc.max_infer_message_bytes);
+    // The Engine's messages carry inline datasets and batches.
+    let config = state.config();
+    let p2p_bytes = small
+        .max(config.p2p.max_batch_bytes + (64 << 10))
+        .max(config.jobs.max_inline_dataset_bytes + (1 << 20));
     let mut builder = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(600))
         .concurrency_limit_per_connection(grpc.max_concurrent_requests as usize)
@@ -104,6 +113,11 @@ fn router(
             DeploymentServiceServer::new(deployment::DeploymentSvc(state.clone()))
                 .max_decoding_message_size(small)
                 .max_encoding_message_size(small),
+        )
+        .add_service(
+            JobExecutionServiceServer::new(crate::p2p::service::ExecutionSvc(state.p2p.clone()))
+                .max_decoding_message_size(p2p_bytes)
+                .max_encoding_message_size(p2p_bytes),
         )
         .add_service(
             InferenceServiceServer::new(inference::InferenceSvc(state.clone()))

@@ -285,6 +285,16 @@ impl Jobs {
         }
     }
 
+    /// The job's latest durable checkpoint file, if it has one.
+    pub fn checkpoint_path(&self, id: &str) -> Result<Option<PathBuf>, JobError> {
+        let id = parse_id(id)?;
+        let row = lock(&self.store).job(&id)?;
+        Ok(row
+            .and_then(|r| r.checkpoint)
+            .map(PathBuf::from)
+            .filter(|p| p.is_file()))
+    }
+
     /// One job as callers see it.
     pub fn get(&self, id: &str) -> Result<JobView, JobError> {
         let id = parse_id(id)?;
@@ -366,7 +376,23 @@ impl Jobs {
 
 /// A job id must be a UUID (any version); returned in canonical lowercase form.
 pub fn parse_id(id: &str) -> Result<String, JobError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.to_string())
-        .map_err(|_| JobError::BadId(id.chars().take(64).collect()))
+    let bad = || JobError::BadId(id.chars().take(64).collect());
+    // A UUID, or a later job of a P2P reservation: `<reservation uuid>_<suffix>` (the Engine
+    // uses Unix seconds). Ids name directories, so nothing else is accepted.
+    let (head, suffix) = match id.split_once('_') {
+        Some((head, suffix)) => (head, Some(suffix)),
+        None => (id, None),
+    };
+    let uuid = uuid::Uuid::parse_str(head).map_err(|_| bad())?;
+    match suffix {
+        None => Ok(uuid.to_string()),
+        Some(s)
+            if !s.is_empty()
+                && s.len() <= 32
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
+            Ok(format!("{uuid}_{s}"))
+        }
+        Some(_) => Err(bad()),
+    }
 }
