@@ -267,6 +267,9 @@ pub async fn run(
     // Job changes write reports for the central server only when one is configured.
     let mut jobs_store = Store::open(&config.database_path())?;
     jobs_store.write_reports(dialer.is_some());
+    // The node's own connection queues the P2P reservation-end reports.
+    let mut store = store;
+    store.write_reports(dialer.is_some());
     let jobs = crate::jobs::Jobs::start(
         crate::jobs::Settings::for_config(&config),
         jobs_store,
