@@ -17,8 +17,13 @@ pub struct CentralSection {
     /// Seconds between heartbeats.
     pub heartbeat_interval_seconds: u64,
     /// Seconds before the first reconnection attempt; later attempts back off
-    /// exponentially (with jitter) up to 5 minutes.
+    /// exponentially (with jitter), staying at most 10 s for the first minute (the server
+    /// marks a node offline after 30 s), then up to 5 minutes.
     pub reconnect_delay_seconds: u64,
+    /// Seconds between checks that the server still knows the node
+    /// (`NodeDiscoveryService/GetNodeInfo`; its heartbeats succeed even for a node it has
+    /// forgotten): NOT_FOUND registers the node again at once (5..=3600).
+    pub registration_check_seconds: u64,
     /// The operator's CyxWiz account token (a JWT), sent as `authorization: Bearer`;
     /// `CYXWIZ_AUTH_TOKEN` overrides it. Never shown by `config show`.
     pub auth_token: String,
@@ -42,6 +47,7 @@ impl Default for CentralSection {
             address: String::new(),
             heartbeat_interval_seconds: 10,
             reconnect_delay_seconds: 5,
+            registration_check_seconds: 60,
             auth_token: String::new(),
             auth_token_file: PathBuf::new(),
             ca_file: PathBuf::new(),
@@ -155,6 +161,12 @@ impl Config {
                 " seconds",
             )?;
         }
+        self.in_range(
+            "central_server.registration_check_seconds",
+            section.registration_check_seconds,
+            5..=3600,
+            " seconds",
+        )?;
         for (key, set) in [
             ("ca_file", !section.ca_file.as_os_str().is_empty()),
             ("tls_server_name", !section.tls_server_name.is_empty()),
@@ -316,6 +328,62 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("DNS name"), "{err}");
+    }
+
+    #[test]
+    fn the_registration_check_interval_is_bounded() {
+        for (seconds, ok) in [
+            (4, false),
+            (5, true),
+            (60, true),
+            (3600, true),
+            (3601, false),
+        ] {
+            let result = config(CentralSection {
+                address: "central:50051".into(),
+                registration_check_seconds: seconds,
+                ..CentralSection::default()
+            })
+            .validate();
+            assert_eq!(result.is_ok(), ok, "{seconds}: {result:?}");
+            if let Err(e) = result {
+                let e = e.to_string();
+                assert!(
+                    e.contains("central_server.registration_check_seconds")
+                        && e.contains("between 5 and 3600"),
+                    "{e}"
+                );
+            }
+        }
+        assert_eq!(CentralSection::default().registration_check_seconds, 60);
+    }
+
+    #[test]
+    fn with_a_central_server_the_assign_job_port_must_be_served() {
+        let with_ports = |address: &str, ports: Vec<u16>| {
+            let mut c = config(CentralSection {
+                address: address.into(),
+                ..CentralSection::default()
+            });
+            c.grpc.ports = ports;
+            c.validate()
+        };
+        let err = with_ports("central:50051", vec![50052, 50053])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("grpc.ports")
+                && err.contains("add 50055")
+                && err.contains("ports = [50052, 50053, 50055]")
+                && err.contains("--grpc-ports 50052,50053,50055")
+                && !err.contains('\n'),
+            "{err}"
+        );
+        with_ports("central:50051", vec![50052, 50055]).unwrap();
+        // The defaults serve it; gRPC off and standalone mode need nothing.
+        with_ports("central:50051", crate::config::GrpcSection::default().ports).unwrap();
+        with_ports("central:50051", Vec::new()).unwrap();
+        with_ports("", vec![50052]).unwrap();
     }
 
     #[test]

@@ -214,6 +214,26 @@ impl Config {
                     format!("the first port + 3 must be a port too, got {first}"),
                 ));
             }
+            // The central server sends AssignJob to the registered (first) port + 3; without
+            // it the node registers but can never be given a job.
+            let assign = first + 3;
+            if !self.central_server.address.is_empty() && !self.grpc.ports.contains(&assign) {
+                let mut fixed = self.grpc.ports.clone();
+                fixed.push(assign);
+                return Err(self.key_error(
+                    "grpc.ports",
+                    format!(
+                        "the central server sends AssignJob to the registered port {first} + 3, \
+                         but {assign} is not served; add {assign}: ports = {fixed:?} \
+                         (or --grpc-ports {})",
+                        fixed
+                            .iter()
+                            .map(u16::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                ));
+            }
         }
         if self.grpc.tls.enabled {
             for (key, path) in [
@@ -322,7 +342,12 @@ impl Config {
             1024..=1 << 30,
             " bytes",
         )?;
-        self.in_range("p2p.prefetch_batches", self.p2p.prefetch_batches, 1..=64, "")?;
+        self.in_range(
+            "p2p.prefetch_batches",
+            self.p2p.prefetch_batches,
+            1..=64,
+            "",
+        )?;
         self.in_range(
             "p2p.max_download_chunk_bytes",
             self.p2p.max_download_chunk_bytes,
