@@ -2,7 +2,11 @@
 //! NodeInfo, adopted and persisted UUID, heartbeat cadence, `jobs_to_cancel`, the coordinator
 //! killed and restarted mid-run, the node forgotten (NOT_FOUND) and re-registering,
 //! UNAUTHENTICATED stopping retries, AssignJob answered per policy on registered port + 3, and
-//! GetNodeMetrics from the metrics history. Over TLS: a coordinator with a certificate from a
+//! GetNodeMetrics from the metrics history. The real server's quirks: a forgotten node whose
+//! heartbeats still succeed is found by the registration check (GetNodeInfo) and registers
+//! again; heartbeats carry the node's status and active jobs, and the uptime figure comes from
+//! the metric history; a central server without the AssignJob port (+ 3) served is refused at
+//! start. Over TLS: a coordinator with a certificate from a
 //! private CA made by `openssl` for the test, trusted through `ca_file`, the token read from
 //! `auth_token_file`; an untrusted or misnamed certificate never receives the token. Real node
 //! binary, real gRPC on loopback.
@@ -34,6 +38,11 @@ fn free_port_pair() -> u16 {
 }
 
 fn node_config(central: std::net::SocketAddr, token: &str) -> String {
+    node_config_with(central, token, "")
+}
+
+/// `node_config` with more `[central_server]` keys.
+fn node_config_with(central: std::net::SocketAddr, token: &str, extra: &str) -> String {
     format!(
         r#"
 [node]
@@ -46,6 +55,7 @@ address = "{central}"
 auth_token = "{token}"
 heartbeat_interval_seconds = 1
 reconnect_delay_seconds = 1
+{extra}
 
 [grpc]
 host = "127.0.0.1"
@@ -768,4 +778,172 @@ async fn the_test_coordinator_answers_like_the_real_server() {
         .unwrap();
     assert_eq!(seen.lock().unwrap().job_results.len(), 2);
     central.kill().await;
+}
+
+/// The real server answers heartbeats with SUCCESS even after it forgot the node: only the
+/// registration check (NodeDiscoveryService/GetNodeInfo, every `registration_check_seconds`)
+/// notices, and the node registers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_node_registers_again_though_its_heartbeats_succeed() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut central = Coordinator::start("127.0.0.1:0".parse().unwrap(), "tok", seen.clone()).await;
+    let node = Node::new();
+    node.write_config(&node_config_with(
+        central.addr,
+        "tok",
+        "registration_check_seconds = 5",
+    ));
+    let running = start_node(&node, free_port_pair()).await;
+    central
+        .wait_for(
+            "registration and heartbeats",
+            Duration::from_secs(20),
+            |s| s.nodes.values().any(|n| n.heartbeats.len() >= 2),
+        )
+        .await;
+    let id = seen.lock().unwrap().nodes.keys().next().unwrap().clone();
+    let registrations = seen.lock().unwrap().registrations.len();
+
+    // The server forgets the node but keeps answering its heartbeats.
+    seen.lock().unwrap().lenient_heartbeats = true;
+    assert!(central.forget(&id));
+    central
+        .wait_for(
+            "a new registration after the check",
+            Duration::from_secs(20),
+            |s| {
+                s.registrations.len() > registrations
+                    && s.nodes.values().any(|n| !n.heartbeats.is_empty())
+            },
+        )
+        .await;
+    {
+        let s = seen.lock().unwrap();
+        assert!(
+            s.node_info_queries.contains(&id),
+            "the node asked whether it is still known: {:?}",
+            s.node_info_queries
+        );
+        assert_eq!(s.refused, 0, "GetNodeInfo is asked without needing a token");
+    }
+    let new_id = seen.lock().unwrap().nodes.keys().next().unwrap().clone();
+    assert_ne!(
+        new_id, id,
+        "the coordinator lost the row, so it mints a new id"
+    );
+    let st = wait_status(&node, "the new id", |s| s["node"]["id"] == new_id.as_str()).await;
+    assert_eq!(st["central"]["state"], "connected");
+    assert!(
+        st["central"]["registrations"].as_u64().unwrap() >= 2,
+        "{st}"
+    );
+    drop(running);
+    central.kill().await;
+}
+
+/// Heartbeats always carry `current_status` (the server computes load from the active jobs
+/// only when it is there) and, while idle, no active jobs; the uptime figure in it is the
+/// node's history: an hour up, an hour down, then up since it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_carry_the_status_idle_jobs_and_the_uptime_from_history() {
+    let node = Node::new();
+    // An hour of 5 s samples that ended an hour ago, as a previous run would have left them.
+    tokio::task::block_in_place(|| {
+        let store = cyxwiz_node::store::Store::open(&node.data_dir().join("node.db")).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        for ts in (now - 7200..now - 3600).step_by(5) {
+            store
+                .record_metric_point(&cyxwiz_node::store::metrics::HistoryPoint {
+                    ts,
+                    resolution: 5,
+                    cpu_percent: 3.0,
+                    ram_used_bytes: 1 << 30,
+                    ram_total_bytes: 4 << 30,
+                    net_rx_bps: 0.0,
+                    net_tx_bps: 0.0,
+                    gpu_percent: None,
+                    gpu_memory_used_bytes: None,
+                    gpu_power_watts: None,
+                })
+                .unwrap();
+        }
+    });
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut central = Coordinator::start("127.0.0.1:0".parse().unwrap(), "tok", seen.clone()).await;
+    node.write_config(&node_config(central.addr, "tok"));
+    let running = start_node(&node, free_port_pair()).await;
+    central
+        .wait_for("3 heartbeats", Duration::from_secs(20), |s| {
+            s.nodes.values().any(|n| n.heartbeats.len() >= 3)
+        })
+        .await;
+    let record = seen.lock().unwrap().nodes.values().next().unwrap().clone();
+    let registered = record.registration.info.as_ref().unwrap().uptime_percentage;
+    assert!((40.0..60.0).contains(&registered), "uptime {registered}");
+    for (_, beat) in &record.heartbeats {
+        assert!(beat.active_jobs.is_empty(), "{:?}", beat.active_jobs);
+        let status = beat
+            .current_status
+            .as_ref()
+            .expect("current_status in every heartbeat");
+        assert!(status.is_online);
+        assert!(
+            (40.0..60.0).contains(&status.uptime_percentage),
+            "uptime {}",
+            status.uptime_percentage
+        );
+    }
+    drop(running);
+    central.kill().await;
+}
+
+/// With a central server and gRPC on, the AssignJob port (registered port + 3) must be served:
+/// `run` refuses to start and says what to add. Standalone nodes may serve any ports.
+#[test]
+fn a_central_server_without_the_assign_job_port_is_refused_at_start() {
+    let node = Node::new();
+    node.write_config(&node_config("127.0.0.1:9".parse().unwrap(), "tok"));
+    let port = free_port_pair();
+    let ports = port.to_string();
+    let mut child = node
+        .command()
+        .args(["run", "--api-port", "0", "--grpc-ports", &ports])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A node that starts instead would run until killed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the node started without its AssignJob port: {}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    let fix = format!("add {}: ports = [{port}, {}]", port + 3, port + 3);
+    assert!(
+        lines[0].starts_with("error: ")
+            && lines[0].contains("grpc.ports")
+            && lines[0].contains(&fix)
+            && lines[0].contains(&format!("--grpc-ports {port},{}", port + 3)),
+        "{err}"
+    );
+
+    // Standalone, the same ports are fine.
+    node.write_config("[node]\nname = \"alone\"\n");
+    let running = node.start(&["--grpc-ports", &ports]);
+    drop(running);
 }

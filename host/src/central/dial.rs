@@ -8,7 +8,10 @@
 //! produces a connected, authenticated client.
 
 use crate::config::{CentralAddress, Config, Source};
-use cyxwiz_proto::protocol::node_service_client::NodeServiceClient;
+use cyxwiz_proto::protocol::{
+    node_discovery_service_client::NodeDiscoveryServiceClient,
+    node_service_client::NodeServiceClient,
+};
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -81,6 +84,9 @@ impl Interceptor for Bearer {
 pub(super) type Client =
     NodeServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
+/// A NodeDiscoveryService client (served without authentication, so sent no token).
+pub(super) type Discovery = NodeDiscoveryServiceClient<Channel>;
+
 /// A configured way to dial the central server: the endpoint (with its TLS connector, built
 /// once at start so a bad CA file or a missing trust store stops the node there).
 #[derive(Clone, Debug)]
@@ -132,8 +138,9 @@ impl Dialer {
         }))
     }
 
-    /// Connects and wraps the channel in a client that sends `token` as a bearer token.
-    pub(super) async fn connect(&self, token: &str) -> Result<Client, String> {
+    /// Connects and wraps the channel in a client that sends `token` as a bearer token, and a
+    /// NodeDiscoveryService client on the same connection.
+    pub(super) async fn connect(&self, token: &str) -> Result<(Client, Discovery), String> {
         let bearer = if token.is_empty() {
             None
         } else {
@@ -148,7 +155,10 @@ impl Dialer {
                 source_chain(&e)
             )
         })?;
-        Ok(NodeServiceClient::with_interceptor(channel, Bearer(bearer)))
+        Ok((
+            NodeServiceClient::with_interceptor(channel.clone(), Bearer(bearer)),
+            NodeDiscoveryServiceClient::new(channel),
+        ))
     }
 }
 

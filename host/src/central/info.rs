@@ -1,5 +1,6 @@
 //! The `NodeInfo` this node sends with RegisterNode and every heartbeat: identity, hardware,
-//! address, formats and runtimes from the plugin registry, and the operator's prices.
+//! address, formats and runtimes from the plugin registry, the operator's prices, and the
+//! uptime figure the caller computed (`super::uptime`).
 
 use crate::{config::Config, devices::Inventory, plugins::Registry};
 use cyxwiz_proto::protocol::{
@@ -133,8 +134,14 @@ fn pricing(config: &Config) -> NodePricing {
 }
 
 /// Builds the node's `NodeInfo` as of now; `ip` is the advertised address
-/// ([`advertised_ip`], resolved once per connection).
-pub fn node_info(sources: &InfoSources, node_id: &str, ip: &str) -> NodeInfo {
+/// ([`advertised_ip`], resolved once per connection), `uptime_percentage` the node's share of
+/// time up (`super::uptime`).
+pub fn node_info(
+    sources: &InfoSources,
+    node_id: &str,
+    ip: &str,
+    uptime_percentage: f64,
+) -> NodeInfo {
     let config = &sources.config;
     let inventory = &sources.inventory;
     let ram_available = sources
@@ -182,6 +189,7 @@ pub fn node_info(sources: &InfoSources, node_id: &str, ip: &str) -> NodeInfo {
         supports_terminal_access: false,
         available_runtimes: runtimes,
         pricing: Some(pricing(config)),
+        uptime_percentage,
         ..Default::default()
     }
 }

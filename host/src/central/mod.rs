@@ -1,15 +1,20 @@
-//! The link to the CyxWiz Central Server: registration, heartbeats, reconnection with
-//! exponential backoff and jitter, and the connection state `cyxwiz-node status` shows.
+//! The link to the CyxWiz Central Server: reconnection with exponential backoff and jitter,
+//! and the connection state `cyxwiz-node status` shows.
 //!
 //! Standalone mode (no `[central_server] address`) never starts the client; everything else
 //! works without it. Rules followed (PROTOCOL.md, "Interoperability rules"): every call carries
 //! `authorization: Bearer <operator JWT>`; the UUID returned by RegisterNode is adopted and
-//! persisted at once; heartbeats carry it; NOT_FOUND on a heartbeat means the server forgot
-//! the node, so it registers again; UNAUTHENTICATED stops retrying and says why. How the link
-//! is dialled (plaintext or TLS) and where the token comes from is `dial`'s part.
+//! persisted at once; heartbeats carry it, the node's active jobs and its status; NOT_FOUND on a
+//! heartbeat or on the periodic registration check means the server forgot the node, so it
+//! registers again; UNAUTHENTICATED stops retrying and says why; the first minute of retries
+//! stays within 10 s of each other. A session (register, heartbeats, checks, cancels) is
+//! `session`'s part; how the link is dialled (plaintext or TLS) and where the token comes from
+//! is `dial`'s; the `NodeInfo` sent is `info`'s, its uptime figure `uptime`'s.
 
 mod dial;
 mod info;
+mod session;
+mod uptime;
 
 pub use dial::{
     plaintext_warning, read_token_file, settle_token, Bearer, CentralError, Dialer,
@@ -17,15 +22,14 @@ pub use dial::{
 pub use info::{advertised_ip, node_info, InfoSources};
 
 use crate::config::Config;
-use cyxwiz_proto::protocol::{HeartbeatRequest, RegisterNodeRequest, StatusCode};
-use dial::Client;
 use serde::Serialize;
+use session::{adopt, heartbeats, register, Clients, Ended};
 use std::{
     path::PathBuf,
     sync::{Arc, RwLock},
     time::Duration,
 };
-use tonic::Code;
+use uptime::Uptime;
 
 /// Where the connection to the central server stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -164,163 +168,48 @@ pub struct ClientContext {
     pub database: PathBuf,
 }
 
-/// Why a session with the central server ended.
-enum Ended {
-    /// The server refused our credentials.
-    Unauthenticated(String),
-    /// The server no longer knows the node: register again at once.
-    Forgotten,
-    /// Transport or server failure: back off and retry.
-    Lost(String),
-    /// The node is shutting down.
-    Stopped,
-}
-
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-/// The delay before reconnection attempt `attempt` (0-based): `first` doubled per attempt up
-/// to five minutes, with ±20 % jitter so restarted servers are not hit by every node at once.
+pub(crate) fn now_secs() -> i64 {
+    i64::try_from(now()).unwrap_or(i64::MAX)
+}
+
+/// Reconnection attempts (0-based) kept short: about the first minute.
+const EARLY_ATTEMPTS: u32 = 6;
+/// The longest delay of an early attempt, jitter included: the server marks a node offline
+/// after 30 s of silence, so a short outage must not cost the node its place.
+const EARLY_CAP: Duration = Duration::from_secs(10);
+/// The longest base delay.
+const LATE_CAP: Duration = Duration::from_secs(300);
+
+/// The delay before reconnection attempt `attempt` (0-based): `first` doubled per attempt,
+/// with ±20 % jitter so restarted servers are not hit by every node at once. For the first
+/// [`EARLY_ATTEMPTS`] attempts it stays at most 10 s (unless `first` itself is longer), then it
+/// doubles on from there up to 5 minutes.
 pub fn backoff(first: Duration, attempt: u32) -> Duration {
-    let base = first
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(Duration::from_secs(300));
+    let early_cap = EARLY_CAP.max(first);
+    // The base that jitter (up to +20 %) keeps within the early cap.
+    let early_base = early_cap.div_f64(1.2);
+    let base = if attempt < EARLY_ATTEMPTS {
+        first.saturating_mul(1u32 << attempt).min(early_base)
+    } else {
+        let doublings = (attempt - EARLY_ATTEMPTS + 1).min(16);
+        early_base.saturating_mul(1u32 << doublings).min(LATE_CAP)
+    };
     let mut byte = [0u8; 2];
     let unit = match getrandom::fill(&mut byte) {
         Ok(()) => f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX),
         Err(_) => 0.5,
     };
-    base.mul_f64(0.8 + 0.4 * unit)
-}
-
-/// The message shown when the server refuses our token.
-fn unauthenticated_message(status: &tonic::Status, have_token: bool) -> String {
-    let hint = if have_token {
-        "the token in CYXWIZ_AUTH_TOKEN / [central_server] auth_token_file / auth_token was refused"
+    let delay = base.mul_f64(0.8 + 0.4 * unit);
+    if attempt < EARLY_ATTEMPTS {
+        delay.min(early_cap)
     } else {
-        "no token configured: set CYXWIZ_AUTH_TOKEN or [central_server] auth_token_file to your CyxWiz account token"
-    };
-    format!(
-        "central server refused the node (UNAUTHENTICATED: {}); {hint}; not retrying",
-        status.message()
-    )
-}
-
-fn describe(status: &tonic::Status) -> String {
-    if status.message().is_empty() {
-        format!("{:?}", status.code())
-    } else {
-        format!("{:?}: {}", status.code(), status.message())
-    }
-}
-
-/// Registers the node and returns the id the server assigned.
-async fn register(ctx: &ClientContext, client: &mut Client, ip: &str) -> Result<String, Ended> {
-    let token = ctx.sources.config.central_server.auth_token.clone();
-    let info = node_info(&ctx.sources, &ctx.link.node_id(), ip);
-    let request = RegisterNodeRequest {
-        info: Some(info),
-        authentication_token: token.clone(),
-        public_key: Vec::new(),
-    };
-    let response = match client.register_node(request).await {
-        Ok(r) => r.into_inner(),
-        Err(s) if s.code() == Code::Unauthenticated => {
-            return Err(Ended::Unauthenticated(unauthenticated_message(
-                &s,
-                !token.is_empty(),
-            )))
-        }
-        Err(s) => {
-            return Err(Ended::Lost(format!(
-                "RegisterNode failed: {}",
-                describe(&s)
-            )))
-        }
-    };
-    if response.status != StatusCode::StatusSuccess as i32 || response.node_id.is_empty() {
-        let why = response
-            .error
-            .map(|e| e.message)
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| format!("status {}", response.status));
-        return Err(Ended::Lost(format!("RegisterNode was refused: {why}")));
-    }
-    Ok(response.node_id)
-}
-
-/// Adopts and persists the server's id for this node.
-fn adopt(ctx: &ClientContext, id: &str) {
-    let previous = ctx.link.node_id();
-    ctx.link.adopt(id);
-    if previous != id {
-        tracing::info!(previous = %previous, id = %id, "adopted the node id assigned by the central server");
-        match crate::store::Store::open(&ctx.database) {
-            Ok(store) => {
-                if let Err(e) = store.set_node_id(id) {
-                    tracing::error!(error = %e, "cannot persist the node id");
-                }
-                let _ = store.audit("central_registered", id, &format!("was {previous}"));
-            }
-            Err(e) => tracing::error!(error = %e, "cannot persist the node id"),
-        }
-    }
-}
-
-/// Sends heartbeats until the session ends.
-async fn heartbeats(
-    ctx: &ClientContext,
-    client: &mut Client,
-    ip: &str,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Ended {
-    let every = Duration::from_secs(ctx.sources.config.central_server.heartbeat_interval_seconds);
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return Ended::Stopped,
-        }
-        let node_id = ctx.link.node_id();
-        let request = HeartbeatRequest {
-            current_status: Some(node_info(&ctx.sources, &node_id, ip)),
-            node_id,
-            // No job executor yet: this node runs no network jobs.
-            active_jobs: Vec::new(),
-        };
-        match client.heartbeat(request).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                ctx.link.update(|s| {
-                    s.last_heartbeat = Some(now());
-                    s.heartbeats += 1;
-                });
-                for job in &r.jobs_to_cancel {
-                    // Honoured by cancelling the job if it runs here; no network job runs on
-                    // this node yet, so there is nothing to stop.
-                    tracing::warn!(job = %job, "the central server asked to cancel a job this node is not running");
-                }
-                if !r.keep_alive {
-                    tracing::info!("the central server asked the node to register again");
-                    return Ended::Forgotten;
-                }
-            }
-            Err(s) if s.code() == Code::NotFound => {
-                tracing::warn!(reason = %describe(&s), "the central server no longer knows this node; registering again");
-                return Ended::Forgotten;
-            }
-            Err(s) if s.code() == Code::Unauthenticated => {
-                return Ended::Unauthenticated(unauthenticated_message(
-                    &s,
-                    !ctx.sources.config.central_server.auth_token.is_empty(),
-                ))
-            }
-            Err(s) => return Ended::Lost(format!("heartbeat failed: {}", describe(&s))),
-        }
+        delay
     }
 }
 
@@ -329,6 +218,7 @@ pub async fn run(ctx: ClientContext, mut stop: tokio::sync::watch::Receiver<bool
     let address = ctx.sources.config.central_server.address.clone();
     let first = Duration::from_secs(ctx.sources.config.central_server.reconnect_delay_seconds);
     let token = ctx.sources.config.central_server.auth_token.clone();
+    let mut uptime = Uptime::new(ctx.database.clone(), now_secs());
     let mut attempt = 0u32;
     loop {
         ctx.link.update(|s| {
@@ -337,10 +227,11 @@ pub async fn run(ctx: ClientContext, mut stop: tokio::sync::watch::Receiver<bool
         });
         let ended = match ctx.dialer.connect(&token).await {
             Err(e) => Ended::Lost(e),
-            Ok(mut client) => {
+            Ok((node, discovery)) => {
+                let mut clients = Clients { node, discovery };
                 // The advertised address is resolved once per connection, not per heartbeat.
                 let ip = advertised_ip(&ctx.sources.config).await;
-                match register(&ctx, &mut client, &ip).await {
+                match register(&ctx, &mut clients.node, &ip, &mut uptime).await {
                     Err(e) => e,
                     Ok(id) => {
                         adopt(&ctx, &id);
@@ -352,7 +243,7 @@ pub async fn run(ctx: ClientContext, mut stop: tokio::sync::watch::Receiver<bool
                         tracing::info!(%address, id = %id, "registered with the central server");
                         attempt = 0;
                         let before = ctx.link.status().heartbeats;
-                        match heartbeats(&ctx, &mut client, &ip, &mut stop).await {
+                        match heartbeats(&ctx, &mut clients, &ip, &mut uptime, &mut stop).await {
                             // Forgotten right after registering: the server is confused; back off
                             // rather than re-register in a tight loop.
                             Ended::Forgotten if ctx.link.status().heartbeats == before => {
@@ -402,19 +293,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_with_jitter_and_is_capped() {
-        let first = Duration::from_secs(2);
-        for attempt in 0..6 {
-            let d = backoff(first, attempt).as_secs_f64();
-            let base = 2.0 * f64::from(1u32 << attempt);
-            assert!(
-                d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9,
-                "attempt {attempt}: {d}"
-            );
+    fn backoff_stays_within_ten_seconds_for_a_minute_then_grows_to_five_minutes() {
+        let secs =
+            |first: u64, attempt: u32| backoff(Duration::from_secs(first), attempt).as_secs_f64();
+        for first in [1, 2, 5, 10] {
+            let mut total = 0.0;
+            for attempt in 0..EARLY_ATTEMPTS {
+                let d = secs(first, attempt);
+                let base = (first as f64 * f64::from(1u32 << attempt)).min(10.0 / 1.2);
+                assert!(
+                    d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9 && d <= 10.0,
+                    "first {first}, attempt {attempt}: {d}"
+                );
+                total += d;
+            }
+            // About a minute of short retries (the server's offline limit is 30 s).
+            assert!((3.0..=60.0).contains(&total), "first {first}: {total}");
         }
-        assert!(backoff(first, 30) <= Duration::from_secs(360));
-        let spread: std::collections::HashSet<u128> =
-            (0..20).map(|_| backoff(first, 3).as_millis()).collect();
+        // Then doubling on from there, up to 5 minutes (plus jitter).
+        let later: Vec<f64> = (EARLY_ATTEMPTS..EARLY_ATTEMPTS + 8)
+            .map(|a| secs(5, a))
+            .collect();
+        assert!(later[0] > 10.0 * 0.8 * 2.0 / 1.2 - 1e-9, "{later:?}");
+        assert!(later.iter().all(|d| *d <= 360.0), "{later:?}");
+        assert!(*later.last().unwrap() >= 240.0, "{later:?}");
+        assert!(backoff(Duration::from_secs(2), 30) <= Duration::from_secs(360));
+        assert!(backoff(Duration::from_secs(2), u32::MAX) <= Duration::from_secs(360));
+        // An operator's first delay above 10 s is kept.
+        assert!(secs(20, 0) >= 16.0 - 1e-9);
+        let spread: std::collections::HashSet<u128> = (0..20)
+            .map(|_| backoff(Duration::from_secs(2), 3).as_millis())
+            .collect();
         assert!(spread.len() > 1, "jitter varies the delay");
     }
 

@@ -164,6 +164,20 @@ impl Store {
             .map_err(|e| self.wrap(e))
     }
 
+    /// `(ts, resolution)` of every point with `ts >= since`, oldest first: the periods the
+    /// node was up (the sampler runs whenever the node does), for its uptime figure.
+    pub fn metric_coverage(&self, since: i64) -> Result<Vec<(i64, u32)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT ts, resolution FROM metric_samples WHERE ts >= ?1 ORDER BY ts")
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.wrap(e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.wrap(e))
+    }
+
     /// Deletes points older than `now - retention_secs`, then merges raw points older than
     /// [`RAW_KEEP_SECS`] into 1-minute averages and finer-than-10-minute points older than
     /// [`MINUTE_KEEP_SECS`] into 10-minute averages, in one transaction.
@@ -240,6 +254,10 @@ mod tests {
         assert_eq!(store.metric_history(0, 100, 2).expect("history").len(), 2);
         let p = &all(&store)[0];
         assert_eq!(p, &raw(10, 1.0, None), "round-trips, NULLs included");
+        assert_eq!(
+            store.metric_coverage(20).expect("coverage"),
+            [(20, 5), (30, 5), (40, 5)]
+        );
     }
 
     #[test]
