@@ -13,7 +13,52 @@ use cyxwiz_node::{
 use cyxwiz_sdk::{Capabilities, ChatMessage, GenerateRequest, LoadOptions, SamplingParams};
 use std::{path::PathBuf, process::ExitCode};
 
+/// `print!` for every command, shadowing std's (see [`out`]). Defined before `mod cmd` so the
+/// subcommands use it too.
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::out::write(format_args!($($arg)*))
+    };
+}
+
+/// `println!` for every command, shadowing std's (see [`out`]).
+macro_rules! println {
+    () => {
+        $crate::out::write(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::out::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod cmd;
+
+/// Standard output of the commands. A reader that stops early (`cyxwiz-node status --json |
+/// head -c1`) closes the pipe: the next write fails with EPIPE (Rust ignores SIGPIPE), and
+/// std's `println!` would panic with "failed printing to stdout: Broken pipe". Here the
+/// command ends quietly with status 0 instead: the reader has all it wanted. The signal's
+/// disposition is left alone, so a write to a socket whose peer has gone (the control socket)
+/// stays an error the command reports.
+mod out {
+    use std::io::Write;
+
+    /// Writes `args` to stdout, or ends the process if it cannot be written.
+    pub fn write(args: std::fmt::Arguments<'_>) {
+        if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+            fail(&e);
+        }
+    }
+
+    /// Ends the process after a failed write to stdout: quietly with status 0 on a closed
+    /// pipe, else with one `error:` line and status 1.
+    pub fn fail(e: &std::io::Error) -> ! {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
 
 /// The CyxWiz server node: hosts model-runtime plugins and serves their models.
 #[derive(Parser, Debug)]
@@ -498,7 +543,9 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<()> {
             .and_then(|_| stdout.flush())
             .is_ok()
     })?;
-    let _ = writeln!(stdout);
+    if let Err(e) = writeln!(stdout).and_then(|()| stdout.flush()) {
+        out::fail(&e);
+    }
     let total = started.elapsed().as_secs_f64();
     let decode = total - first.map(|d| d.as_secs_f64()).unwrap_or(0.0);
     eprintln!(

@@ -541,3 +541,44 @@ fn torchscript_runs_through_the_node_with_declared_shapes() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// Runs `args` with stdout on a pipe whose reader is already gone (as after `| head -c1`):
+/// the command must end quietly, never with std's "failed printing to stdout" panic.
+fn into_closed_pipe(node: &Node, args: &[&str]) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    // Closed before the command starts: its first write to stdout fails with EPIPE.
+    drop(reader);
+    let out = node
+        .command()
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe") && !err.contains("error"),
+        "{args:?}: {err}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "{args:?}: {:?} {err}",
+        out.status
+    );
+}
+
+#[test]
+fn every_command_ends_quietly_on_a_closed_pipe() {
+    let node = Node::new();
+    into_closed_pipe(&node, &["config", "show"]);
+    into_closed_pipe(&node, &["plugins", "list"]);
+    into_closed_pipe(&node, &["plugins", "list", "--json"]);
+    into_closed_pipe(&node, &["models", "list", "--json"]);
+    let running = node.start(&[]);
+    into_closed_pipe(&node, &["status", "--json"]);
+    into_closed_pipe(&node, &["status"]);
+    into_closed_pipe(&node, &["jobs", "list"]);
+    into_closed_pipe(&node, &["deployments", "list", "--json"]);
+    drop(running);
+}

@@ -375,10 +375,9 @@ fn logs(config: &Config, id: String, follow: bool, tail: u32) -> Result<()> {
             follow: false,
         };
         let mut stream = client.get_job_logs(request).await?.into_inner();
-        let mut stdout = std::io::stdout().lock();
         while let Some(chunk) = stream.message().await? {
             for line in chunk.lines {
-                let _ = writeln!(stdout, "{line}");
+                println!("{line}");
             }
         }
         Ok(None)
