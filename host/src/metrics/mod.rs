@@ -60,6 +60,12 @@ pub struct JobReadings {
     pub samples_per_second: f64,
     /// Jobs that ended since the last reading: final state and seconds spent training.
     pub finished: Vec<(String, f64)>,
+    /// Jobs per origin (`local`, `central`, `p2p`).
+    pub by_origin: Vec<(String, u64)>,
+    /// Reports to the central server per status (`pending`, `acked`, `failed`).
+    pub outbox: Vec<(String, u64)>,
+    /// Failed report sends retried since the node started.
+    pub report_retries: u64,
 }
 
 /// Labels of the per-model families.
@@ -87,6 +93,7 @@ pub struct Metrics {
     job_durations: Family<FinalState, Histogram, fn() -> Histogram>,
     system: Mutex<Option<Sample>>,
     jobs: Mutex<Option<JobReadings>>,
+    report_retries: Counter,
 }
 
 impl Default for Metrics {
@@ -124,7 +131,14 @@ impl Default for Metrics {
             "Time ended training jobs spent training, by final state",
             job_durations.clone(),
         );
+        let report_retries = Counter::default();
+        registry.register(
+            "cyxwiz_node_report_retries",
+            "Failed sends of job reports to the central server, retried later",
+            report_retries.clone(),
+        );
         Self {
+            report_retries,
             registry,
             requests,
             latency,
@@ -194,6 +208,10 @@ impl Metrics {
                     .observe(seconds);
             }
         }
+        let seen = self.report_retries.get();
+        if readings.report_retries > seen {
+            self.report_retries.inc_by(readings.report_retries - seen);
+        }
         // An empty f64 sum is -0.0; the exposition shows 0.
         readings.samples_per_second += 0.0;
         *self.jobs.lock().unwrap_or_else(|p| p.into_inner()) = Some(readings);
@@ -255,6 +273,16 @@ impl Metrics {
                 "cyxwiz_node_jobs",
                 "Training jobs, by state",
                 Readings::labelled("state", jobs.by_state),
+            );
+            scrape.register(
+                "cyxwiz_node_jobs_by_origin",
+                "Training jobs, by origin (local, central, p2p)",
+                Readings::labelled("origin", jobs.by_origin),
+            );
+            scrape.register(
+                "cyxwiz_node_report_outbox",
+                "Job reports to the central server, by status (pending, acked, failed)",
+                Readings::labelled("status", jobs.outbox),
             );
             scrape.register(
                 "cyxwiz_node_training_samples_per_second",

@@ -41,17 +41,26 @@ fn renders_jobs_by_state_the_training_rate_and_job_durations() {
         by_state: vec![("queued".into(), 2), ("running".into(), 1)],
         samples_per_second: 1234.5,
         finished: vec![("succeeded".into(), 42.0), ("cancelled".into(), 3.0)],
+        report_retries: 1,
+        ..JobReadings::default()
     });
     m.set_jobs(JobReadings {
         by_state: vec![("queued".into(), 1), ("running".into(), 1)],
         samples_per_second: 1000.0,
         finished: vec![("succeeded".into(), 100.0)],
+        by_origin: vec![("local".into(), 1), ("p2p".into(), 1)],
+        outbox: vec![("pending".into(), 3), ("acked".into(), 9)],
+        report_retries: 4,
     });
     let text = m.render(&[], |_| 0);
     for line in [
         "# TYPE cyxwiz_node_jobs gauge",
         "cyxwiz_node_jobs{state=\"queued\"} 1",
         "cyxwiz_node_jobs{state=\"running\"} 1",
+        "cyxwiz_node_jobs_by_origin{origin=\"p2p\"} 1",
+        "cyxwiz_node_report_outbox{status=\"pending\"} 3",
+        "# TYPE cyxwiz_node_report_retries_total counter",
+        "cyxwiz_node_report_retries_total 4",
         "cyxwiz_node_training_samples_per_second 1000.0",
         "# TYPE cyxwiz_node_job_duration_seconds histogram",
         "cyxwiz_node_job_duration_seconds_count{state=\"succeeded\"} 2",
@@ -195,6 +204,12 @@ fn families_keep_their_names_types_help_and_labels() {
     };
     let text = m.render(&[ready], |_| 2);
     let expected = [
+        (
+            "cyxwiz_node_report_retries_total",
+            "counter",
+            "Failed sends of job reports to the central server, retried later.",
+            " 0",
+        ),
         (
             "cyxwiz_node_http_requests_total",
             "counter",

@@ -30,8 +30,24 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 /// The training jobs' figures for `/metrics` (a database read: off the async threads).
 async fn job_readings(state: &Arc<Node>) -> Option<crate::metrics::JobReadings> {
     let jobs = state.jobs.clone();
+    let node = state.clone();
     tokio::task::spawn_blocking(move || {
         let stats = jobs.stats();
+        let (by_origin, outbox) = {
+            let store = node.store.lock().unwrap_or_else(|p| p.into_inner());
+            let by_origin = store.job_origin_counts().unwrap_or_default();
+            let outbox = store
+                .outbox_counts()
+                .map(|c| {
+                    vec![
+                        ("pending".to_string(), c.pending),
+                        ("acked".to_string(), c.acked),
+                        ("failed".to_string(), c.failed),
+                    ]
+                })
+                .unwrap_or_default();
+            (by_origin, outbox)
+        };
         crate::metrics::JobReadings {
             by_state: stats
                 .by_state
@@ -44,6 +60,9 @@ async fn job_readings(state: &Arc<Node>) -> Option<crate::metrics::JobReadings> 
                 .into_iter()
                 .map(|(state, secs)| (state.as_str().to_string(), secs))
                 .collect(),
+            by_origin,
+            outbox,
+            report_retries: crate::reports::retries_total(),
         }
     })
     .await

@@ -394,6 +394,18 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.wrap(e))
     }
 
+    /// How many jobs came from each origin.
+    pub fn job_origin_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT origin, COUNT(*) FROM jobs GROUP BY origin ORDER BY origin")
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.wrap(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.wrap(e))
+    }
+
     /// A job's events after `after_id`, oldest first.
     pub fn job_events(
         &self,
