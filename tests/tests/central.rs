@@ -230,10 +230,9 @@ async fn node_registers_heartbeats_and_recovers_from_a_coordinator_restart() {
     assert!(!answer.accepted);
     assert_eq!(answer.status, StatusCode::StatusError as i32);
     assert_eq!(answer.job_id, "7d0c1a52-0000-4000-8000-000000000001");
-    assert_eq!(
-        answer.error.unwrap().message,
-        "job execution is not enabled on this node"
-    );
+    // It passes the policy but carries no model: declined with the reason, before any run.
+    let reason = answer.error.unwrap().message;
+    assert!(reason.contains("model_definition"), "{reason}");
     let other = client
         .assign_job(AssignJobRequest {
             node_id: "00000000-0000-4000-8000-000000000000".into(),
