@@ -237,12 +237,14 @@ fn list(config: &Config, state: Option<String>, limit: u32, json: bool) -> Resul
         return Ok(());
     }
     let mut out = table(&[
-        "ID", "STATE", "PROGRESS", "EPOCH", "LOSS", "BACKEND", "DATASET", "CREATED",
+        "ID", "STATE", "ORIGIN", "PROGRESS", "EPOCH", "LOSS", "BACKEND", "DATASET", "CREATED",
     ]);
     for j in jobs {
+        let view: serde_json::Value = serde_json::from_str(&j.json).unwrap_or_default();
         out.add_row([
             j.id.clone(),
             j.state.clone(),
+            view["origin"].as_str().unwrap_or("-").to_owned(),
             format!("{:.0}%", f64::from(j.progress) * 100.0),
             format!("{}/{}", j.current_epoch, j.total_epochs),
             metric(&j, "loss"),
@@ -330,6 +332,13 @@ fn show(config: &Config, id: String, json: bool) -> Result<()> {
             rows.push(("eta", duration(job.eta_seconds)));
         }
     }
+    rows.push(("origin", text("origin")));
+    if view["reservation"].is_string() {
+        rows.push(("reservation", text("reservation")));
+    }
+    if view["peer"].is_string() {
+        rows.push(("from", text("peer")));
+    }
     rows.extend([
         ("backend", job.backend.clone()),
         ("device", text("device")),
@@ -357,7 +366,7 @@ fn show(config: &Config, id: String, json: bool) -> Result<()> {
     }
     rows.push(("directory", text("dir")));
     for (key, value) in rows {
-        println!("{:<10} {value}", format!("{key}:"));
+        println!("{:<12} {value}", format!("{key}:"));
     }
     Ok(())
 }

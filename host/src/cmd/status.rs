@@ -92,5 +92,21 @@ pub fn run(config: &Config, json_out: bool) -> Result<()> {
         "deployments:     {} ({} ready, {} loading, {} failed)",
         d.total, d.ready, d.loading, d.failed
     );
+    let j = s.job_counts.unwrap_or_default();
+    println!(
+        "jobs:            {} running, {} queued, {} paused ({} from the network)",
+        j.running, j.queued, j.paused, j.network
+    );
+    if central.state != "standalone" || j.report_backlog > 0 {
+        let refused = if j.reports_failed > 0 {
+            format!(", {} refused by the server", j.reports_failed)
+        } else {
+            String::new()
+        };
+        println!(
+            "reports:         {} waiting to reach the central server{refused}",
+            j.report_backlog
+        );
+    }
     Ok(())
 }

@@ -371,6 +371,7 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
     let c = s.central.clone().unwrap_or_default();
     let time = |t: i64| (t != 0).then_some(t);
     let d = s.deployment_counts.unwrap_or_default();
+    let j = s.job_counts.unwrap_or_default();
     serde_json::json!({
         "node": {
             "id": s.node_id,
@@ -396,6 +397,14 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
             "failed": d.failed,
         },
         "plugins": {"loaded": s.plugins_loaded, "failed": s.plugins_failed},
+        "jobs": {
+            "queued": j.queued,
+            "running": j.running,
+            "paused": j.paused,
+            "network": j.network,
+            "report_backlog": j.report_backlog,
+            "reports_failed": j.reports_failed,
+        },
     })
 }
 

@@ -119,6 +119,31 @@ pub(super) fn receiver_stream<T: Send + 'static>(
     }))
 }
 
+/// Jobs by state, unfinished network jobs and the report outbox, for `status`.
+fn job_counts(node: &Node) -> pb::JobCounts {
+    let stats = node.jobs.stats();
+    let state = |s: &str| {
+        stats
+            .by_state
+            .get(s)
+            .map_or(0, |n| i32::try_from(*n).unwrap_or(i32::MAX))
+    };
+    let outbox = node
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .outbox_counts()
+        .unwrap_or_default();
+    pb::JobCounts {
+        queued: state("queued"),
+        running: state("running") + state("preparing"),
+        paused: state("paused"),
+        network: i32::try_from(node.jobs.active_network_jobs().len()).unwrap_or(i32::MAX),
+        report_backlog: i64::try_from(outbox.pending).unwrap_or(i64::MAX),
+        reports_failed: i64::try_from(outbox.failed).unwrap_or(i64::MAX),
+    }
+}
+
 #[tonic::async_trait]
 impl DaemonService for ControlService {
     async fn get_status(
@@ -129,12 +154,18 @@ impl DaemonService for ControlService {
         let s = node.status();
         let gpus = &node.inventory.gpus;
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        let job_counts = blocking({
+            let node = node.clone();
+            move || Ok::<_, Status>(job_counts(&node))
+        })
+        .await?;
         Ok(Response::new(pb::GetStatusResponse {
+            job_counts: Some(job_counts),
             node_id: s.id,
             version: s.version.to_string(),
             central_server_status: convert::connection(s.central.state) as i32,
             uptime_seconds: i64::try_from(s.uptime_seconds).unwrap_or(i64::MAX),
-            active_jobs: 0,
+            active_jobs: job_counts.running + job_counts.paused,
             active_deployments: count(s.deployments.ready),
             metrics: node.metrics.system().map(|m| convert::system(&m, gpus)),
             gpu_name: gpus.first().map(|g| g.name.clone()).unwrap_or_default(),
