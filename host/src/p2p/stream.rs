@@ -83,6 +83,10 @@ struct Driver {
     total_epochs: u32,
     /// When the current job started on this stream.
     started: Option<Instant>,
+    /// The stream's job has not been sent yet.
+    waiting: bool,
+    /// When the job's state was last read (a missed end event is caught by this check).
+    checked: Instant,
 }
 
 /// Opens the stream for `job_id` (already authorised) and returns what the node sends.
@@ -112,6 +116,8 @@ pub fn open(
         last_progress: None,
         total_epochs: 0,
         started: None,
+        waiting: false,
+        checked: Instant::now(),
     };
     tokio::spawn(driver.run(inbound, events));
     rx
@@ -183,7 +189,7 @@ impl Driver {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = tick.tick() => {
-                    if !self.retry_info().await {
+                    if !self.retry_info().await || !self.check().await {
                         break;
                     }
                 }
@@ -209,6 +215,7 @@ impl Driver {
     /// Starts (or attaches to) job `id`.
     async fn start(&mut self, id: &str) {
         self.job = id.to_owned();
+        self.waiting = false;
         self.last_progress = None;
         self.started = Some(Instant::now());
         let pending = self
@@ -241,20 +248,17 @@ impl Driver {
                 }
             }
             _ => {
+                // The Engine may open the stream before its SendJob lands: wait for it.
                 self.phase = Phase::Idle;
+                self.waiting = true;
                 let _ = self
-                    .send(update(
+                    .send(log(
                         id,
-                        Update::Error(TrainingError {
-                            error_code: "NOT_FOUND".into(),
-                            error_message: format!(
-                                "no job {} in this reservation: send it with SendJob, StartNewJob or new_job_config first",
-                                crate::audit::clean(id, 64)
-                            ),
-                            stack_trace: String::new(),
-                            epoch_at_error: 0,
-                            recoverable: true,
-                        }),
+                        INFO,
+                        format!(
+                            "waiting for job {} of this reservation (send it with SendJob, StartNewJob or new_job_config)",
+                            crate::audit::clean(id, 64)
+                        ),
                     ))
                     .await;
             }
@@ -294,6 +298,36 @@ impl Driver {
             return self.ask_info().await;
         }
         true
+    }
+
+    /// Starts a job that arrived after the stream opened, and catches a job end whose event
+    /// was missed (a lagging subscriber).
+    async fn check(&mut self) -> bool {
+        if self.waiting {
+            let id = self.job.clone();
+            let arrived = self
+                .p2p
+                .with_reservation(&self.claims, &self.peer, |r| r.jobs.contains(&id));
+            if arrived {
+                self.start(&id).await;
+            }
+            return true;
+        }
+        if !matches!(self.phase, Phase::Running) || self.checked.elapsed() < Duration::from_secs(2)
+        {
+            return true;
+        }
+        self.checked = Instant::now();
+        let jobs = self.p2p.node.jobs.clone();
+        let id = self.job.clone();
+        let view = tokio::task::spawn_blocking(move || jobs.get(&id).ok())
+            .await
+            .ok()
+            .flatten();
+        match view {
+            Some(view) if view.state.is_terminal() => self.finish(view).await,
+            _ => true,
+        }
     }
 
     /// Drops the pending job with an error the Engine sees.
@@ -677,6 +711,10 @@ impl Driver {
             }
             "checkpoint" => self.send(log(&self.job, INFO, event.detail.clone())).await,
             _ if event.is_end() => {
+                if !matches!(self.phase, Phase::Running) {
+                    // Already ended (the periodic check saw it first).
+                    return true;
+                }
                 let jobs = self.p2p.node.jobs.clone();
                 let id = self.job.clone();
                 let view = tokio::task::spawn_blocking(move || jobs.get(&id).ok())
