@@ -498,6 +498,7 @@ fn daemon_status_fields() {
             (103, "deployment_counts", "DeploymentCounts"),
             (104, "plugins_loaded", "int32"),
             (105, "plugins_failed", "int32"),
+            (106, "job_counts", "JobCounts"),
         ],
     );
 }
