@@ -34,7 +34,7 @@ struct P2pNode {
 /// Starts a node whose P2P tokens are signed with [`SECRET`] and may be `max_token_age`
 /// seconds old; jobs asking for CUDA run on the CPU (the Engine asks for CUDA on every job),
 /// one thread each (tests run side by side on small machines).
-fn start(max_token_age: u64) -> P2pNode {
+fn start(max_token_age: u64, more_p2p: &str) -> P2pNode {
     let node = Node::new();
     node.write_config(&format!(
         r#"
@@ -49,6 +49,7 @@ cuda_jobs_on_cpu = "run_on_cpu"
 jwt_secret = "{SECRET}"
 max_token_age_seconds = {max_token_age}
 max_download_chunk_bytes = {MAX_CHUNK}
+{more_p2p}
 "#
     ));
     let port = free_port();
@@ -181,12 +182,24 @@ fn engine_client_selftest() {
 
 #[test]
 fn engine_trains_fashion_mnist_over_the_stream() {
-    let p = start(90_000);
+    let p = start(90_000, "");
     let max_chunk = MAX_CHUNK.to_string();
     let summary = engine(&p, "train", &["--epochs", "3", "--max-chunk", &max_chunk]);
     let reservation = summary["reservation"].as_str().unwrap();
     let job1 = &summary["job1"];
     let result_hash = job1["complete"]["result_hash"].as_str().unwrap();
+    for key in ["job1", "job2"] {
+        let job = &summary[key];
+        eprintln!(
+            "{key}: {} progress messages, served {} (largest requests {}), {}s; complete {}\n  {}",
+            job["progress_messages"],
+            job["served_samples"],
+            job["largest_request"],
+            job["seconds"],
+            job["complete"],
+            job["sequence"]
+        );
+    }
 
     // NumPy scores what came down the wire.
     let weights = PathBuf::from(summary["weights"]["path"].as_str().unwrap());
@@ -270,7 +283,7 @@ fn engine_trains_fashion_mnist_over_the_stream() {
 #[test]
 fn token_refusals() {
     // Tokens may be at most 120 s old here; the client's stale token is an hour old.
-    let p = start(120);
+    let p = start(120, "");
     let summary = engine(&p, "refusals", &[]);
     for case in summary["cases"].as_array().unwrap() {
         eprintln!("{:<60} {}", case["case"].as_str().unwrap(), case["got"]);
@@ -282,13 +295,17 @@ fn token_refusals() {
 
 #[test]
 fn cancel_and_stop() {
-    let p = start(90_000);
+    let p = start(90_000, "");
     let summary = engine(&p, "cancel", &[]);
     for how in ["cancel", "stop"] {
         let run = &summary[how];
         eprintln!(
-            "{how}: the job ended {}s after it was asked ({}), partial weights {} bytes",
-            run["seconds_to_end"], run["ended"], run["weights"]["bytes"]
+            "{how}: the job ended {}s after it was asked ({}), partial weights {} bytes; \
+             batches asked while paused: {}",
+            run["seconds_to_end"],
+            run["ended"],
+            run["weights"]["bytes"],
+            run["paused_requests_after_1s"]
         );
         let seconds = run["seconds_to_end"].as_f64().unwrap();
         assert!(seconds < 20.0, "{how}: the job took {seconds}s to end");
@@ -313,5 +330,30 @@ fn cancel_and_stop() {
             "{how}: the downloaded partial weights are the job's file"
         );
     }
+    // The checkpoint the Engine asked for over the stream is a real network (one epoch).
+    let checkpoint = &summary["stop"]["checkpoint"];
+    let accuracy = numpy_test_accuracy(Path::new(checkpoint["path"].as_str().unwrap()));
+    eprintln!(
+        "checkpoint after epoch {}: NumPy test accuracy {accuracy:.4}; the node's answer to \
+         update_params: {}",
+        checkpoint["epoch"], summary["stop"]["update_params_answer"]
+    );
+    assert!(accuracy >= 0.75, "checkpoint accuracy {accuracy}");
+    p.running.stop();
+}
+
+#[test]
+fn a_silent_engine_times_out_into_a_job_error() {
+    let p = start(90_000, "batch_timeout_seconds = 3");
+    let summary = engine(&p, "silent", &[]);
+    eprintln!(
+        "the Engine went silent; the job ended {}s later: {}",
+        summary["seconds_to_end"], summary["error"]
+    );
+    let seen = reservation_jobs(&p.node, summary["reservation"].as_str().unwrap());
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen[0]["state"], "failed", "{}", seen[0]);
+    let error = seen[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("batch_timeout_seconds"), "{}", seen[0]);
     p.running.stop();
 }
