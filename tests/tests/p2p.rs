@@ -357,3 +357,24 @@ fn a_silent_engine_times_out_into_a_job_error() {
     assert!(error.contains("batch_timeout_seconds"), "{}", seen[0]);
     p.running.stop();
 }
+
+#[test]
+fn a_broken_engine_fails_its_jobs_cleanly_and_the_reservation_goes_on() {
+    let p = start(90_000, "");
+    let summary = engine(&p, "hostile", &[]);
+    for case in summary["cases"].as_array().unwrap() {
+        eprintln!(
+            "{}: {} {}",
+            case["sabotage"], case["error"], case["complete"]
+        );
+    }
+    let seen = reservation_jobs(&p.node, summary["reservation"].as_str().unwrap());
+    let states: Vec<&str> = seen.iter().map(|j| j["state"].as_str().unwrap()).collect();
+    // The refused dataset may never become a job; the others did, and only the last succeeded.
+    assert_eq!(states.last(), Some(&"succeeded"), "{seen:#?}");
+    assert!(
+        states[..states.len() - 1].iter().all(|s| *s == "failed"),
+        "{seen:#?}"
+    );
+    p.running.stop();
+}
