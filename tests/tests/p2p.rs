@@ -271,10 +271,11 @@ fn engine_trains_fashion_mnist_over_the_stream() {
     let local_rate = samples_per_second(&local);
     eprintln!(
         "samples/s, Fashion-MNIST MLP, 3 epochs, batch 64, 1 thread: remote://engine {remote:.0} \
-         (node's progress median {}, Engine side {}), builtin://fashion-mnist {local_rate:.0}; \
-         stream/local = {:.2}",
+         (node's progress median {}, Engine side {}; the Python Engine used {} CPU-seconds \
+         on this machine), builtin://fashion-mnist {local_rate:.0}; stream/local = {:.2}",
         job1["node_samples_per_second_median"],
         job1["engine_samples_per_second"],
+        summary["client_cpu_seconds"],
         remote / local_rate
     );
     p.running.stop();
