@@ -2,7 +2,7 @@
 //! error) and its event history. Every state change is one transaction that updates the row
 //! and appends the event, so the database says what happened before anyone is told.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{outbox, Store, StoreError};
 use crate::reports::plan;
@@ -193,7 +193,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let reports = self.reports;
-        let tx = self.conn.transaction().map_err(|e| wrap_path(&path, e))?;
+        // IMMEDIATE: the transaction reads before it writes, and a deferred one whose snapshot
+        // another connection (the audit writer, the reporter) overtook could not upgrade.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| wrap_path(&path, e))?;
         let terminal = matches!(state, "succeeded" | "failed" | "cancelled");
         // Whether the job had been running before (None: no such job).
         let had_run: Option<bool> = tx
@@ -249,7 +254,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let reports = self.reports;
-        let tx = self.conn.transaction().map_err(|e| wrap_path(&path, e))?;
+        // IMMEDIATE: the transaction reads before it writes, and a deferred one whose snapshot
+        // another connection (the audit writer, the reporter) overtook could not upgrade.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| wrap_path(&path, e))?;
         write_progress(&tx, id, p).map_err(|e| wrap_path(&path, e))?;
         tx.execute(
             &format!(

@@ -10,7 +10,7 @@
 //! A store opened in standalone mode (no central server) writes no rows
 //! ([`Store::write_reports`]).
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Transaction, TransactionBehavior};
 use tokio::sync::Notify;
 
 use super::{Store, StoreError};
@@ -116,7 +116,10 @@ impl Store {
             path: path.clone(),
             source: e,
         };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(wrap)?;
         let n = enqueue(&tx, &[planned]).map_err(wrap)?;
         tx.commit().map_err(wrap)?;
         written(n);
