@@ -135,7 +135,9 @@ impl RemoteData {
         let deadline = Instant::now() + self.timeout;
         let mut state = self.lock();
         let Some(&id) = state.by_key.get(&key) else {
-            return Err(format!("batch {index} of epoch {epoch} was never requested"));
+            return Err(format!(
+                "batch {index} of epoch {epoch} was never requested"
+            ));
         };
         loop {
             if let Some(result) = state.slots.get_mut(&id).and_then(|s| s.result.take()) {
@@ -285,13 +287,22 @@ mod tests {
         d.ask(DataSplit::TRAIN, 0, 0, &[0, 1]);
         let id = rx.try_recv().unwrap().request_id;
         d.deliver(id, Ok(raw(&[0.0; 3], &[0, 1])));
-        assert!(d.take(DataSplit::TRAIN, 0, 0).unwrap_err().contains("image bytes"));
+        assert!(d
+            .take(DataSplit::TRAIN, 0, 0)
+            .unwrap_err()
+            .contains("image bytes"));
         d.ask(DataSplit::TRAIN, 0, 1, &[0]);
         let id = rx.try_recv().unwrap().request_id;
         d.deliver(id, Ok(raw(&[0.0, 0.0], &[3])));
-        assert!(d.take(DataSplit::TRAIN, 0, 1).unwrap_err().contains("label 3"));
+        assert!(d
+            .take(DataSplit::TRAIN, 0, 1)
+            .unwrap_err()
+            .contains("label 3"));
         d.ask(DataSplit::TRAIN, 0, 2, &[0]);
-        assert!(d.take(DataSplit::TRAIN, 0, 2).unwrap_err().contains("did not answer"));
+        assert!(d
+            .take(DataSplit::TRAIN, 0, 2)
+            .unwrap_err()
+            .contains("did not answer"));
         d.ask(DataSplit::VALIDATION, 0, 0, &[0]);
         d.close("the Engine's training stream has closed");
         assert!(d

@@ -14,9 +14,9 @@ use cyxwiz_sdk::training::{
 use cyxwiz_sdk::{Error as SdkError, Result as SdkResult};
 
 use super::dataset::Dataset;
-use super::remote::RemoteData;
 use super::dir::{sha256_file, write_atomic, JobDir};
 use super::executor::Jobs;
+use super::remote::RemoteData;
 use super::state::JobState;
 use crate::store::jobs::JobProgress;
 
@@ -266,14 +266,16 @@ impl TrainingHost for Session {
             }
             let order = self.order.as_ref().map(|(_, o)| o.as_slice());
             let order = order.unwrap_or_default();
-            let range = |i: usize| order[i * self.batch_size..((i + 1) * self.batch_size).min(n)].to_vec();
+            let range =
+                |i: usize| order[i * self.batch_size..((i + 1) * self.batch_size).min(n)].to_vec();
             match &self.data {
                 Samples::Local(d) => Ok(gather(&d.train, range(index).into_iter())),
                 Samples::Remote(r) => {
                     for ahead in index..(index + self.prefetch).min(batches) {
                         r.ask(split, epoch, ahead as u64, &range(ahead));
                     }
-                    r.take(split, epoch, index as u64).map_err(SdkError::runtime)
+                    r.take(split, epoch, index as u64)
+                        .map_err(SdkError::runtime)
                 }
             }
         } else {
@@ -295,9 +297,15 @@ impl TrainingHost for Session {
                 },
                 Samples::Remote(r) => {
                     for ahead in index..(index + self.prefetch).min(count as usize) {
-                        r.ask(split, epoch, ahead as u64, &range(ahead).collect::<Vec<_>>());
+                        r.ask(
+                            split,
+                            epoch,
+                            ahead as u64,
+                            &range(ahead).collect::<Vec<_>>(),
+                        );
                     }
-                    r.take(split, epoch, index as u64).map_err(SdkError::runtime)
+                    r.take(split, epoch, index as u64)
+                        .map_err(SdkError::runtime)
                 }
             }
         }

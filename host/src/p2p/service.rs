@@ -106,7 +106,15 @@ impl P2p {
     ) -> Result<Accepted, Status> {
         self.permit(claims, job_id, peer)?;
         crate::jobs::parse_id(job_id).map_err(job_status)?;
-        let known = self.with_reservation(claims, peer, |r| r.pending.contains_key(job_id));
+        let (known, ended) = self.with_reservation(claims, peer, |r| {
+            (r.pending.contains_key(job_id), r.ended)
+        });
+        if ended {
+            return Err(Status::failed_precondition(format!(
+                "reservation {} has ended",
+                claims.job_id
+            )));
+        }
         if known {
             return Ok(Accepted::AwaitingStream);
         }
@@ -302,6 +310,12 @@ impl JobExecutionService for ExecutionSvc {
             .and_then(|v| v.to_str().ok())
             .map_or_else(|| claims.job_id.clone(), str::to_owned);
         p2p.permit(&claims, &job_id, &peer)?;
+        if p2p.with_reservation(&claims, &peer, |r| r.ended) {
+            return Err(Status::failed_precondition(format!(
+                "reservation {} has ended",
+                claims.job_id
+            )));
+        }
         let rx = super::stream::open(p2p.clone(), claims, peer, job_id, request.into_inner());
         Ok(Response::new(receiver_stream(rx)))
     }

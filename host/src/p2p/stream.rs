@@ -83,8 +83,11 @@ struct Driver {
     total_epochs: u32,
     /// When the current job started on this stream.
     started: Option<Instant>,
-    /// The stream's job has not been sent yet.
-    waiting: bool,
+    /// Since when the stream's job has been awaited (not sent yet).
+    waiting: Option<Instant>,
+    /// How many of the reservation's jobs existed when the stream opened: later ones (sent
+    /// with StartNewJob while the stream is idle) run on this stream.
+    known_jobs: usize,
     /// When the job's state was last read (a missed end event is caught by this check).
     checked: Instant,
 }
@@ -116,7 +119,8 @@ pub fn open(
         last_progress: None,
         total_epochs: 0,
         started: None,
-        waiting: false,
+        waiting: None,
+        known_jobs: 0,
         checked: Instant::now(),
     };
     tokio::spawn(driver.run(inbound, events));
@@ -141,6 +145,9 @@ impl Driver {
         mut events: broadcast::Receiver<JobUpdate>,
     ) {
         let job = self.job.clone();
+        self.known_jobs = self.p2p.with_reservation(&self.claims, &self.peer, |r| {
+            r.jobs.iter().position(|j| *j == job).map_or(r.jobs.len(), |i| i + 1)
+        });
         self.start(&job).await;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -214,8 +221,8 @@ impl Driver {
 
     /// Starts (or attaches to) job `id`.
     async fn start(&mut self, id: &str) {
+        let awaited = self.waiting.take().filter(|_| self.job == id);
         self.job = id.to_owned();
-        self.waiting = false;
         self.last_progress = None;
         self.started = Some(Instant::now());
         let pending = self
@@ -248,9 +255,13 @@ impl Driver {
                 }
             }
             _ => {
-                // The Engine may open the stream before its SendJob lands: wait for it.
+                // The Engine may open the stream before its SendJob lands: wait for it
+                // (bounded by `check`), saying so once.
                 self.phase = Phase::Idle;
-                self.waiting = true;
+                self.waiting = Some(awaited.unwrap_or_else(Instant::now));
+                if awaited.is_some() {
+                    return;
+                }
                 let _ = self
                     .send(log(
                         id,
@@ -303,13 +314,50 @@ impl Driver {
     /// Starts a job that arrived after the stream opened, and catches a job end whose event
     /// was missed (a lagging subscriber).
     async fn check(&mut self) -> bool {
-        if self.waiting {
-            let id = self.job.clone();
-            let arrived = self
-                .p2p
-                .with_reservation(&self.claims, &self.peer, |r| r.jobs.contains(&id));
-            if arrived {
+        if matches!(self.phase, Phase::Idle) {
+            let me = self.job.clone();
+            let known = self.known_jobs;
+            let waiting = self.waiting;
+            let next = self.p2p.with_reservation(&self.claims, &self.peer, |r| {
+                if r.ended {
+                    None
+                } else if waiting.is_some() {
+                    r.jobs.contains(&me).then(|| me.clone())
+                } else {
+                    r.jobs
+                        .iter()
+                        .skip(known)
+                        .find(|j| r.pending.contains_key(*j))
+                        .cloned()
+                }
+            });
+            if let Some(id) = next {
+                self.known_jobs = self.p2p.with_reservation(&self.claims, &self.peer, |r| {
+                    r.jobs.iter().position(|j| *j == id).map_or(known, |i| i + 1)
+                });
                 self.start(&id).await;
+                return true;
+            }
+            let limit = Duration::from_secs(self.p2p.node.config.p2p.batch_timeout_seconds);
+            if self.waiting.is_some_and(|since| since.elapsed() >= limit) {
+                self.waiting = None;
+                let why = format!(
+                    "job {} was not sent within {} s; send it with SendJob, StartNewJob or new_job_config",
+                    crate::audit::clean(&me, 64),
+                    limit.as_secs()
+                );
+                return self
+                    .send(update(
+                        &me,
+                        Update::Error(TrainingError {
+                            error_code: "NOT_FOUND".into(),
+                            error_message: why,
+                            stack_trace: String::new(),
+                            epoch_at_error: 0,
+                            recoverable: true,
+                        }),
+                    ))
+                    .await;
             }
             return true;
         }
