@@ -20,5 +20,6 @@ pub mod workload;
 pub use error::JobError;
 pub use executor::{parse_id, training_backends, JobStats, Jobs, Settings, CANCEL_DEADLINE};
 pub use request::{JobConfig, JobRequest, Origin};
+pub use session::Retune;
 pub use state::JobState;
 pub use view::{JobUpdate, JobView};

@@ -36,6 +36,19 @@ pub enum Wanted {
     Cancel,
     /// Stop because the node is stopping; the job resumes after a restart.
     Shutdown,
+    /// Stop at this epoch boundary and continue at once with new hyperparameters
+    /// ([`Retune`]).
+    Restart,
+}
+
+/// New hyperparameters for a running job, applied at its next epoch boundary (the job
+/// checkpoints, then continues from that checkpoint with them).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Retune {
+    /// The new learning rate.
+    pub learning_rate: Option<f64>,
+    /// The new batch size.
+    pub batch_size: Option<u32>,
 }
 
 /// The control block of a running job, shared with the callers.
@@ -48,6 +61,8 @@ pub struct Control {
     pub abandoned: std::sync::atomic::AtomicBool,
     done: Mutex<bool>,
     done_changed: Condvar,
+    /// Hyperparameters to apply at the next epoch boundary.
+    pub retune: Mutex<Option<Retune>>,
 }
 
 impl Default for Control {
@@ -58,6 +73,7 @@ impl Default for Control {
             abandoned: Default::default(),
             done: Mutex::new(false),
             done_changed: Condvar::new(),
+            retune: Mutex::new(None),
         }
     }
 }
@@ -71,7 +87,9 @@ impl Control {
     /// Asks for `w` (a cancel or shutdown is never downgraded back to run or pause).
     pub fn want(&self, w: Wanted) {
         let mut cur = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(*cur, Wanted::Cancel | Wanted::Shutdown) {
+        if matches!(*cur, Wanted::Cancel | Wanted::Shutdown)
+            || (*cur == Wanted::Restart && w != Wanted::Cancel && w != Wanted::Shutdown)
+        {
             return;
         }
         *cur = w;
@@ -320,10 +338,21 @@ impl TrainingHost for Session {
             self.last_write = Some(Instant::now());
             self.record(progress);
         }
+        if progress.epoch_end
+            && progress.epoch < self.total_epochs
+            && self
+                .control
+                .retune
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+        {
+            self.control.want(Wanted::Restart);
+        }
         match self.control.wanted() {
             Wanted::Run => Directive::CONTINUE,
             Wanted::Pause => Directive::PAUSE,
-            Wanted::Cancel | Wanted::Shutdown => Directive::STOP,
+            Wanted::Cancel | Wanted::Shutdown | Wanted::Restart => Directive::STOP,
         }
     }
 
@@ -394,7 +423,7 @@ impl Session {
         match self.control.wanted() {
             Wanted::Run => Directive::CONTINUE,
             Wanted::Pause => Directive::PAUSE,
-            Wanted::Cancel | Wanted::Shutdown => Directive::STOP,
+            Wanted::Cancel | Wanted::Shutdown | Wanted::Restart => Directive::STOP,
         }
     }
 }

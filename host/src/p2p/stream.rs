@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cyxwiz_proto::protocol::{
     training_command::Command, training_update::Update, BatchRequest, DatasetInfoRequest,
     DatasetInfoResponse, DatasetSplit, LogMessage, StatusCode, TrainingCheckpoint, TrainingCommand,
-    TrainingComplete, TrainingError, TrainingProgress, TrainingUpdate,
+    TrainingComplete, TrainingError, TrainingProgress, TrainingUpdate, UpdateHyperparameters,
 };
 use cyxwiz_sdk::training::{DataSplit, TensorFile};
 use sha2::{Digest, Sha256};
@@ -22,7 +22,7 @@ use super::token::Claims;
 use super::P2p;
 use crate::jobs::dataset::{MAX_CLASSES, MAX_SAMPLES, MAX_SAMPLE_LEN};
 use crate::jobs::remote::{BatchAsk, RawBatch, RemoteData, RemoteShape};
-use crate::jobs::{JobState, JobUpdate, JobView, Origin};
+use crate::jobs::{JobState, JobUpdate, JobView, Origin, Retune};
 
 type Out = mpsc::Sender<Result<TrainingUpdate, Status>>;
 
@@ -146,7 +146,10 @@ impl Driver {
     ) {
         let job = self.job.clone();
         self.known_jobs = self.p2p.with_reservation(&self.claims, &self.peer, |r| {
-            r.jobs.iter().position(|j| *j == job).map_or(r.jobs.len(), |i| i + 1)
+            r.jobs
+                .iter()
+                .position(|j| *j == job)
+                .map_or(r.jobs.len(), |i| i + 1)
         });
         self.start(&job).await;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -333,7 +336,10 @@ impl Driver {
             });
             if let Some(id) = next {
                 self.known_jobs = self.p2p.with_reservation(&self.claims, &self.peer, |r| {
-                    r.jobs.iter().position(|j| *j == id).map_or(known, |i| i + 1)
+                    r.jobs
+                        .iter()
+                        .position(|j| *j == id)
+                        .map_or(known, |i| i + 1)
                 });
                 self.start(&id).await;
                 return true;
@@ -574,13 +580,7 @@ impl Driver {
             Command::Resume(true) => self.steer("resume").await,
             Command::Stop(true) => self.steer("stop").await,
             Command::RequestCheckpoint(true) => self.checkpoint().await,
-            Command::UpdateParams(p) => {
-                let message = format!(
-                    "update_params (learning_rate {}, batch_size {}) is not applied to a running job: the node keeps a job's hyperparameters fixed so its checkpoints stay exact; send them with the next job (new_job_config)",
-                    p.learning_rate, p.batch_size
-                );
-                self.send(log(&self.job, WARNING, message)).await
-            }
+            Command::UpdateParams(p) => self.retune(p).await,
             Command::NewJobConfig(config) => {
                 if matches!(self.phase, Phase::AwaitInfo { .. }) || self.running().await {
                     return self
@@ -688,6 +688,51 @@ impl Driver {
             let _ = out.blocking_send(Ok(log(&id, INFO, message)));
         });
         true
+    }
+
+    /// New learning rate and/or batch size for the running job, from its next epoch on.
+    async fn retune(&mut self, p: UpdateHyperparameters) -> bool {
+        let retune = Retune {
+            learning_rate: (p.learning_rate != 0.0).then_some(p.learning_rate),
+            batch_size: match p.batch_size {
+                0 => None,
+                n => Some(u32::try_from(n).unwrap_or(0)),
+            },
+        };
+        let mut notes = Vec::new();
+        if !p.other_params.is_empty() {
+            let keys: Vec<String> = p
+                .other_params
+                .keys()
+                .take(16)
+                .map(|k| crate::audit::clean(k, 32))
+                .collect();
+            notes.push(format!(
+                "other_params {keys:?} are not adjustable and were ignored"
+            ));
+        }
+        let message = if retune == Retune::default() {
+            "update_params changed nothing (learning_rate and batch_size are 0)".to_owned()
+        } else if !matches!(self.phase, Phase::Running) {
+            "update_params: no job is running".to_owned()
+        } else {
+            let jobs = self.p2p.node.jobs.clone();
+            let id = self.job.clone();
+            self.p2p.node.audit(
+                "p2p_command",
+                &id,
+                &format!("update_params {retune:?} from {}", self.peer),
+            );
+            match tokio::task::spawn_blocking(move || jobs.retune(&id, retune)).await {
+                Ok(Ok(_)) => format!(
+                    "update_params accepted: {retune:?} applies from the next epoch (the job checkpoints at the epoch's end and continues with them)"
+                ),
+                Ok(Err(e)) => format!("update_params refused: {e}"),
+                Err(e) => format!("update_params failed: {e}"),
+            }
+        };
+        notes.insert(0, message);
+        self.send(log(&self.job, INFO, notes.join("; "))).await
     }
 
     /// Sends the weights of the job's latest durable checkpoint.

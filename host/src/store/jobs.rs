@@ -404,6 +404,17 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.wrap(e))
     }
 
+    /// Replaces a job's validated config (a retuned job).
+    pub fn set_job_config(&self, id: &str, config: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                &format!("UPDATE jobs SET config = ?2, updated_at = {NOW} WHERE id = ?1"),
+                params![id, config],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(())
+    }
+
     /// How many jobs came from each origin.
     pub fn job_origin_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut stmt = self

@@ -104,7 +104,11 @@ fn decode_resume(bytes: &[u8], model: &ModelSpec) -> Result<Resumed> {
         .map_err(|e| Error::invalid_input(format!("resume checkpoint: {}", e.message)))?;
     let written: ModelSpec = serde_json::from_str(file.meta(MODEL_KEY).unwrap_or("null"))
         .map_err(|e| Error::invalid_input(format!("resume checkpoint has no model spec: {e}")))?;
-    if &written != model {
+    // The learning rate may change between runs (a job retuned at an epoch boundary); the
+    // rest of the model must be the one the checkpoint was written for.
+    let mut same_but_rate = written.clone();
+    same_but_rate.optimizer.learning_rate = model.optimizer.learning_rate;
+    if &same_but_rate != model {
         return Err(Error::invalid_input(
             "resume checkpoint was written for a different model",
         ));

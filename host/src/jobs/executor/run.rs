@@ -16,9 +16,15 @@ impl Jobs {
             let me = Arc::clone(self);
             let name = format!("job-{}", &id[..8.min(id.len())]);
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
-                me.work(&id, &control);
+                let again = me.work(&id, &control);
                 control.finish();
-                lock(&me.sched).running.remove(&id);
+                {
+                    let mut sched = lock(&me.sched);
+                    sched.running.remove(&id);
+                    if again {
+                        sched.queue.push_front(id.clone());
+                    }
+                }
                 me.dispatch();
             });
             if let Err(e) = spawned {
@@ -28,23 +34,39 @@ impl Jobs {
         }
     }
 
-    /// Runs one job to its end (or until it is interrupted).
-    fn work(self: &Arc<Self>, id: &str, control: &Arc<Control>) {
+    /// Runs one job to its end (or until it is interrupted); true when it must run again at
+    /// once (retuned at an epoch boundary).
+    fn work(self: &Arc<Self>, id: &str, control: &Arc<Control>) -> bool {
         let row = match lock(&self.store).job(id) {
             Ok(Some(row)) => row,
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::error!(job = id, error = %e, "cannot read the job");
-                return;
+                return false;
             }
         };
         let dir = JobDir::at(PathBuf::from(&row.dir));
         let started = Instant::now();
         let result = self.run(&row, &dir, control);
         if control.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
+            return false;
         }
         let wanted = control.wanted();
+        let retune = *lock(&control.retune);
+        if let (Ok(outcome), Wanted::Restart, Some(retune)) = (&result, wanted, retune) {
+            if outcome.stopped {
+                return match self.apply_retune(&row, &dir, retune, outcome.epochs_done) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        let msg = format!("could not apply the new hyperparameters: {e}");
+                        let _ = self.transition(id, &dir, JobState::Failed, &msg, Some(&msg));
+                        lock(&self.finished)
+                            .push((JobState::Failed, started.elapsed().as_secs_f64()));
+                        false
+                    }
+                };
+            }
+        }
         let (to, detail, error) = match result {
             Ok(outcome) if !outcome.stopped => {
                 let m: Vec<String> = outcome
@@ -103,6 +125,45 @@ impl Jobs {
         if to.is_terminal() {
             lock(&self.finished).push((to, seconds));
         }
+        false
+    }
+
+    /// Rewrites the job's config and model with `retune` and queues it to continue from the
+    /// checkpoint it just wrote at the end of epoch `epochs_done`.
+    fn apply_retune(
+        &self,
+        row: &JobRow,
+        dir: &JobDir,
+        retune: Retune,
+        epochs_done: u32,
+    ) -> Result<(), JobError> {
+        let mut config: JobConfig = serde_json::from_str(&row.config)
+            .map_err(|e| JobError::Io(format!("config.json: {e}")))?;
+        let mut model: ModelSpec =
+            serde_json::from_slice(&std::fs::read(dir.model()).map_err(io("reading model.json"))?)
+                .map_err(|e| JobError::Io(format!("model.json: {e}")))?;
+        let mut changes = Vec::new();
+        if let Some(lr) = retune.learning_rate {
+            config.learning_rate = Some(lr);
+            model.optimizer.learning_rate = lr;
+            changes.push(format!("learning_rate {lr}"));
+        }
+        if let Some(batch) = retune.batch_size {
+            config.batch_size = batch;
+            changes.push(format!("batch_size {batch}"));
+        }
+        let config_json =
+            serde_json::to_vec_pretty(&config).map_err(|e| JobError::Io(e.to_string()))?;
+        let model_json =
+            serde_json::to_vec_pretty(&model).map_err(|e| JobError::Io(e.to_string()))?;
+        write_atomic(&dir.model(), &model_json).map_err(io("writing model.json"))?;
+        write_atomic(&dir.config(), &config_json).map_err(io("writing config.json"))?;
+        lock(&self.store).set_job_config(&row.id, &String::from_utf8_lossy(&config_json))?;
+        let detail = format!(
+            "retuned after epoch {epochs_done}: {}; continuing from the checkpoint",
+            changes.join(", ")
+        );
+        self.transition(&row.id, dir, JobState::Queued, &detail, None)
     }
 
     fn run(

@@ -83,6 +83,56 @@ impl Jobs {
         Ok(dir.weights().is_file())
     }
 
+    /// Changes a running job's learning rate and/or batch size. They apply at its next epoch
+    /// boundary: the job checkpoints there and continues from that checkpoint with the new
+    /// values (a job in its last epoch keeps its values). Both are bounded like a new job's.
+    pub fn retune(&self, id: &str, retune: Retune) -> Result<JobView, JobError> {
+        let invalid = |field: &str, message: String| JobError::Invalid {
+            field: field.to_owned(),
+            message,
+        };
+        if let Some(lr) = retune.learning_rate {
+            if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
+                return Err(invalid("learning_rate", format!("{lr} is not in (0, 10]")));
+            }
+        }
+        if let Some(b) = retune.batch_size {
+            if !(1..=crate::jobs::request::MAX_BATCH_SIZE).contains(&b) {
+                return Err(invalid(
+                    "batch_size",
+                    format!("{b} is not in 1..={}", crate::jobs::request::MAX_BATCH_SIZE),
+                ));
+            }
+        }
+        let view = self.get(id)?;
+        let control = lock(&self.sched).running.get(&view.id).cloned();
+        match (view.state, control) {
+            (JobState::Preparing | JobState::Running | JobState::Paused, Some(c)) => {
+                let mut pending = lock(&c.retune);
+                let merged = Retune {
+                    learning_rate: retune
+                        .learning_rate
+                        .or(pending.and_then(|p| p.learning_rate)),
+                    batch_size: retune.batch_size.or(pending.and_then(|p| p.batch_size)),
+                };
+                *pending = Some(merged);
+                drop(pending);
+                self.log(
+                    &JobDir::at(PathBuf::from(&view.dir)),
+                    &format!(
+                        "new hyperparameters asked: {merged:?}; applied at the next epoch boundary"
+                    ),
+                );
+                Ok(view)
+            }
+            (state, _) => Err(JobError::WrongState {
+                id: view.id,
+                state,
+                what: "only a running job can be retuned",
+            }),
+        }
+    }
+
     /// Pauses a running job at its next step (it checkpoints first).
     pub fn pause(&self, id: &str) -> Result<JobView, JobError> {
         let view = self.get(id)?;
