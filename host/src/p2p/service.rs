@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{now, peer, token::Claims, P2p};
 use crate::jobs::request::{DatasetRef, REMOTE_ENGINE};
 use crate::jobs::wire::{job_request, WirePolicy};
-use crate::jobs::{JobError, JobState, Origin};
+use crate::jobs::{JobError, JobState, JobView, Origin};
 
 /// A server stream.
 pub type Streamed<T> =
@@ -106,9 +106,8 @@ impl P2p {
     ) -> Result<Accepted, Status> {
         self.permit(claims, job_id, peer)?;
         crate::jobs::parse_id(job_id).map_err(job_status)?;
-        let (known, ended) = self.with_reservation(claims, peer, |r| {
-            (r.pending.contains_key(job_id), r.ended)
-        });
+        let (known, ended) =
+            self.with_reservation(claims, peer, |r| (r.pending.contains_key(job_id), r.ended));
         if ended {
             return Err(Status::failed_precondition(format!(
                 "reservation {} has ended",
@@ -167,6 +166,25 @@ impl P2p {
         blocking(move || jobs.submit(request, Some(id), &origin)).await?;
         self.with_reservation(claims, peer, |r| r.jobs.push(job_id.to_owned()));
         Ok(Accepted::Queued)
+    }
+
+    /// Authenticates a steering call on job `id` of the caller's reservation, audits it as
+    /// `kind` and runs `f` on the executor off the async threads.
+    async fn steer<T>(
+        &self,
+        request: &Request<T>,
+        id: &str,
+        kind: &'static str,
+        detail: &str,
+        f: impl FnOnce(&Arc<crate::jobs::Jobs>, &str) -> Result<JobView, JobError> + Send + 'static,
+    ) -> Result<Result<JobView, JobError>, Status> {
+        let peer = peer(request);
+        let claims = self.authenticate(request, "")?;
+        self.own_job(&claims, id, &peer).await?;
+        self.node.audit(kind, id, &format!("{peer}{detail}"));
+        let jobs = self.node.jobs.clone();
+        let key = id.to_owned();
+        blocking(move || Ok(f(&jobs, &key))).await
     }
 
     /// Checks that job `id` is a P2P job of the token's reservation.
@@ -388,15 +406,11 @@ impl JobExecutionService for ExecutionSvc {
         &self,
         request: Request<PauseTrainingRequest>,
     ) -> Result<Response<PauseTrainingResponse>, Status> {
-        let p2p = &self.0;
-        let peer = peer(&request);
-        let claims = p2p.authenticate(&request, "")?;
-        let id = request.into_inner().job_id;
-        p2p.own_job(&claims, &id, &peer).await?;
-        let jobs = p2p.node.jobs.clone();
-        let key = id.clone();
-        let outcome = blocking(move || Ok(jobs.pause(&key))).await?;
-        p2p.node.audit("p2p_pause", &id, &peer);
+        let id = request.get_ref().job_id.clone();
+        let outcome = self
+            .0
+            .steer(&request, &id, "p2p_pause", "", |jobs, id| jobs.pause(id))
+            .await?;
         Ok(Response::new(match outcome {
             Ok(view) => PauseTrainingResponse {
                 success: true,
@@ -417,15 +431,11 @@ impl JobExecutionService for ExecutionSvc {
         &self,
         request: Request<ResumeTrainingRequest>,
     ) -> Result<Response<ResumeTrainingResponse>, Status> {
-        let p2p = &self.0;
-        let peer = peer(&request);
-        let claims = p2p.authenticate(&request, "")?;
-        let id = request.into_inner().job_id;
-        p2p.own_job(&claims, &id, &peer).await?;
-        let jobs = p2p.node.jobs.clone();
-        let key = id.clone();
-        let outcome = blocking(move || Ok(jobs.resume(&key))).await?;
-        p2p.node.audit("p2p_resume", &id, &peer);
+        let id = request.get_ref().job_id.clone();
+        let outcome = self
+            .0
+            .steer(&request, &id, "p2p_resume", "", |jobs, id| jobs.resume(id))
+            .await?;
         Ok(Response::new(match outcome {
             Ok(view) => ResumeTrainingResponse {
                 success: true,
@@ -445,19 +455,14 @@ impl JobExecutionService for ExecutionSvc {
         &self,
         request: Request<CancelTrainingRequest>,
     ) -> Result<Response<CancelTrainingResponse>, Status> {
-        let p2p = &self.0;
-        let peer = peer(&request);
-        let claims = p2p.authenticate(&request, "")?;
-        let r = request.into_inner();
-        p2p.own_job(&claims, &r.job_id, &peer).await?;
-        p2p.node.audit(
-            "p2p_cancel",
-            &r.job_id,
-            &format!("{peer}: {}", crate::audit::clean(&r.reason, 256)),
-        );
-        let jobs = p2p.node.jobs.clone();
-        let key = r.job_id.clone();
-        let outcome = blocking(move || Ok(jobs.cancel(&key))).await?;
+        let r = request.get_ref().clone();
+        let detail = format!(": {}", crate::audit::clean(&r.reason, 256));
+        let outcome = self
+            .0
+            .steer(&request, &r.job_id, "p2p_cancel", &detail, |jobs, id| {
+                jobs.cancel(id)
+            })
+            .await?;
         Ok(Response::new(match outcome {
             Ok(view) => {
                 let saved = view.weights_sha256.is_some() && r.save_partial_model;

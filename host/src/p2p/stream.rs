@@ -135,6 +135,16 @@ async fn next_ask(asks: &mut Option<mpsc::UnboundedReceiver<BatchAsk>>) -> Optio
 }
 
 impl Driver {
+    /// Job `id` as callers see it (a database read, off the async threads).
+    async fn view(&self, id: &str) -> Option<JobView> {
+        let jobs = self.p2p.node.jobs.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || jobs.get(&id).ok())
+            .await
+            .ok()
+            .flatten()
+    }
+
     async fn send(&self, u: TrainingUpdate) -> bool {
         self.out.send(Ok(u)).await.is_ok()
     }
@@ -239,12 +249,7 @@ impl Driver {
             self.ask_info().await;
             return;
         }
-        let jobs = self.p2p.node.jobs.clone();
-        let key = id.to_owned();
-        let view = tokio::task::spawn_blocking(move || jobs.get(&key).ok())
-            .await
-            .ok()
-            .flatten();
+        let view = self.view(id).await;
         match view {
             Some(view) if view.reservation.as_deref() == Some(self.claims.job_id.as_str()) => {
                 self.phase = Phase::Running;
@@ -372,12 +377,7 @@ impl Driver {
             return true;
         }
         self.checked = Instant::now();
-        let jobs = self.p2p.node.jobs.clone();
-        let id = self.job.clone();
-        let view = tokio::task::spawn_blocking(move || jobs.get(&id).ok())
-            .await
-            .ok()
-            .flatten();
+        let view = self.view(&self.job).await;
         match view {
             Some(view) if view.state.is_terminal() => self.finish(view).await,
             _ => true,
@@ -635,12 +635,8 @@ impl Driver {
         if !matches!(self.phase, Phase::Running) {
             return false;
         }
-        let jobs = self.p2p.node.jobs.clone();
-        let id = self.job.clone();
-        tokio::task::spawn_blocking(move || jobs.get(&id).ok())
+        self.view(&self.job)
             .await
-            .ok()
-            .flatten()
             .is_some_and(|v| !v.state.is_terminal())
     }
 
@@ -808,12 +804,7 @@ impl Driver {
                     // Already ended (the periodic check saw it first).
                     return true;
                 }
-                let jobs = self.p2p.node.jobs.clone();
-                let id = self.job.clone();
-                let view = tokio::task::spawn_blocking(move || jobs.get(&id).ok())
-                    .await
-                    .ok()
-                    .flatten();
+                let view = self.view(&self.job).await;
                 match view {
                     Some(view) => self.finish(view).await,
                     None => true,
