@@ -5,7 +5,10 @@
 //! sha256 of the weights the node serves over HTTP, scored by NumPy); a repeated AssignJob runs
 //! nothing twice; the reports wait out a central outage and arrive once; `kill -9` of the node
 //! mid-job ends in exactly one result; a heartbeat's `jobs_to_cancel` cancels the job and
-//! reports it FAILED. Real node binary, real training (train-candle), real gRPC on loopback.
+//! reports it FAILED; a job whose validation outlasts the answer (a large CSV) is accepted
+//! and its failure still reaches the central server; a Fashion-MNIST job (the slowest built-in
+//! dataset to validate) is answered and reported. Real node binary, real training
+//! (train-candle), real gRPC on loopback.
 
 mod common;
 mod coordinator;
@@ -610,4 +613,118 @@ async fn jobs_to_cancel_cancels_the_job_and_reports_it_failed() {
     let result = s.job_results.iter().find(|r| r.job_id == id).unwrap();
     assert_eq!(result.final_status, StatusCode::StatusFailed as i32);
     assert!(result.error_message.contains("cancelled"), "{result:?}");
+}
+
+/// Reads the reply time and the path taken; both paths must get the reason to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_refused_after_a_slow_validation_still_reaches_the_server_failed() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let central = Coordinator::start("127.0.0.1:0".parse().unwrap(), "tok", seen.clone()).await;
+    let node = networked_node(central.addr);
+    // A large CSV (fixed contents) in the default dataset directory: slow to read.
+    let datasets = node.data_dir().join("datasets");
+    std::fs::create_dir_all(&datasets).unwrap();
+    let csv = datasets.join("big.csv");
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
+        let header: Vec<String> = (0..64).map(|i| format!("f{i}")).collect();
+        writeln!(out, "{},label", header.join(",")).unwrap();
+        let mut x: u64 = 7;
+        for _ in 0..150_000 {
+            let mut row = String::with_capacity(200);
+            for _ in 0..64 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                row.push_str(&((x >> 59) as u8).to_string());
+                row.push(',');
+            }
+            row.push_str(&((x >> 60) % 10).to_string());
+            writeln!(out, "{row}").unwrap();
+        }
+    }
+    let grpc = free_port_pair();
+    let _running = start_node(&node, grpc);
+    registered(&central, grpc).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{grpc}").parse().unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    // The definition does not fit the data (63 inputs for 64 features): refused once the
+    // dataset has been read.
+    let graph =
+        r#"{"input": [63], "layers": [{"type": "dense", "units": 10}], "loss": "cross_entropy"}"#;
+    let config = JobConfig {
+        dataset_uri: format!("file://{}", csv.display()),
+        ..job(&id, graph, 1, 32, 1)
+    };
+    let asked = Instant::now();
+    let answer = central.assign_job(addr, config).await.unwrap();
+    println!(
+        "AssignJob over a 150,000-row CSV answered in {:.0} ms, accepted = {}",
+        asked.elapsed().as_secs_f64() * 1000.0,
+        answer.accepted
+    );
+    if answer.accepted {
+        // Accepted before the validation ended: the refusal arrives as the job's result.
+        central
+            .wait_for("the FAILED result", Duration::from_secs(120), |s| {
+                reports_of(s, &id).2 >= 1
+            })
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let s = seen.lock().unwrap();
+        let (progress, updates, results) = reports_of(&s, &id);
+        assert_eq!((progress.len(), updates.len(), results), (0, 0, 1));
+        let result = s.job_results.iter().find(|r| r.job_id == id).unwrap();
+        assert_eq!(result.final_status, StatusCode::StatusFailed as i32);
+        assert!(result.error_message.contains("input"), "{result:?}");
+    } else {
+        let message = answer.error.unwrap().message;
+        assert!(message.contains("input"), "{message}");
+    }
+    let out = tokio::task::block_in_place(|| node.cli(&["jobs", "list", "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 0, "nothing queued: {list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fashion_mnist_job_is_answered_and_reported() {
+    if !Path::new("/usr/share/datasets/fashion-mnist").is_dir() {
+        panic!("the Debian package dataset-fashion-mnist is required");
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let central = Coordinator::start("127.0.0.1:0".parse().unwrap(), "tok", seen.clone()).await;
+    let node = networked_node(central.addr);
+    let grpc = free_port_pair();
+    let _running = start_node(&node, grpc);
+    registered(&central, grpc).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{grpc}").parse().unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    let config = JobConfig {
+        dataset_uri: "builtin://fashion-mnist".into(),
+        ..job(&id, PLAIN_MLP, 1, 64, 4)
+    };
+    let asked = Instant::now();
+    let answer = central.assign_job(addr, config).await.unwrap();
+    println!(
+        "AssignJob of a Fashion-MNIST job answered in {:.0} ms",
+        asked.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(answer.accepted, "{answer:?}");
+    central
+        .wait_for("the result", Duration::from_secs(300), |s| {
+            reports_of(s, &id).2 >= 1
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = seen.lock().unwrap();
+    let (progress, updates, results) = reports_of(&s, &id);
+    assert_eq!((progress.len(), updates, results), (1, vec![1], 1));
+    let result = s.job_results.iter().find(|r| r.job_id == id).unwrap();
+    assert_eq!(
+        result.final_status,
+        StatusCode::StatusSuccess as i32,
+        "{result:?}"
+    );
+    assert!(result.final_metrics["val_accuracy"] > 0.7, "{result:?}");
 }

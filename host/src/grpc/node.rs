@@ -7,9 +7,12 @@
 //! "assigned" there for good, so AssignJob declines only what the node cannot run (policy, a
 //! definition or dataset it refuses, a full queue), says exactly why, and accepts a repeated
 //! AssignJob for a job it already has without running it twice. The reply comes once the job
-//! is validated and queued (the dataset is loaded to check the graph against it: milliseconds
-//! for the built-in datasets); progress and the result go to the central server through the
-//! report outbox (`crate::reports`).
+//! is validated and queued (the dataset is loaded to check the graph against it: ~30 ms for
+//! the digits), or after 800 ms at the latest: a job still validating then (Fashion-MNIST in a
+//! debug build, a large CSV) is accepted with a durable FAILED result in the outbox that is
+//! dropped when the job is queued and sent, with the reason, if it never is (the validation
+//! fails, or the node stops first). Progress and the result go to the central server through
+//! the report outbox (`crate::reports`).
 //!
 //! AssignJob is the one RPC without a key (the central server sends none), so it is the
 //! most exposed: it may be limited to the central server's addresses
@@ -153,6 +156,85 @@ enum Assigned {
     New,
     /// Known already (a repeated AssignJob): not queued again.
     Known,
+    /// Still validating when the answer was due: accepted, with a durable FAILED result
+    /// that is sent if the job never reaches the queue.
+    Pending,
+}
+
+/// How long AssignJob waits for the validation before it accepts the job anyway (the
+/// central server expects an answer within a second).
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// Submits `job` on a blocking thread and answers with the outcome; when validation takes
+/// longer than [`ANSWER_WITHIN`], first writes the job's FAILED result to the outbox (sent
+/// only if the job is never queued: the submission fails, or the node stops before it ends),
+/// accepts, and settles that result when the submission ends.
+async fn submit_in_time(
+    state: &Arc<GrpcState>,
+    job: &JobConfig,
+    peer: &str,
+    has_gpu: bool,
+) -> Result<Assigned, cyxwiz_proto::protocol::Error> {
+    let jobs = state.node.jobs.clone();
+    let policy = WirePolicy::for_config(state.config(), has_gpu);
+    let origin = Origin {
+        kind: "central",
+        reservation: None,
+        peer: Some(peer.to_owned()),
+    };
+    let config = job.clone();
+    let mut task = tokio::task::spawn_blocking(move || submit(&jobs, &config, &policy, &origin));
+    let joined = |r: Result<Result<Assigned, _>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| {
+            Err(error::refusal(
+                Code::Internal,
+                format!("the submission failed: {e}"),
+            ))
+        })
+    };
+    if let Ok(r) = tokio::time::timeout(ANSWER_WITHIN, &mut task).await {
+        return joined(r);
+    }
+    let node = state.node.clone();
+    let id = job.job_id.clone();
+    let placeholder = tokio::task::spawn_blocking(move || {
+        let due = crate::store::outbox::now() + 60;
+        node.store().enqueue_assignment(
+            &id,
+            "the node stopped before the job was validated and queued",
+            due,
+        )
+    })
+    .await;
+    if !matches!(placeholder, Ok(Ok(_))) {
+        // Nothing durable stands for the job: answer only when the submission has ended.
+        tracing::warn!(job = %job.job_id, "cannot record the pending job; answering after its validation");
+        return joined(task.await);
+    }
+    let node = state.node.clone();
+    let id = job.job_id.clone();
+    let peer = peer.to_owned();
+    tokio::spawn(async move {
+        let outcome = joined(task.await);
+        let failure = outcome.as_ref().err().map(|e| e.message.clone());
+        if let Some(why) = &failure {
+            let why = crate::audit::clean(why, 512);
+            tracing::warn!(job = %id, %peer, reason = %why, "an accepted network job failed its validation; reporting it failed");
+            node.audit(
+                "job_declined",
+                &id,
+                &format!("from {peer}, after acceptance: {why}"),
+            );
+        }
+        let settled = tokio::task::spawn_blocking(move || {
+            node.store().settle_assignment(&id, failure.as_deref())
+        })
+        .await;
+        if !matches!(settled, Ok(Ok(()))) {
+            tracing::warn!("cannot settle a pending job's report");
+        }
+    });
+    Ok(Assigned::Pending)
 }
 
 /// Converts and submits `job` as a `central` job under its own id; a job already known is
@@ -254,24 +336,7 @@ impl NodeService for NodeSvc {
             &job,
         ) {
             Some((code, reason)) => Err(error::refusal(code, reason)),
-            None => {
-                let jobs = state.node.jobs.clone();
-                let policy = WirePolicy::for_config(state.config(), has_gpu);
-                let origin = Origin {
-                    kind: "central",
-                    reservation: None,
-                    peer: Some(peer.clone()),
-                };
-                let job = job.clone();
-                tokio::task::spawn_blocking(move || submit(&jobs, &job, &policy, &origin))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(error::refusal(
-                            Code::Internal,
-                            format!("the submission failed: {e}"),
-                        ))
-                    })
-            }
+            None => submit_in_time(&self.0, &job, &peer, has_gpu).await,
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match decided {
@@ -281,10 +346,15 @@ impl NodeService for NodeSvc {
                 state.node.audit(
                     "job_accepted",
                     &job.job_id,
-                    &if again {
-                        format!("from {peer}: assigned again; already here, not queued twice")
-                    } else {
-                        format!("from {peer}: queued")
+                    &match assigned {
+                        Assigned::Known => format!(
+                            "from {peer}: assigned again; already here, not queued twice"
+                        ),
+                        Assigned::New => format!("from {peer}: queued"),
+                        Assigned::Pending => format!(
+                            "from {peer}: still validating after {} ms; a failure is reported to the central server",
+                            ANSWER_WITHIN.as_millis()
+                        ),
                     },
                 );
                 Ok(Response::new(AssignJobResponse {

@@ -13,6 +13,11 @@
 //! The task runs only when a central server is configured; in standalone mode job changes
 //! write no reports at all (`Store::write_reports(false)`).
 //!
+//! A central job accepted before its validation ended (AssignJob answers within a second)
+//! has a stand-in FAILED result in the outbox, due a minute later: dropped as soon as the job
+//! exists, made due at once with the reason if the validation fails, and sent as "the node
+//! stopped before the job was validated and queued" if the node died in between.
+//!
 //! The reporter waits for the node's first registration of this run before sending, so each
 //! report carries the id the server knows (filled in at send time, like ReportJobResult's
 //! `model_weights_uri` = `<HTTP API base>/jobs/<id>/weights`).

@@ -37,16 +37,21 @@ pub enum Kind {
     Complete,
     /// `JobReservationService.ReportReservationEndFromNode`: a reservation ended.
     ReservationEnd,
+    /// `JobStatusService.ReportJobResult` FAILED for a job accepted before it was validated
+    /// and queued: sent only if the job never made it into the queue (the submission failed,
+    /// or the node stopped first); dropped once the job exists.
+    Assigned,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Started,
         Kind::Epoch,
         Kind::Result,
         Kind::Complete,
         Kind::ReservationEnd,
+        Kind::Assigned,
     ];
 
     /// The stored name.
@@ -57,6 +62,7 @@ impl Kind {
             Kind::Result => "result",
             Kind::Complete => "complete",
             Kind::ReservationEnd => "reservation_end",
+            Kind::Assigned => "assigned",
         }
     }
 
@@ -70,7 +76,7 @@ impl Kind {
         match self {
             Kind::Started => "ReportProgress",
             Kind::Epoch => "UpdateJobStatus",
-            Kind::Result => "ReportJobResult",
+            Kind::Result | Kind::Assigned => "ReportJobResult",
             Kind::Complete => "ReportJobCompleteFromNode",
             Kind::ReservationEnd => "ReportReservationEndFromNode",
         }
@@ -258,6 +264,28 @@ pub fn reservation_end(
         job_id: None,
         kind: Kind::ReservationEnd,
         once_key: Some(format!("reservation_end:{reservation_id}")),
+        payload: request.encode_to_vec(),
+    }
+}
+
+/// The FAILED result owed for central job `job_id` if it is never queued (`error` says why).
+pub fn assignment(job_id: &str, error: &str) -> Planned {
+    let request = ReportJobResultRequest {
+        node_id: String::new(),
+        job_id: job_id.to_owned(),
+        final_status: StatusCode::StatusFailed as i32,
+        final_metrics: HashMap::new(),
+        model_weights_uri: String::new(),
+        model_weights_hash: String::new(),
+        model_size: 0,
+        total_compute_time: 0,
+        error_message: error.to_owned(),
+    };
+    Planned {
+        lane: job_id.to_owned(),
+        job_id: Some(job_id.to_owned()),
+        kind: Kind::Assigned,
+        once_key: Some(format!("assigned:{job_id}")),
         payload: request.encode_to_vec(),
     }
 }

@@ -149,7 +149,7 @@ impl Clients {
                     judge_reply(a.status, a.error.as_ref(), "")
                 })
             }
-            Kind::Result => {
+            Kind::Result | Kind::Assigned => {
                 let mut r: ReportJobResultRequest = decode(row)?;
                 r.node_id = node_id;
                 if !r.model_weights_hash.is_empty() && !weights_base.is_empty() {

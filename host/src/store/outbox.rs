@@ -126,9 +126,75 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Queues the FAILED result of central job `job_id`, accepted before it was queued, to be
+    /// sent at `due_at` (Unix seconds) unless the job exists by then ([`Store::outbox_due`]
+    /// drops it) or [`Store::settle_assignment`] settles it first. Returns whether a row was
+    /// written (false in standalone mode or when one exists).
+    pub fn enqueue_assignment(
+        &mut self,
+        job_id: &str,
+        error: &str,
+        due_at: i64,
+    ) -> Result<bool, StoreError> {
+        if !self.reports {
+            return Ok(false);
+        }
+        let p = plan::assignment(job_id, error);
+        let n = self
+            .conn
+            .execute(
+                &format!(
+                    "INSERT OR IGNORE INTO outbox
+                       (lane, job_id, kind, once_key, payload, created_at, next_attempt_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, {NOW}, ?6)"
+                ),
+                params![
+                    p.lane,
+                    p.job_id,
+                    p.kind.as_str(),
+                    p.once_key,
+                    p.payload,
+                    due_at
+                ],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(n > 0)
+    }
+
+    /// Settles the pending FAILED result of an accepted central job: `None` (the job is
+    /// queued) deletes it; `Some(error)` (the submission failed) makes it due now with
+    /// that error.
+    pub fn settle_assignment(&self, job_id: &str, failure: Option<&str>) -> Result<(), StoreError> {
+        let key = format!("assigned:{job_id}");
+        let changed = match failure {
+            None => self.conn.execute(
+                "DELETE FROM outbox WHERE once_key = ?1 AND acked_at IS NULL AND failed_at IS NULL",
+                params![key],
+            ),
+            Some(error) => self.conn.execute(
+                "UPDATE outbox SET payload = ?2, next_attempt_at = 0
+                 WHERE once_key = ?1 AND acked_at IS NULL AND failed_at IS NULL",
+                params![key, plan::assignment(job_id, error).payload],
+            ),
+        }
+        .map_err(|e| self.wrap(e))?;
+        if failure.is_some() {
+            written(changed);
+        }
+        Ok(())
+    }
+
     /// The reports to send now, oldest first: of each lane only its oldest pending report,
-    /// and only when its retry time (Unix seconds) is not after `now`.
+    /// and only when its retry time (Unix seconds) is not after `now`. A pending
+    /// assignment's FAILED result whose job exists after all is dropped first.
     pub fn outbox_due(&self, now: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM outbox WHERE kind = 'assigned' AND acked_at IS NULL
+                   AND failed_at IS NULL AND job_id IN (SELECT id FROM jobs)",
+                [],
+            )
+            .map_err(|e| self.wrap(e))?;
         let mut stmt = self
             .conn
             .prepare(
@@ -219,12 +285,14 @@ impl Store {
             .map_err(|e| self.wrap(e))
     }
 
-    /// Makes every pending report due now (after the central server came back).
+    /// Makes every pending report due now (after the central server came back), except an
+    /// accepted job's stand-in result, which waits for its submission.
     pub fn outbox_hurry(&self) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "UPDATE outbox SET next_attempt_at = 0
-                 WHERE acked_at IS NULL AND failed_at IS NULL AND next_attempt_at > 0",
+                 WHERE acked_at IS NULL AND failed_at IS NULL AND next_attempt_at > 0
+                   AND kind != 'assigned'",
                 [],
             )
             .map(|_| ())
@@ -308,6 +376,7 @@ pub fn now() -> i64 {
 mod tests {
     use super::*;
     use crate::store::jobs::{JobProgress, NewJob};
+    use prost::Message;
 
     const JOB: &str = "0b6c5c1e-0000-4000-8000-000000000007";
 
@@ -440,6 +509,78 @@ mod tests {
         assert!(store.outbox_due(10, 10).unwrap().is_empty());
         store.outbox_hurry().unwrap();
         assert_eq!(store.outbox_due(10, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_assignment_accepted_early_reports_failed_only_if_its_job_never_appears() {
+        let (_dir, mut store) = store();
+        // Queued in time: settled, nothing to send, and the job's own reports follow.
+        assert!(store
+            .enqueue_assignment(JOB, "node stopped", 1_000)
+            .unwrap());
+        assert!(
+            !store.enqueue_assignment(JOB, "again", 1_000).unwrap(),
+            "once"
+        );
+        insert(&mut store, JOB, "central", None);
+        store.settle_assignment(JOB, None).unwrap();
+        store
+            .set_job_state(JOB, "failed", "", Some("boom"))
+            .unwrap();
+        let lane: Vec<Kind> = store
+            .outbox_lane(JOB)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(lane, [Kind::Result]);
+
+        // The submission failed: the FAILED result is due at once, with the reason.
+        let refused = "0b6c5c1e-0000-4000-8000-0000000000a1";
+        store
+            .enqueue_assignment(refused, "node stopped", 1_000)
+            .unwrap();
+        // Not due before its time, even when the server comes back.
+        store.outbox_hurry().unwrap();
+        assert!(store
+            .outbox_due(10, 10)
+            .unwrap()
+            .iter()
+            .all(|r| r.lane != refused));
+        store
+            .settle_assignment(refused, Some("dataset: no such file"))
+            .unwrap();
+        let due = store.outbox_due(10, 10).unwrap();
+        let row = due.iter().find(|r| r.lane == refused).unwrap();
+        assert_eq!(row.kind, Kind::Assigned);
+        let r =
+            cyxwiz_proto::protocol::ReportJobResultRequest::decode(row.payload.as_slice()).unwrap();
+        assert_eq!(
+            (r.final_status, r.error_message.as_str()),
+            (6, "dataset: no such file")
+        );
+
+        // The node died after queueing the job but before settling: once the row is due, the
+        // job's existence drops it.
+        let late = "0b6c5c1e-0000-4000-8000-0000000000a2";
+        store.enqueue_assignment(late, "node stopped", 50).unwrap();
+        insert(&mut store, late, "central", None);
+        assert!(store
+            .outbox_due(100, 10)
+            .unwrap()
+            .iter()
+            .all(|r| r.lane != late));
+        assert!(store.outbox_lane(late).unwrap().is_empty());
+        // And one whose job never appeared is sent when due.
+        let lost = "0b6c5c1e-0000-4000-8000-0000000000a3";
+        store
+            .enqueue_assignment(lost, "the node stopped before the job was queued", 50)
+            .unwrap();
+        assert!(store
+            .outbox_due(100, 10)
+            .unwrap()
+            .iter()
+            .any(|r| r.lane == lost));
     }
 
     #[test]
