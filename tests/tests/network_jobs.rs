@@ -56,12 +56,18 @@ fn free_port_pair() -> u16 {
 /// A networked node's data directory: config (central server, one thread per job) and the
 /// digits CSV where `builtin://digits` looks for it.
 fn networked_node(central: std::net::SocketAddr) -> Node {
+    networked_node_with(central, "", "")
+}
+
+/// `networked_node` with more `[node]` and `[jobs]` lines.
+fn networked_node_with(central: std::net::SocketAddr, node_extra: &str, jobs_extra: &str) -> Node {
     let node = Node::new();
     node.write_config(&format!(
         r#"
 [node]
 name = "worker"
 wallet_address = "wallet-network-jobs"
+{node_extra}
 
 [central_server]
 address = "{central}"
@@ -74,6 +80,7 @@ host = "127.0.0.1"
 
 [jobs]
 threads_per_job = 1
+{jobs_extra}
 "#
     ));
     let csv = cyxwiz_e2e::models_dir().join("datasets/digits.csv.gz");
@@ -727,4 +734,42 @@ async fn a_fashion_mnist_job_is_answered_and_reported() {
         "{result:?}"
     );
     assert!(result.final_metrics["val_accuracy"] > 0.7, "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_declines_with_the_reason() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let central = Coordinator::start("127.0.0.1:0".parse().unwrap(), "tok", seen.clone()).await;
+    let node = networked_node_with(
+        central.addr,
+        "max_concurrent_jobs = 1",
+        "max_queued_jobs = 0",
+    );
+    let grpc = free_port_pair();
+    let _running = start_node(&node, grpc);
+    registered(&central, grpc).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{grpc}").parse().unwrap();
+    let first = uuid::Uuid::new_v4().to_string();
+    let answer = central
+        .assign_job(addr, job(&first, PLAIN_MLP, 2000, 16, 1))
+        .await
+        .unwrap();
+    assert!(answer.accepted, "{answer:?}");
+    let second = uuid::Uuid::new_v4().to_string();
+    let answer = central
+        .assign_job(addr, job(&second, PLAIN_MLP, 1, 16, 1))
+        .await
+        .unwrap();
+    assert!(!answer.accepted, "{answer:?}");
+    let message = answer.error.unwrap().message;
+    assert!(
+        message.contains("queue is full") && message.contains("max_queued_jobs"),
+        "{message}"
+    );
+    // The first one is still the node's, and a repeat of it is still accepted.
+    let again = central
+        .assign_job(addr, job(&first, PLAIN_MLP, 2000, 16, 1))
+        .await
+        .unwrap();
+    assert!(again.accepted, "{again:?}");
 }

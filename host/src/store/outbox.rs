@@ -511,6 +511,43 @@ mod tests {
         assert_eq!(store.outbox_due(10, 10).unwrap().len(), 1);
     }
 
+    /// Job changes read before they write; another connection writing at the same time (the
+    /// audit writer, the reporter) must make them wait, not fail.
+    #[test]
+    fn job_changes_wait_for_other_writers_instead_of_failing() {
+        let (dir, mut store) = store();
+        let path = dir.path().join("node.db");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let other = Store::open(&path).unwrap();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    other.audit("noise", "test", "concurrent writer").unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        for i in 0..150 {
+            let id = format!("0b6c5c1e-0000-4000-8000-{i:012}");
+            insert(&mut store, &id, "central", None);
+            for state in ["preparing", "running"] {
+                store.set_job_state(&id, state, state, None).unwrap();
+            }
+            let p = JobProgress {
+                epoch: 1,
+                ..Default::default()
+            };
+            store.record_epoch(&id, &p, "epoch 1 done").unwrap();
+            store.set_job_state(&id, "succeeded", "done", None).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(writer.join().unwrap() > 0);
+        assert_eq!(store.outbox_backlog().unwrap(), 150 * 3);
+    }
+
     #[test]
     fn an_assignment_accepted_early_reports_failed_only_if_its_job_never_appears() {
         let (_dir, mut store) = store();
