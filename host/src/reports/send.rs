@@ -11,9 +11,9 @@ use cyxwiz_proto::protocol::{
 use prost::Message;
 use tonic::{service::interceptor::InterceptedService, transport::Channel, Code};
 
-use super::plan::Kind;
 use crate::central::Bearer;
 use crate::store::outbox::OutboxRow;
+use crate::store::reports::Kind;
 
 type Chan = InterceptedService<Channel, Bearer>;
 

@@ -4,8 +4,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
+use super::reports as plan;
 use super::{outbox, Store, StoreError};
-use crate::reports::plan;
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
 
@@ -182,7 +182,7 @@ impl Store {
     /// Moves a job to `state` and records the event, in one transaction. `error` replaces
     /// the job's error when given; a terminal state sets `finished_at`, `running` sets
     /// `started_at` once and `preparing` counts an attempt. The reports the change owes the
-    /// central server (`crate::reports::plan::for_state`) go into the outbox in the same
+    /// central server (`super::reports::for_state`) go into the outbox in the same
     /// transaction.
     pub fn set_job_state(
         &mut self,
@@ -245,7 +245,7 @@ impl Store {
     }
 
     /// Records the end of an epoch: the job's progress, its `epoch` event and the report it
-    /// owes the central server (`crate::reports::plan::for_epoch`), in one transaction.
+    /// owes the central server (`super::reports::for_epoch`), in one transaction.
     pub fn record_epoch(
         &mut self,
         id: &str,

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod metrics;
 mod migrations;
 pub mod outbox;
+pub mod reports;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;

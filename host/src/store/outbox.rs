@@ -13,8 +13,8 @@
 use rusqlite::{params, Transaction, TransactionBehavior};
 use tokio::sync::Notify;
 
+use super::reports::{self as plan, Kind, Planned};
 use super::{Store, StoreError};
-use crate::reports::plan::{self, Kind, Planned};
 
 /// Signalled after a transaction wrote outbox rows (any store of this process), so the
 /// reporter sends them at once instead of at its next poll.

@@ -22,7 +22,7 @@ use cyxwiz_proto::protocol::{
 };
 use prost::Message;
 
-use crate::store::jobs::{JobProgress, JobRow};
+use super::jobs::{JobProgress, JobRow};
 
 /// What a report is; stored as its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
