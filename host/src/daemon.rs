@@ -420,7 +420,7 @@ pub async fn run(
         }
         Some(tokio::spawn(central::run(
             central::ClientContext {
-                workload: Arc::new(crate::jobs::workload::NetworkWork {
+                workload: Arc::new(crate::p2p::workload::NetworkWork {
                     jobs: jobs.clone(),
                     p2p: p2p.clone(),
                 }),

@@ -15,7 +15,6 @@ pub mod session;
 pub mod state;
 pub mod view;
 pub mod wire;
-pub mod workload;
 
 pub use error::JobError;
 pub use executor::{parse_id, training_backends, JobStats, Jobs, Settings, CANCEL_DEADLINE};

@@ -8,6 +8,7 @@
 pub mod service;
 pub mod stream;
 pub mod token;
+pub mod workload;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

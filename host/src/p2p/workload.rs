@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::executor::Jobs;
+use crate::jobs::Jobs;
 use crate::central;
 
 /// The node's jobs as heartbeats report them.
@@ -14,7 +14,7 @@ pub struct NetworkWork {
     /// The executor.
     pub jobs: Arc<Jobs>,
     /// The Engines' reservations: one with no job running still keeps the node busy.
-    pub p2p: Arc<crate::p2p::P2p>,
+    pub p2p: Arc<super::P2p>,
 }
 
 impl central::Workload for NetworkWork {
