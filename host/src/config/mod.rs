@@ -469,7 +469,7 @@ impl Default for P2pSection {
             max_token_age_seconds: 25 * 3600,
             batch_timeout_seconds: 60,
             max_batch_bytes: 64 << 20,
-            prefetch_batches: 4,
+            prefetch_batches: 8,
             max_download_chunk_bytes: 1 << 20,
         }
     }
