@@ -3,8 +3,10 @@
 //! token minted with the test secret. Fashion-MNIST travels batch by batch over the training
 //! stream, the weights come back through a resumed DownloadWeights and NumPy scores them;
 //! bad tokens and foreign job ids are refused with the right status; CancelTraining and the
-//! stream's `stop` end running jobs with partial weights. The stream's cost is measured
-//! against the same job on the node's own copy of the dataset.
+//! stream's `stop` end running jobs with partial weights. `update_params` retunes a running
+//! job from its next epoch; a job sent with StartNewJob runs on the idle open stream; an ended
+//! reservation takes no more jobs or streams. The stream's cost is measured against the same
+//! job on the node's own copy of the dataset.
 
 mod common;
 
@@ -377,5 +379,80 @@ fn a_broken_engine_fails_its_jobs_cleanly_and_the_reservation_goes_on() {
         states[..states.len() - 1].iter().all(|s| *s == "failed"),
         "{seen:#?}"
     );
+    p.running.stop();
+}
+
+/// `jobs show <id> --json`.
+fn show(node: &Node, id: &str) -> serde_json::Value {
+    let out = node.cli(&["jobs", "show", id, "--json"]);
+    assert!(out.status.success(), "jobs show failed: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+#[test]
+fn update_params_retunes_a_running_job_at_its_next_epoch() {
+    // A 3-epoch job on 6,000 training images: during epoch 1 the Engine asks for learning
+    // rate 0.0005 and batches of 128; in epoch 2 for a learning rate of 1e9 (refused).
+    let p = start(90_000, "");
+    let summary = engine(&p, "retune", &[]);
+    eprintln!(
+        "update_params answers: {}\n  and {}\nretune on the stream: {}\n(epoch, total_batches) \
+         of progress before / after it: {}; the job took {}s",
+        summary["accepted_answer"],
+        summary["refused_answer"],
+        summary["retuned_logs"],
+        summary["total_batches"],
+        summary["job"]["seconds"]
+    );
+    let reservation = summary["reservation"].as_str().unwrap();
+    let seen = reservation_jobs(&p.node, reservation);
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    let id = seen[0]["id"].as_str().unwrap();
+    let job = show(&p.node, id);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["epoch"], 3, "{job}");
+    assert_eq!(
+        job["weights_sha256"], summary["job"]["complete"]["result_hash"],
+        "{job}"
+    );
+    // The job's stored config has the new values (the refused learning rate left no trace).
+    assert_eq!(job["config"]["batch_size"], 128, "{job}");
+    let lr = job["config"]["learning_rate"].as_f64().unwrap();
+    assert!((lr - 0.0005).abs() < 1e-12, "learning_rate {lr}: {job}");
+    // And its log says when they applied, once.
+    let out = p.node.cli(&["jobs", "logs", id]);
+    assert!(out.status.success(), "jobs logs failed: {}", stderr(&out));
+    let log = stdout(&out);
+    let retuned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("retuned after epoch"))
+        .collect();
+    assert_eq!(retuned.len(), 1, "{log}");
+    assert!(
+        retuned[0].contains("retuned after epoch 1: learning_rate 0.0005, batch_size 128"),
+        "{log}"
+    );
+    p.running.stop();
+}
+
+#[test]
+fn start_new_job_runs_on_the_idle_stream_and_an_ended_reservation_takes_nothing() {
+    let p = start(90_000, "");
+    let summary = engine(&p, "next_job", &[]);
+    eprintln!(
+        "StartNewJob: {}; the second job's stream: {}\nafter reservation_end: {}",
+        summary["start_new_job"], summary["job2"]["sequence"], summary["after_end"]
+    );
+    let reservation = summary["reservation"].as_str().unwrap();
+    let seen = reservation_jobs(&p.node, reservation);
+    let ids: Vec<&str> = seen.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [reservation, summary["job2"]["job_id"].as_str().unwrap()],
+        "{seen:#?}"
+    );
+    for job in &seen {
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
     p.running.stop();
 }
