@@ -392,8 +392,10 @@ fn show(node: &Node, id: &str) -> serde_json::Value {
 #[test]
 fn update_params_retunes_a_running_job_at_its_next_epoch() {
     // A 3-epoch job on 6,000 training images: during epoch 1 the Engine asks for learning
-    // rate 0.0005 and batches of 128; in epoch 2 for a learning rate of 1e9 (refused).
-    let p = start(90_000, "");
+    // rate 0.0005 and batches of 128; in epoch 2 for a learning rate of 1e9 (refused). The
+    // client holds the job's batch requests until the node answers each command, so the node
+    // may wait longer than usual for a batch on a busy machine.
+    let p = start(90_000, "batch_timeout_seconds = 600");
     let summary = engine(&p, "retune", &[]);
     eprintln!(
         "update_params answers: {}\n  and {}\nretune on the stream: {}\n(epoch, total_batches) \
