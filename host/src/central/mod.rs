@@ -16,9 +16,7 @@ mod info;
 mod session;
 mod uptime;
 
-pub use dial::{
-    plaintext_warning, read_token_file, settle_token, Bearer, CentralError, Dialer,
-};
+pub use dial::{plaintext_warning, read_token_file, settle_token, Bearer, CentralError, Dialer};
 pub use info::{advertised_ip, node_info, InfoSources};
 
 use crate::config::Config;

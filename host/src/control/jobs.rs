@@ -98,7 +98,11 @@ pub(super) async fn submit(
         device: some(req.device),
         backend: some(req.backend),
     };
-    let view = blocking(move || jobs.submit(request, None, &crate::jobs::Origin::local()).map_err(err)).await?;
+    let view = blocking(move || {
+        jobs.submit(request, None, &crate::jobs::Origin::local())
+            .map_err(err)
+    })
+    .await?;
     Ok(pb::SubmitJobResponse { job: info(&view) })
 }
 

@@ -19,7 +19,8 @@ use crate::{config::Config, node::Node};
 use cyxwiz_proto::protocol::{
     deployment_service_server::DeploymentServiceServer,
     inference_service_server::InferenceServiceServer,
-    job_execution_service_server::JobExecutionServiceServer, node_service_server::NodeServiceServer,
+    job_execution_service_server::JobExecutionServiceServer,
+    node_service_server::NodeServiceServer,
 };
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

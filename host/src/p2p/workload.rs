@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::jobs::Jobs;
 use crate::central;
+use crate::jobs::Jobs;
 
 /// The node's jobs as heartbeats report them.
 #[derive(Clone)]
