@@ -21,6 +21,9 @@ use crate::jobs::wire::WireJob;
 use crate::node::Node;
 use token::{job_in_reservation, Claims, Verifier};
 
+/// How long a reservation without an open stream or a call stays active.
+pub const RESERVATION_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Why P2P could not be set up at start.
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {
@@ -51,6 +54,10 @@ pub struct Reservation {
     pub pending: BTreeMap<String, WireJob>,
     /// When the Engine first connected.
     pub since: Instant,
+    /// When the Engine last called.
+    pub last_seen: Instant,
+    /// Training streams open now.
+    pub streams: u32,
     /// Whether the Engine ended the reservation.
     pub ended: bool,
 }
@@ -182,9 +189,12 @@ impl P2p {
                 jobs: Vec::new(),
                 pending: BTreeMap::new(),
                 since: Instant::now(),
+                last_seen: Instant::now(),
+                streams: 0,
                 ended: false,
             });
         r.peer = peer.to_owned();
+        r.last_seen = Instant::now();
         f(r)
     }
 
@@ -235,9 +245,16 @@ impl P2p {
         }
     }
 
-    /// Active reservations (not ended), for heartbeats and operators.
+    /// Active reservations, for heartbeats and operators: not ended, and with a training
+    /// stream open or a call within [`RESERVATION_IDLE`] (an Engine that vanished without
+    /// `reservation_end` stops keeping the node busy; its running jobs still count on their
+    /// own).
     pub fn active_reservations(&self) -> Vec<Reservation> {
-        self.lock().values().filter(|r| !r.ended).cloned().collect()
+        self.lock()
+            .values()
+            .filter(|r| !r.ended && (r.streams > 0 || r.last_seen.elapsed() < RESERVATION_IDLE))
+            .cloned()
+            .collect()
     }
 }
 

@@ -156,6 +156,7 @@ impl Driver {
     ) {
         let job = self.job.clone();
         self.known_jobs = self.p2p.with_reservation(&self.claims, &self.peer, |r| {
+            r.streams += 1;
             r.jobs
                 .iter()
                 .position(|j| *j == job)
@@ -218,8 +219,10 @@ impl Driver {
         if let Some(remote) = self.remote.take() {
             remote.close("the Engine's training stream has closed");
         }
-        self.p2p
-            .with_reservation(&self.claims, &self.peer, |r| r.connected = false);
+        self.p2p.with_reservation(&self.claims, &self.peer, |r| {
+            r.connected = false;
+            r.streams = r.streams.saturating_sub(1);
+        });
     }
 
     /// The Engine left: a job reading its data cannot continue.
