@@ -190,8 +190,13 @@ const LATE_CAP: Duration = Duration::from_secs(300);
 /// doubles on from there up to 5 minutes.
 pub fn backoff(first: Duration, attempt: u32) -> Duration {
     let early_cap = EARLY_CAP.max(first);
-    // The base that jitter (up to +20 %) keeps within the early cap.
-    let early_base = early_cap.div_f64(1.2);
+    // The base that jitter (up to +20 %) keeps within the early cap; an operator's first delay
+    // above the cap is kept as set (jitter then only shortens it).
+    let early_base = if first > EARLY_CAP {
+        first
+    } else {
+        EARLY_CAP.div_f64(1.2)
+    };
     let base = if attempt < EARLY_ATTEMPTS {
         first.saturating_mul(1u32 << attempt).min(early_base)
     } else {
