@@ -157,6 +157,18 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
 }
 
 impl Store {
+    /// A transaction that takes the write lock at once, and the database's path for errors.
+    /// IMMEDIATE because job changes read before they write: a deferred transaction whose
+    /// snapshot another connection (the audit writer, the reporter) overtook could not upgrade.
+    fn immediate(&mut self) -> Result<(rusqlite::Transaction<'_>, String), StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| wrap_path(&path, e))?;
+        Ok((tx, path))
+    }
+
     /// Inserts a queued job and its first event.
     pub fn insert_job(&mut self, job: &NewJob<'_>) -> Result<(), StoreError> {
         let path = self.path.clone();
@@ -191,14 +203,8 @@ impl Store {
         detail: &str,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
         let reports = self.reports;
-        // IMMEDIATE: the transaction reads before it writes, and a deferred one whose snapshot
-        // another connection (the audit writer, the reporter) overtook could not upgrade.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| wrap_path(&path, e))?;
+        let (tx, path) = self.immediate()?;
         let terminal = matches!(state, "succeeded" | "failed" | "cancelled");
         // Whether the job had been running before (None: no such job).
         let had_run: Option<bool> = tx
@@ -252,14 +258,8 @@ impl Store {
         p: &JobProgress,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
         let reports = self.reports;
-        // IMMEDIATE: the transaction reads before it writes, and a deferred one whose snapshot
-        // another connection (the audit writer, the reporter) overtook could not upgrade.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| wrap_path(&path, e))?;
+        let (tx, path) = self.immediate()?;
         write_progress(&tx, id, p).map_err(|e| wrap_path(&path, e))?;
         tx.execute(
             &format!(
