@@ -7,11 +7,15 @@
 
 mod checks;
 pub mod client;
+mod config;
 pub mod convert;
+mod deployments;
 pub mod jobs;
+mod keys;
 pub mod peer;
 pub mod service;
 pub mod settings;
+mod system;
 
 use cyxwiz_proto::daemon::daemon_service_server::DaemonServiceServer;
 use std::{
