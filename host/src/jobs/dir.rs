@@ -140,12 +140,12 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
         size += n as u64;
         hasher.update(&buf[..n]);
     }
-    let hex = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((hex, size))
+    Ok((hex(&hasher.finalize()), size))
+}
+
+/// Lower-case hex of `bytes` (digests in job files, reports and the P2P link).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use cyxwiz_proto::protocol::{DeviceType, JobConfig as WireConfig};
 use super::error::JobError;
 use super::request::JobRequest;
 
-/// The dataset URI with which the Engine serves batches over the training stream.
-pub const REMOTE_ENGINE: &str = "remote://engine";
+pub use super::request::REMOTE_ENGINE;
+
 /// The most hyperparameters a job may carry.
 pub const MAX_HYPERPARAMETERS: usize = 256;
 /// The longest hyperparameter key or value, in bytes.

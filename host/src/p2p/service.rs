@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{now, peer, token::Claims, P2p};
-use crate::jobs::request::{DatasetRef, REMOTE_ENGINE};
+use crate::jobs::dir::hex;
+use crate::jobs::request::REMOTE_ENGINE;
 use crate::jobs::wire::{job_request, WirePolicy};
 use crate::jobs::{JobError, JobState, JobView, Origin};
 
@@ -201,11 +202,6 @@ impl P2p {
         }
         Ok(())
     }
-}
-
-/// Whether a dataset reference is the Engine's.
-pub fn is_remote(dataset: &DatasetRef) -> bool {
-    *dataset == DatasetRef::Remote
 }
 
 #[tonic::async_trait]
@@ -540,9 +536,4 @@ impl JobExecutionService for ExecutionSvc {
             },
         ))
     }
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -25,10 +25,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Status, Streaming};
 
-use super::service::hex;
 use super::token::Claims;
 use super::P2p;
 use crate::jobs::dataset::{MAX_CLASSES, MAX_SAMPLES, MAX_SAMPLE_LEN};
+use crate::jobs::dir::hex;
 use crate::jobs::remote::{BatchAsk, RawBatch, RemoteData, RemoteShape};
 use crate::jobs::{JobState, JobUpdate, JobView, Origin, Retune};
 
