@@ -12,7 +12,7 @@ use crate::{
     grpc::{self, GrpcState},
     metrics::sampler::{run_sampler, MetricsSettings},
     node::{self, Node},
-    plugins::{search_dirs, PluginState, Registry},
+    plugins::{search_dirs, PluginState, ProbeSettings, Registry},
     server::{self, tls},
     store::{Store, StoreError},
 };
@@ -99,31 +99,38 @@ pub fn prepare_data_dir(config: &Config) -> Result<(), DaemonError> {
 
 /// Discovers plugins from the configured directories.
 pub fn discover_plugins(config: &Config) -> Registry {
-    Registry::discover(
-        &search_dirs(
-            &config
-                .plugins
-                .dirs
-                .iter()
-                .map(|d| config.resolve(d))
-                .collect::<Vec<_>>(),
-            &config.plugins_dir(),
-        ),
-        config.plugins.preference.clone(),
-    )
-    .with_runtime_options(
-        config
-            .runtimes
+    let dirs = search_dirs(
+        &config
+            .plugins
+            .dirs
             .iter()
-            .map(|(plugin, table)| {
-                let json = serde_json::to_value(table)
-                    .ok()
-                    .and_then(|v| v.as_object().cloned())
-                    .unwrap_or_default();
-                (plugin.clone(), json)
-            })
-            .collect(),
-    )
+            .map(|d| config.resolve(d))
+            .collect::<Vec<_>>(),
+        &config.plugins_dir(),
+    );
+    let runtimes = config
+        .runtimes
+        .iter()
+        .map(|(plugin, table)| {
+            let json = serde_json::to_value(table)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default();
+            (plugin.clone(), json)
+        })
+        .collect();
+    let preference = config.plugins.preference.clone();
+    // Metadata comes from a child process per library (cached), so that no plugin library
+    // is mapped here before a model needs it.
+    match ProbeSettings::for_data_dir(&config.data_dir) {
+        Some(probe) => Registry::discover_probed(&dirs, preference, runtimes, &probe),
+        None => {
+            tracing::warn!(
+                "cannot find the node binary to probe plugins with; opening them in process"
+            );
+            Registry::discover(&dirs, preference).with_runtime_options(runtimes)
+        }
+    }
 }
 
 /// Connections the kernel keeps waiting for `accept` on the HTTP port. The server accepts

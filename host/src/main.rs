@@ -8,7 +8,7 @@ use cyxwiz_node::{
     config::{show, Config, GlobalArgs, Source},
     daemon, logging,
     models::{scan, tensor_json, Engine, ModelWorker},
-    plugins::PluginState,
+    plugins::{self, PluginState},
 };
 use cyxwiz_sdk::{Capabilities, ChatMessage, GenerateRequest, LoadOptions, SamplingParams};
 use std::{path::PathBuf, process::ExitCode};
@@ -120,6 +120,16 @@ enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Opens one plugin library and prints its metadata and runtime line as one JSON line.
+    /// The node runs it in a child process, so that discovery maps no library in its own.
+    #[command(hide = true)]
+    Probe {
+        /// The library file.
+        library: PathBuf,
+        /// The `[runtimes]` table as a JSON object: plugin name to options.
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        runtimes: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -215,6 +225,10 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
+    // The probe reads no configuration (its parent did) and logs nothing.
+    if let Some(Command::Plugins(PluginsCommand::Probe { library, runtimes })) = &cli.command {
+        return plugins_probe(library, runtimes);
+    }
     let config = Config::load(&cli.global, matches)?;
     let command = cli.command.unwrap_or(Command::Run);
     let level = match (&command, config.source("logging.level")) {
@@ -228,6 +242,9 @@ fn dispatch(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match command {
         Command::Run => run(config),
         Command::Plugins(PluginsCommand::List { json }) => plugins_list(&config, json),
+        Command::Plugins(PluginsCommand::Probe { library, runtimes }) => {
+            plugins_probe(&library, &runtimes)
+        }
         Command::Models(ModelsCommand::List { json }) => models_list(&config, json),
         Command::Infer(args) => infer(&config, args),
         Command::Generate(args) => generate(&config, args),
@@ -275,6 +292,11 @@ fn run(config: Config) -> Result<()> {
         };
         daemon::run(config, shutdown).await
     })?;
+    Ok(())
+}
+
+fn plugins_probe(library: &std::path::Path, runtimes: &str) -> Result<()> {
+    println!("{}", plugins::probe_answer(library, runtimes));
     Ok(())
 }
 

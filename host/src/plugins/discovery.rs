@@ -1,8 +1,15 @@
 //! Finding plugin libraries: the configured directories, the data directory's `plugins/`, and
-//! the directory of the node binary, opened one library at a time through abi_stable's
-//! per-library header API so that any number of plugins coexist.
+//! the directory of the node binary. Each library's metadata is read either by a probe in a
+//! child process (the node: nothing is mapped here until a model needs it; answers cached,
+//! see `cache`) or by opening it in this process (embedders and tests without a node binary),
+//! one library at a time through abi_stable's per-library header API so that any number of
+//! plugins coexist.
 
-use super::{PluginEntry, PluginState};
+use super::{
+    cache::{Cache, Fingerprint},
+    probe::{self, Answer, ProbeSettings},
+    Plugin, PluginEntry, PluginState,
+};
 use cyxwiz_plugin_host::PluginLibrary;
 use std::{
     path::{Path, PathBuf},
@@ -47,10 +54,20 @@ fn is_library(path: &Path) -> bool {
     name.ends_with(std::env::consts::DLL_SUFFIX) && path.is_file()
 }
 
-/// Opens every candidate library in `dirs`. The same file reached twice is opened once; a
-/// second library with a name already loaded is reported as a duplicate.
-pub(super) fn scan(dirs: &[SearchDir]) -> Vec<PluginEntry> {
-    let mut entries: Vec<PluginEntry> = Vec::new();
+/// How discovery reads a library's metadata.
+pub(super) enum Reader<'a> {
+    /// Opens it in this process.
+    InProcess,
+    /// Probes it in a child process, with the `[runtimes]` table (plugin name to options).
+    Probe(
+        &'a ProbeSettings,
+        &'a serde_json::Map<String, serde_json::Value>,
+    ),
+}
+
+/// Candidate library files in `dirs`, in scan order; the same file reached twice once.
+fn candidates(dirs: &[SearchDir]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
     let mut seen: Vec<PathBuf> = Vec::new();
     for dir in dirs {
         let listing = match std::fs::read_dir(&dir.path) {
@@ -79,38 +96,120 @@ pub(super) fn scan(dirs: &[SearchDir]) -> Vec<PluginEntry> {
                 continue;
             }
             seen.push(canonical);
-            let state = match PluginLibrary::open(&file) {
-                Ok(lib) => {
-                    let name = lib.metadata().name.clone();
-                    let earlier = entries.iter().find_map(|e| match &e.state {
-                        PluginState::Loaded(other) if other.metadata().name == name => {
-                            Some(e.path.clone())
-                        }
-                        _ => None,
-                    });
-                    match earlier {
-                        Some(first) => PluginState::Failed(format!(
-                            "duplicate of plugin `{name}` already loaded from {}",
-                            first.display()
-                        )),
-                        None => PluginState::Loaded(Arc::new(lib)),
+            out.push(file);
+        }
+    }
+    out
+}
+
+/// Opens `file` in this process.
+fn open_here(file: &Path) -> Result<Plugin, String> {
+    PluginLibrary::open(file)
+        .map(Plugin::opened)
+        .map_err(|e| e.to_string())
+}
+
+/// Probes every file (those the cache does not answer, all at once, each in its own child
+/// process) and updates the cache.
+fn probe_all(
+    files: &[PathBuf],
+    settings: &ProbeSettings,
+    runtimes: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<Result<Plugin, String>> {
+    let mut cache = Cache::open(settings.cache.as_deref());
+    let prints: Vec<Fingerprint> = files.iter().map(|f| Fingerprint::of(f)).collect();
+    let mut answers: Vec<Option<Answer>> = prints
+        .iter()
+        .map(|p| cache.get(p, runtimes).cloned().map(Answer::Plugin))
+        .collect();
+    let cached = answers.iter().filter(|a| a.is_some()).count();
+    let runtimes_json = serde_json::Value::Object(runtimes.clone()).to_string();
+    std::thread::scope(|scope| {
+        let probes: Vec<_> = answers
+            .iter_mut()
+            .zip(files)
+            .filter(|(a, _)| a.is_none())
+            .map(|(slot, file)| {
+                let json = &runtimes_json;
+                (slot, scope.spawn(move || probe::run(settings, file, json)))
+            })
+            .collect();
+        for (slot, probe) in probes {
+            *slot = Some(probe.join().unwrap_or_else(|_| {
+                Answer::Failed("the plugin probe's thread panicked".to_string())
+            }));
+        }
+    });
+    tracing::info!(
+        probed = files.len() - cached,
+        cached,
+        "plugin metadata read"
+    );
+    let mut out = Vec::new();
+    for ((file, print), answer) in files.iter().zip(prints).zip(answers) {
+        let answer =
+            answer.unwrap_or_else(|| Answer::Failed("the plugin was not probed".to_string()));
+        out.push(match answer {
+            Answer::Plugin(described) => {
+                cache.put(print, runtimes, &described);
+                Ok(Plugin::probed(
+                    file.clone(),
+                    described.metadata(),
+                    described.runtime(),
+                ))
+            }
+            Answer::Failed(reason) => {
+                cache.forget(&print);
+                Err(reason)
+            }
+        });
+    }
+    cache.save();
+    out
+}
+
+/// Reads every candidate library in `dirs` with `reader`. A second library with a name
+/// already found is reported as a duplicate.
+pub(super) fn scan(dirs: &[SearchDir], reader: Reader<'_>) -> Vec<PluginEntry> {
+    let files = candidates(dirs);
+    let read: Vec<Result<Plugin, String>> = match reader {
+        Reader::InProcess => files.iter().map(|f| open_here(f)).collect(),
+        Reader::Probe(settings, runtimes) => probe_all(&files, settings, runtimes),
+    };
+    let mut entries: Vec<PluginEntry> = Vec::new();
+    for (file, result) in files.into_iter().zip(read) {
+        let state = match result {
+            Ok(plugin) => {
+                let name = plugin.metadata().name.clone();
+                let earlier = entries.iter().find_map(|e| match &e.state {
+                    PluginState::Loaded(other) if other.metadata().name == name => {
+                        Some(e.path.clone())
                     }
-                }
-                Err(e) => PluginState::Failed(e.to_string()),
-            };
-            match &state {
-                PluginState::Loaded(lib) => tracing::info!(
-                    plugin = %lib.metadata().name,
-                    version = %lib.metadata().version,
-                    path = %file.display(),
-                    "plugin loaded"
-                ),
-                PluginState::Failed(reason) => {
-                    tracing::warn!(path = %file.display(), %reason, "plugin skipped")
+                    _ => None,
+                });
+                match earlier {
+                    Some(first) => PluginState::Failed(format!(
+                        "duplicate of plugin `{name}` already loaded from {}",
+                        first.display()
+                    )),
+                    None => PluginState::Loaded(Arc::new(plugin)),
                 }
             }
-            entries.push(PluginEntry { path: file, state });
+            Err(reason) => PluginState::Failed(reason),
+        };
+        match &state {
+            PluginState::Loaded(plugin) => tracing::info!(
+                plugin = %plugin.metadata().name,
+                version = %plugin.metadata().version,
+                path = %file.display(),
+                open = plugin.is_open(),
+                "plugin found"
+            ),
+            PluginState::Failed(reason) => {
+                tracing::warn!(path = %file.display(), %reason, "plugin skipped")
+            }
         }
+        entries.push(PluginEntry { path: file, state });
     }
     entries
 }

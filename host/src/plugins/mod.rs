@@ -1,13 +1,21 @@
-//! The plugin registry: which plugin libraries were found, which loaded and why others did
-//! not, and which plugins to try, in order, for a model file.
+//! The plugin registry: which plugin libraries were found, which are usable and why others
+//! are not, and which plugins to try, in order, for a model file.
 //!
 //! Discovery (`discovery`) never fails as a whole: a broken, foreign or incompatible library
-//! becomes a failed entry with its reason. Loading a model tries every candidate plugin in
-//! preference order and reports all their reasons together when none succeeds.
+//! becomes a failed entry with its reason. The node reads each library's metadata in a child
+//! process (`probe`, answers kept by `cache`) and opens a library in its own process only
+//! when a model load or a training job needs it (`plugin`); libraries are never unloaded.
+//! Loading a model tries every candidate plugin in preference order and reports all their
+//! reasons together when none succeeds.
 
+mod cache;
 mod discovery;
+mod plugin;
+mod probe;
 
 pub use discovery::{search_dirs, SearchDir};
+pub use plugin::{Plugin, Trainer};
+pub use probe::{answer as probe_answer, ProbeSettings, DEFAULT_TIMEOUT, SUBCOMMAND};
 
 use cyxwiz_plugin_host::{LoadedModel, PluginLibrary};
 use cyxwiz_sdk::{Error as PluginError, ErrorKind, LoadOptions};
@@ -26,11 +34,12 @@ pub struct PluginEntry {
     pub state: PluginState,
 }
 
-/// Whether a library loaded.
+/// Whether a library is usable.
 #[derive(Debug, Clone)]
 pub enum PluginState {
-    /// Opened and version-checked.
-    Loaded(Arc<PluginLibrary>),
+    /// Opened (by a probe or here) and version-checked; its metadata is known. Its library is
+    /// open in this process only once something used it ([`Plugin::is_open`]).
+    Loaded(Arc<Plugin>),
     /// Skipped, with the reason.
     Failed(String),
 }
@@ -115,20 +124,46 @@ pub fn extension_of(path: &Path) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
+/// `preference` with the built-in order for the formats it does not set.
+fn with_builtin(mut preference: BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<String>> {
+    for (format, order) in BUILTIN_PREFERENCE {
+        preference
+            .entry((*format).to_string())
+            .or_insert_with(|| order.iter().map(|p| (*p).to_string()).collect());
+    }
+    preference
+}
+
 impl Registry {
-    /// Scans `dirs` and opens every candidate library. `preference` comes from
-    /// `[plugins.preference]`; formats it does not mention keep the built-in order
-    /// ([`BUILTIN_PREFERENCE`]).
-    pub fn discover(dirs: &[SearchDir], mut preference: BTreeMap<String, Vec<String>>) -> Self {
-        for (format, order) in BUILTIN_PREFERENCE {
-            preference
-                .entry((*format).to_string())
-                .or_insert_with(|| order.iter().map(|p| (*p).to_string()).collect());
-        }
+    /// Scans `dirs` and opens every candidate library in this process (for embedders and
+    /// tests without a node binary to probe with; the node uses [`Registry::discover_probed`]).
+    /// `preference` comes from `[plugins.preference]`; formats it does not mention keep the
+    /// built-in order ([`BUILTIN_PREFERENCE`]).
+    pub fn discover(dirs: &[SearchDir], preference: BTreeMap<String, Vec<String>>) -> Self {
         Self {
-            entries: discovery::scan(dirs),
-            preference,
+            entries: discovery::scan(dirs, discovery::Reader::InProcess),
+            preference: with_builtin(preference),
             runtime_options: BTreeMap::new(),
+        }
+    }
+
+    /// Scans `dirs` and reads every candidate library's metadata and runtime line (asked with
+    /// its `runtime_options`) through `probe`: a child process per library not answered by
+    /// the cache. No library is opened in this process until a model or job needs it.
+    pub fn discover_probed(
+        dirs: &[SearchDir],
+        preference: BTreeMap<String, Vec<String>>,
+        runtime_options: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+        probe: &ProbeSettings,
+    ) -> Self {
+        let runtimes: serde_json::Map<String, serde_json::Value> = runtime_options
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::Object(v.clone())))
+            .collect();
+        Self {
+            entries: discovery::scan(dirs, discovery::Reader::Probe(probe, &runtimes)),
+            preference: with_builtin(preference),
+            runtime_options,
         }
     }
 
@@ -142,16 +177,23 @@ impl Registry {
         self
     }
 
-    /// The native runtime behind `lib` and its version, asked with its `[runtimes.<name>]`
-    /// options: `Ok(None)` when the plugin names none, `Err` with the reason its runtime is
-    /// unusable (e.g. a library path that does not exist).
-    pub fn runtime_of(&self, lib: &PluginLibrary) -> Result<Option<String>, String> {
+    /// The native runtime behind `plugin` and its version, asked with its
+    /// `[runtimes.<name>]` options: `Ok(None)` when the plugin names none, `Err` with the
+    /// reason its runtime is unusable (e.g. a library path that does not exist). A probed
+    /// plugin answers from its probe; one opened here is asked now.
+    pub fn runtime_of(&self, plugin: &Plugin) -> Result<Option<String>, String> {
+        if let Some(answer) = plugin.probed_runtime() {
+            return answer.clone();
+        }
         let options = self
             .runtime_options
-            .get(&lib.metadata().name)
+            .get(&plugin.metadata().name)
             .cloned()
             .unwrap_or_default();
-        lib.runtime(&serde_json::Value::Object(options))
+        plugin
+            .library()
+            .map_err(|e| e.to_string())?
+            .runtime(&serde_json::Value::Object(options))
             .map_err(|e| e.to_string())
     }
 
@@ -172,26 +214,26 @@ impl Registry {
         &self.entries
     }
 
-    /// The loaded plugins, in discovery order.
-    pub fn loaded(&self) -> impl Iterator<Item = &Arc<PluginLibrary>> {
+    /// The usable plugins, in discovery order.
+    pub fn loaded(&self) -> impl Iterator<Item = &Arc<Plugin>> {
         self.entries.iter().filter_map(|e| match &e.state {
             PluginState::Loaded(lib) => Some(lib),
             PluginState::Failed(_) => None,
         })
     }
 
-    /// The loaded plugin called `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<PluginLibrary>> {
+    /// The usable plugin called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
         self.loaded().find(|l| l.metadata().name == name)
     }
 
     /// Plugins that handle `path`'s extension, most preferred first: the names listed under
     /// `[plugins.preference]` for the extension or its format, then the rest in discovery order.
-    pub fn candidates(&self, path: &Path) -> Vec<&Arc<PluginLibrary>> {
+    pub fn candidates(&self, path: &Path) -> Vec<&Arc<Plugin>> {
         let Some(ext) = extension_of(path) else {
             return Vec::new();
         };
-        let handlers: Vec<&Arc<PluginLibrary>> = self
+        let handlers: Vec<&Arc<Plugin>> = self
             .loaded()
             .filter(|l| l.metadata().extensions().any(|e| e == ext))
             .collect();
@@ -206,7 +248,7 @@ impl Registry {
             .filter_map(|key| self.preference.get(key))
             .flatten()
             .collect();
-        let mut ordered: Vec<&Arc<PluginLibrary>> = Vec::new();
+        let mut ordered: Vec<&Arc<Plugin>> = Vec::new();
         for name in preferred {
             if let Some(lib) = handlers.iter().find(|l| &l.metadata().name == name) {
                 if !ordered.iter().any(|o| Arc::ptr_eq(o, lib)) {
@@ -223,14 +265,14 @@ impl Registry {
     }
 
     /// Loads `path` with `plugin` if given, otherwise with each candidate in turn until one
-    /// succeeds.
+    /// succeeds. A candidate's library is opened in this process on its first use.
     pub fn load(
         &self,
         path: &Path,
         plugin: Option<&str>,
         options: &LoadOptions,
     ) -> Result<(Arc<PluginLibrary>, LoadedModel), LoadError> {
-        let candidates: Vec<&Arc<PluginLibrary>> = match plugin {
+        let candidates: Vec<&Arc<Plugin>> = match plugin {
             Some(name) => vec![self.get(name).ok_or_else(|| LoadError::UnknownPlugin {
                 name: name.to_string(),
                 available: self.names().join(", "),
@@ -255,12 +297,17 @@ impl Registry {
             });
         }
         let mut failures = Vec::new();
-        for lib in candidates {
-            match lib.load(path, &self.options_for(&lib.metadata().name, options)) {
-                Ok(model) => return Ok((lib.clone(), model)),
+        for plugin in candidates {
+            let name = &plugin.metadata().name;
+            let loaded = plugin.library().and_then(|lib| {
+                lib.load(path, &self.options_for(name, options))
+                    .map(|model| (lib, model))
+            });
+            match loaded {
+                Ok(done) => return Ok(done),
                 Err(err) => {
-                    tracing::debug!(plugin = %lib.metadata().name, %err, "plugin could not load model");
-                    failures.push((lib.metadata().name.clone(), err));
+                    tracing::debug!(plugin = %name, %err, "plugin could not load model");
+                    failures.push((name.clone(), err));
                 }
             }
         }

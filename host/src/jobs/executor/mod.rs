@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cyxwiz_plugin_host::Trainer;
+use crate::plugins::Trainer;
 use cyxwiz_sdk::training::{DatasetShape, ModelSpec, TrainingJob};
 use tokio::sync::broadcast;
 

@@ -44,26 +44,17 @@ impl Settings {
     }
 }
 
-/// The training backends of the loaded plugins (those declaring training), by plugin name.
-/// A plugin whose backend fails to start is logged and left out.
+/// The training backends of the usable plugins (those declaring training), by plugin name.
+/// Each starts in its plugin (opening the library in this process) on its first job; one
+/// that cannot start fails that job with the reason.
 pub fn training_backends(registry: &crate::plugins::Registry) -> BTreeMap<String, Arc<Trainer>> {
-    let mut out = BTreeMap::new();
-    for lib in registry.loaded() {
-        let meta = lib.metadata();
-        if !meta
-            .capabilities
-            .contains(cyxwiz_sdk::Capabilities::TRAINING)
-        {
-            continue;
-        }
-        match lib.training_backend() {
-            Ok(trainer) => {
-                out.insert(meta.name.clone(), Arc::new(trainer));
-            }
-            Err(e) => {
-                tracing::warn!(plugin = %meta.name, error = %e, "training backend unavailable");
-            }
-        }
-    }
-    out
+    registry
+        .loaded()
+        .filter(|p| {
+            p.metadata()
+                .capabilities
+                .contains(cyxwiz_sdk::Capabilities::TRAINING)
+        })
+        .map(|p| (p.metadata().name.clone(), Arc::new(Trainer::new(p.clone()))))
+        .collect()
 }
