@@ -26,7 +26,7 @@ use std::{
     process::{Command, Stdio},
     time::Instant,
 };
-use support::{bench_python, target_dir, wait_healthy};
+use support::{bench_python, http::exchange, target_dir, wait_healthy};
 
 const THREADS: u32 = 2;
 const CLIENTS: usize = 16;
@@ -49,32 +49,6 @@ fn post(addr: &str, path: &str, body: &str) -> serde_json::Value {
     stream.read_to_string(&mut text).expect("read");
     let body = text.split("\r\n\r\n").nth(1).expect("body");
     serde_json::from_str(body).expect("json")
-}
-
-/// Sends one request on a keep-alive connection and reads its answer (Content-Length framed);
-/// returns the status and body.
-fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> (u16, Vec<u8>) {
-    stream.get_mut().write_all(request).expect("write");
-    let mut status = 0;
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        stream.read_line(&mut line).expect("read head");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(code) = line.strip_prefix("HTTP/1.1 ") {
-            status = code[..3].parse().expect("status");
-        } else if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().expect("length");
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).expect("read body");
-    (status, body)
 }
 
 /// Requests per second with CLIENTS keep-alive connections each sending PER_CONNECTION

@@ -1,7 +1,11 @@
 //! Helpers shared by the bench binaries: where the built plugins are, the reference Python,
 //! waiting for a server's `/health`, a median timer, and watching a running server (its
 //! `/health` latency, its RSS and threads, the kernel's listen-queue overflows), percentiles.
+//! The HTTP client is in `http`, the chat servers and the streaming chat client in `chat`.
 #![allow(dead_code)] // each bench binary uses a different subset
+
+pub mod chat;
+pub mod http;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
