@@ -31,11 +31,12 @@ fn embed_request(i: usize) -> Vec<u8> {
     post_request("/v1/embeddings", &body, false)
 }
 
-/// One embedding on a kept-alive connection; checks the answer is one.
+/// One embedding on a kept-alive connection. The first answer is checked in full; here only
+/// that it is a 200 long enough for 384 numbers, so the client stays cheap next to the server.
 fn embed(conn: &mut BufReader<TcpStream>, i: usize) {
     let (status, body) = exchange(conn, &embed_request(i));
     assert!(
-        status == 200 && body.starts_with(b"{") && body.windows(9).any(|w| w == b"embedding"),
+        status == 200 && body.len() > 384 * 2,
         "{status} {}",
         String::from_utf8_lossy(&body)
     );
