@@ -207,3 +207,6 @@ impl Cache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
