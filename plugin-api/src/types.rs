@@ -390,6 +390,9 @@ pub struct GenerateOutput {
     pub prompt_tokens: u32,
     /// Tokens generated.
     pub completion_tokens: u32,
+    /// Since 0.3.0: how many of `prompt_tokens` were not computed again because the runtime
+    /// still held them from an earlier request (prompt-prefix reuse); 0 when it keeps none.
+    pub cached_tokens: u32,
 }
 
 /// A batch of embeddings, row-major: `data.len() == rows * dim`.

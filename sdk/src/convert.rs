@@ -206,6 +206,7 @@ pub(crate) fn output_to_abi(out: GenerateOutput) -> abi::GenerateOutput {
         finish_reason: out.finish_reason,
         prompt_tokens: out.prompt_tokens,
         completion_tokens: out.completion_tokens,
+        cached_tokens: out.cached_tokens,
     }
 }
 
@@ -215,6 +216,7 @@ pub fn output_from_abi(out: abi::GenerateOutput) -> GenerateOutput {
         finish_reason: out.finish_reason,
         prompt_tokens: out.prompt_tokens,
         completion_tokens: out.completion_tokens,
+        cached_tokens: out.cached_tokens,
     }
 }
 

@@ -427,6 +427,10 @@ pub struct GenerateOutput {
     pub prompt_tokens: u32,
     /// Tokens generated.
     pub completion_tokens: u32,
+    /// How many of `prompt_tokens` the runtime reused from an earlier request instead of
+    /// computing them again (OpenAI's `usage.prompt_tokens_details.cached_tokens`); 0 when the
+    /// plugin keeps no prompt cache.
+    pub cached_tokens: u32,
 }
 
 /// A batch of embeddings, row-major.

@@ -20,7 +20,8 @@
 
 use crate::{
     adapt,
-    slot::{Readiness, Slot, Step},
+    cache::PromptCache,
+    slot::{Readiness, Slot, Step as SlotStep},
 };
 use cyxwiz_sdk::{Error, FinishReason, GenerateOutput, Result};
 use llama_cpp_2::{
@@ -41,6 +42,13 @@ use std::{
 /// next step, so a stop takes effect at most one piece (normally one step) late; 0 would make
 /// it exact but stall every step on the caller's thread wake-up.
 pub const AHEAD: u64 = 1;
+/// Most prompt tokens one decode call takes, and always one sequence's only. Below 64 rows
+/// (ggml's `GGML_FA_TILE_Q`), llama.cpp's CPU flash attention computes every row with the same
+/// kernel, and one sequence per call keeps llama.cpp from splitting the chunk across ubatches
+/// (it splits batches of several sequences into equal shares): so a prompt token gets the
+/// same values whatever else runs and however much of the prompt was reused, which is what
+/// makes prefix reuse leave greedy output unchanged.
+const PROMPT_CHUNK: usize = 63;
 /// How long the engine sleeps when every slot waits for an answer (answers and new jobs wake
 /// it at once; this only bounds a missed wake-up).
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -128,6 +136,9 @@ pub struct EngineConfig {
     pub adaptive: bool,
     /// Requests that may wait for a slot.
     pub queue: usize,
+    /// Keep each sequence's KV cache after its request and reuse the longest shared prompt
+    /// prefix (see `cache`).
+    pub prompt_cache: bool,
 }
 
 /// The caller's side of the engine.
@@ -276,6 +287,7 @@ fn serve(
     let mut slots: Vec<Option<Slot>> = (0..config.slots).map(|_| None).collect();
     let mut batch = LlamaBatch::new(n_batch as usize, config.slots as i32);
     let mut closed = false;
+    let mut cache = PromptCache::new(slots.len(), config.prompt_cache);
     // Holds this engine's threads in the process-wide count while it has work.
     let mut busy: Option<adapt::Busy> = None;
 
@@ -288,48 +300,64 @@ fn serve(
                 return None;
             }
         }
-        for (seq, slot) in slots.iter_mut().enumerate() {
-            if slot.is_some() {
-                continue;
+        // Free sequences take queued jobs, each placed where the longest prefix of its prompt
+        // is still cached.
+        let mut placed = 0;
+        loop {
+            let free: Vec<usize> = (0..slots.len()).filter(|&s| slots[s].is_none()).collect();
+            if free.is_empty() {
+                break;
             }
             let job = if let Some(job) = carried.take() {
-                Some(job)
-            } else if idle && seq == 0 {
+                job
+            } else if idle && placed == 0 {
                 match rx.recv() {
                     Ok(job) => {
                         let wanted = pick_threads(config);
                         if wanted != threads {
                             return Some((job, wanted));
                         }
-                        Some(job)
+                        job
                     }
                     Err(_) => {
                         closed = true;
-                        None
+                        break;
                     }
                 }
             } else {
                 match rx.try_recv() {
-                    Ok(job) => Some(job),
-                    Err(mpsc::TryRecvError::Empty) => None,
+                    Ok(job) => job,
+                    Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         closed = true;
-                        None
+                        break;
                     }
                 }
             };
-            if let Some(job) = job {
-                *slot = Slot::start(model, seq as i32, job, config.context_per_slot);
-            }
+            placed += 1;
+            let Some(at) = cache.place(&free, &job.prompt) else {
+                carried = Some(job);
+                break;
+            };
+            // Whatever the sequence holds past the reused prefix goes (all of it when nothing
+            // is reused); a model whose memory cannot drop a tail starts from scratch.
+            let seq = at.seq as u32;
+            let reused = match ctx.clear_kv_cache_seq(Some(seq), Some(at.reused as u32), None) {
+                Ok(true) => at.reused,
+                _ => {
+                    let _ = ctx.clear_kv_cache_seq(Some(seq), None, None);
+                    0
+                }
+            };
+            cache.take(at.seq);
+            slots[at.seq] = Slot::start(model, at.seq as i32, job, config.context_per_slot, reused);
         }
         if busy.is_none() && slots.iter().any(Option::is_some) {
             busy = Some(adapt::Busy::new(threads.0.max(threads.1)));
         }
-        // One batch: the next prompt chunk or the last sampled token of each slot whose
-        // caller keeps up; cancelled slots leave here, before anything more is decoded.
-        batch.clear();
-        let mut budget = n_batch as usize;
-        let mut sampled_at: Vec<(usize, i32)> = Vec::new();
+        // Slots whose caller keeps up; cancelled slots leave here, before anything more is
+        // decoded.
+        let mut ready: Vec<usize> = Vec::new();
         let mut waiting = false;
         for (seq, slot) in slots.iter_mut().enumerate() {
             let Some(active) = slot.as_mut() else {
@@ -338,53 +366,108 @@ fn serve(
             match active.readiness() {
                 Readiness::Cancelled => {
                     if let Some(done) = slot.take() {
-                        done.finish(FinishReason::CANCELLED);
+                        cache.keep(seq, done.finish(FinishReason::CANCELLED));
                     }
-                    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-                    continue;
                 }
-                Readiness::Unanswered => {
-                    waiting = true;
-                    continue;
-                }
-                Readiness::Ready => {}
+                Readiness::Unanswered => waiting = true,
+                Readiness::Ready => ready.push(seq),
             }
-            match active.feed(&mut batch, &mut budget) {
+        }
+        let (prompting, generating): (Vec<usize>, Vec<usize>) = ready
+            .into_iter()
+            .partition(|&seq| slots[seq].as_ref().is_some_and(Slot::prompting));
+        // One batch with the last sampled token of every generating slot, then each prompt's
+        // next chunk in a batch of its own (see `PROMPT_CHUNK`).
+        let mut worked = false;
+        if !generating.is_empty() {
+            let mut step = Step {
+                model,
+                ctx: &mut ctx,
+                batch: &mut batch,
+                slots: &mut slots,
+                cache: &mut cache,
+            };
+            worked |= step.run(&generating, n_batch as usize);
+        }
+        for seq in prompting {
+            let mut step = Step {
+                model,
+                ctx: &mut ctx,
+                batch: &mut batch,
+                slots: &mut slots,
+                cache: &mut cache,
+            };
+            worked |= step.run(&[seq], PROMPT_CHUNK);
+        }
+        if !worked && waiting {
+            std::thread::park_timeout(IDLE_POLL);
+        }
+    }
+}
+
+/// One decode call over some slots, and what follows it.
+struct Step<'a, 'ctx> {
+    model: &'a LlamaModel,
+    ctx: &'a mut llama_cpp_2::context::LlamaContext<'ctx>,
+    batch: &'a mut LlamaBatch<'static>,
+    slots: &'a mut [Option<Slot>],
+    cache: &'a mut PromptCache,
+}
+
+impl Step<'_, '_> {
+    /// Feeds `members` into one batch of at most `budget` tokens, decodes it, and samples
+    /// the slots whose prompt ended or who are generating. Returns whether anything was
+    /// decoded.
+    fn run(&mut self, members: &[usize], budget: usize) -> bool {
+        self.batch.clear();
+        let mut budget = budget;
+        let mut sampled_at: Vec<(usize, i32)> = Vec::new();
+        for &seq in members {
+            let Some(active) = self.slots[seq].as_mut() else {
+                continue;
+            };
+            match active.feed(self.batch, &mut budget) {
                 Ok(Some(index)) => sampled_at.push((seq, index)),
                 Ok(None) => {}
                 Err(e) => {
-                    if let Some(done) = slot.take() {
+                    if let Some(done) = self.slots[seq].take() {
                         done.fail(e);
                     }
-                    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                    // Tokens it added before failing are still decoded with this batch:
+                    // the next request on this sequence clears it from position 0.
+                    self.cache.forget(seq);
                 }
             }
         }
-        if batch.n_tokens() == 0 {
-            if waiting {
-                std::thread::park_timeout(IDLE_POLL);
-            }
-            continue;
+        if self.batch.n_tokens() == 0 {
+            return false;
         }
-        if let Err(e) = ctx.decode(&mut batch) {
-            for (seq, slot) in slots.iter_mut().enumerate() {
-                if let Some(active) = slot.take() {
+        if let Err(e) = self.ctx.decode(self.batch) {
+            for &seq in members {
+                if let Some(active) = self.slots[seq].take() {
                     active.fail(Error::runtime(format!("llama.cpp failed to decode: {e}")));
-                    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
                 }
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                self.cache.forget(seq);
             }
-            continue;
+            return true;
+        }
+        let single = self.batch.n_tokens() < 2;
+        for &seq in members {
+            if let Some(active) = self.slots[seq].as_mut() {
+                active.decoded(single);
+            }
         }
         for (seq, index) in sampled_at {
-            let Some(active) = slots[seq].as_mut() else {
+            let Some(active) = self.slots[seq].as_mut() else {
                 continue;
             };
-            if let Step::Finished(reason) = active.sample(model, &ctx, index) {
-                if let Some(done) = slots[seq].take() {
-                    done.finish(reason);
+            if let SlotStep::Finished(reason) = active.sample(self.model, self.ctx, index) {
+                if let Some(done) = self.slots[seq].take() {
+                    self.cache.keep(seq, done.finish(reason));
                 }
-                let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
             }
         }
+        true
     }
 }

@@ -13,8 +13,10 @@
 //! more than one token: prompts and several streams at once; 1..=the CPUs available),
 //! `queue` (waiting requests, 0..=100000, default 64), `embed_batch_tokens` (token budget of
 //! one embedding batch and so the longest text `embed` takes, 16..=trained context, default
-//! `context_length`). `LoadOptions.threads` sets the decode threads, at most the CPUs
-//! available to the process.
+//! `context_length`), `prompt_cache` (true or false, default true: each sequence keeps its KV
+//! cache after a request, and a new request goes where the longest prefix of its prompt is
+//! cached, so only the rest is decoded; see `cache`). `LoadOptions.threads` sets the decode
+//! threads, at most the CPUs available to the process.
 //!
 //! Threads: by default (`threads` 0, no `threads_batch`) they adapt to the machine's load
 //! (see `adapt`): whenever work starts after idling, the engine takes the cores that other
@@ -26,12 +28,13 @@
 //! Prompts (`prompt`): special tokens come only from the chat template; message contents and
 //! plain prompts are tokenized as text, after a byte-length check against the context.
 //!
-//! Modules: `engine` (decoding thread, continuous batching, cancellation), `slot` (one
-//! sequence), `prompt` (templates and tokens), `embed` (pooled embeddings in token-budgeted
+//! Modules: `engine` (decoding thread, continuous batching, cancellation), `cache` (prompt
+//! prefixes kept per sequence), `slot` (one sequence), `prompt` (templates and tokens), `embed` (pooled embeddings in token-budgeted
 //! batches), `options` (load options), `adapt` (thread counts from the load), `gguf` (file
 //! check), `logs` (llama.cpp's log to `tracing`).
 
 mod adapt;
+mod cache;
 mod embed;
 mod engine;
 mod gguf;
@@ -160,6 +163,7 @@ impl Plugin for GgufLlama {
                 threads_batch: opts.threads_batch,
                 adaptive: opts.adaptive,
                 queue: opts.queue as usize,
+                prompt_cache: opts.prompt_cache,
             },
         )?;
         let template = model.chat_template(None).ok();

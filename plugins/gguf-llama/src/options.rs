@@ -30,6 +30,8 @@ pub struct Options {
     context_length: Option<u32>,
     /// `embed_batch_tokens` if given.
     embed_batch_tokens: Option<u32>,
+    /// Reuse cached prompt prefixes across requests (`prompt_cache`, default true).
+    pub prompt_cache: bool,
 }
 
 /// The options that depend on the model.
@@ -90,6 +92,15 @@ impl Options {
         // The upper bounds of these two depend on the model; `resolve` checks them.
         let context_length = option_u32(opts, "context_length", MIN_TOKENS..=u32::MAX)?;
         let embed_batch_tokens = option_u32(opts, "embed_batch_tokens", MIN_TOKENS..=u32::MAX)?;
+        let prompt_cache = match opts.get("prompt_cache") {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(Error::invalid_input(format!(
+                    "load option `prompt_cache` must be true or false, got {v}"
+                )))
+            }
+        };
         let adaptive = load.threads == 0 && threads_batch.is_none();
         let threads = if load.threads == 0 {
             cores
@@ -106,6 +117,7 @@ impl Options {
             adaptive,
             context_length,
             embed_batch_tokens,
+            prompt_cache,
         })
     }
 
@@ -216,6 +228,8 @@ mod tests {
             (json!({"context_length": 8}), "`context_length`"),
             (json!({"context_length": 1u64 << 33}), "`context_length`"),
             (json!({"embed_batch_tokens": 0}), "`embed_batch_tokens`"),
+            (json!({"prompt_cache": "yes"}), "`prompt_cache`"),
+            (json!({"prompt_cache": 1}), "`prompt_cache`"),
         ] {
             let msg = refused(Options::parse(&load(0, options.clone()), 4));
             assert!(msg.contains(key), "{options}: {msg}");
@@ -226,8 +240,10 @@ mod tests {
     #[test]
     fn model_bounds_and_defaults() {
         let opts = Options::parse(&load(0, json!({})), 4).unwrap();
-        assert!(opts.adaptive);
+        assert!(opts.adaptive && opts.prompt_cache);
         assert_eq!((opts.slots, opts.queue, opts.threads), (4, 64, 4));
+        let off = Options::parse(&load(0, json!({"prompt_cache": false})), 4).unwrap();
+        assert!(!off.prompt_cache);
         assert_eq!(
             opts.resolve(8192).unwrap(),
             Resolved {

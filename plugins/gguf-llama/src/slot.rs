@@ -35,6 +35,18 @@ pub struct Slot {
     sampler: LlamaSampler,
     fed: usize,
     pos: i32,
+    /// The prompt tokens in this sequence's KV cache, in position order, that a later request
+    /// may reuse (`cache`): those decoded in batches of two or more tokens, as a fresh prompt
+    /// is. Generated tokens and a token decoded alone are computed by other kernels, so their
+    /// values differ in the last bits from what prompt processing gives; reusing them would
+    /// change greedy output. The history stops at the first such token.
+    history: Vec<LlamaToken>,
+    /// Whether `history` still grows.
+    claiming: bool,
+    /// Prompt tokens added to `history` in the step under way.
+    step_claimed: usize,
+    /// Prompt tokens already in the KV cache when the request arrived.
+    reused: usize,
     next: Option<LlamaToken>,
     generated: u32,
     max_tokens: u32,
@@ -82,8 +94,16 @@ fn sampler(model: &LlamaModel, params: &SamplingParams) -> LlamaSampler {
 }
 
 impl Slot {
-    /// Starts a sequence, or answers the job with an error (prompt too long) and returns None.
-    pub fn start(model: &LlamaModel, seq: i32, job: Job, context: u32) -> Option<Slot> {
+    /// Starts a sequence whose first `reused` prompt tokens are already in the KV cache (the
+    /// caller checked they are the same tokens, and fewer than the prompt), or answers the job
+    /// with an error (prompt too long) and returns None.
+    pub fn start(
+        model: &LlamaModel,
+        seq: i32,
+        job: Job,
+        context: u32,
+        reused: usize,
+    ) -> Option<Slot> {
         let prompt_len = job.prompt.len() as u32;
         if prompt_len >= context {
             let _ = job
@@ -94,12 +114,20 @@ impl Slot {
             return None;
         }
         let max_tokens = job.params.max_tokens.min(context - prompt_len);
+        // At least two prompt tokens are decoded (see `feed`).
+        let reused = reused.min(job.prompt.len().saturating_sub(2));
+        let mut history = Vec::with_capacity(job.prompt.len() + max_tokens as usize);
+        history.extend_from_slice(&job.prompt[..reused]);
         Some(Slot {
             seq,
             sampler: sampler(model, &job.params),
             job,
-            fed: 0,
-            pos: 0,
+            fed: reused,
+            pos: i32::try_from(reused).unwrap_or(i32::MAX),
+            history,
+            claiming: true,
+            step_claimed: 0,
+            reused,
             next: None,
             generated: 0,
             max_tokens,
@@ -130,7 +158,13 @@ impl Slot {
     pub fn feed(&mut self, batch: &mut LlamaBatch, budget: &mut usize) -> Result<Option<i32>> {
         let add_err = |e| Error::runtime(format!("batch is full: {e}"));
         if self.fed < self.job.prompt.len() {
-            let take = (*budget).min(self.job.prompt.len() - self.fed);
+            let left = self.job.prompt.len() - self.fed;
+            let mut take = (*budget).min(left);
+            // Never leave a last chunk of one token: llama.cpp may give a lone row other
+            // kernels (see `engine::PROMPT_CHUNK`), so its logits could differ.
+            if take > 2 && left - take == 1 {
+                take -= 1;
+            }
             if take == 0 {
                 return Ok(None);
             }
@@ -140,6 +174,10 @@ impl Slot {
                 batch
                     .add(self.job.prompt[i], self.pos, &[self.seq], last)
                     .map_err(add_err)?;
+                if self.claiming {
+                    self.history.push(self.job.prompt[i]);
+                    self.step_claimed += 1;
+                }
                 self.pos += 1;
             }
             self.fed = end;
@@ -159,6 +197,21 @@ impl Slot {
         self.pos += 1;
         *budget -= 1;
         Ok(Some(batch.n_tokens() - 1))
+    }
+
+    /// Whether prompt tokens are still to be decoded.
+    pub fn prompting(&self) -> bool {
+        self.fed < self.job.prompt.len()
+    }
+
+    /// Called after each decoded batch; `single` when the batch held one token only.
+    pub fn decoded(&mut self, single: bool) {
+        if single && self.step_claimed > 0 {
+            self.history
+                .truncate(self.history.len() - self.step_claimed);
+            self.claiming = false;
+        }
+        self.step_claimed = 0;
     }
 
     fn send(&mut self, event: Event) {
@@ -251,7 +304,9 @@ impl Slot {
     }
 
     /// Ends the sequence: flushes held-back text (unless a stop string ended it) and reports.
-    pub fn finish(mut self, reason: FinishReason) {
+    /// Returns the prompt tokens a later request may reuse (see `history`; every token it fed
+    /// was decoded: a slot finishes only between decode steps).
+    pub fn finish(mut self, reason: FinishReason) -> Vec<LlamaToken> {
         if reason != FinishReason::CANCELLED {
             self.flush(true);
         }
@@ -259,8 +314,10 @@ impl Slot {
             finish_reason: reason,
             prompt_tokens: self.job.prompt.len() as u32,
             completion_tokens: self.generated,
+            cached_tokens: u32::try_from(self.reused).unwrap_or(u32::MAX),
         };
         self.send(Event::Done(Ok(output)));
+        std::mem::take(&mut self.history)
     }
 
     /// Ends the sequence with an error.

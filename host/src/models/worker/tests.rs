@@ -287,6 +287,7 @@ impl Backend for Talker {
             finish_reason: cyxwiz_sdk::FinishReason::LENGTH,
             prompt_tokens: 1,
             completion_tokens: made,
+            cached_tokens: 0,
         })
     }
 }
