@@ -75,6 +75,38 @@ def test_chat_stream_follows_openai_chunk_rules():
     assert last.usage.completion_tokens == plain.usage.completion_tokens
 
 
+def test_repeated_prompt_reuses_the_cached_prefix_and_keeps_the_answer():
+    # A prompt no other test sends, long enough that a shared template start is no match.
+    convo = [{"role": "system", "content": "You answer questions about the weather on the "
+              "islands of the North Sea, briefly and in plain words, for sailors."},
+             {"role": "user", "content": "Will the wind on Heligoland be strong tomorrow?"}]
+    kw = dict(model="chat", max_tokens=16, temperature=0)
+    first = client().chat.completions.create(messages=convo, **kw)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0, first.usage
+    again = client().chat.completions.create(messages=convo, **kw)
+    # Everything but the last two prompt tokens was still in the model's KV cache.
+    assert again.usage.prompt_tokens == first.usage.prompt_tokens
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 2
+    assert again.choices[0].message.content == first.choices[0].message.content
+    streamed = list(client().chat.completions.create(
+        messages=convo, stream=True, stream_options={"include_usage": True}, **kw))
+    usage = streamed[-1].usage
+    assert usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 2, usage
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert text == first.choices[0].message.content
+    # The next turn resends the conversation: its start is reused, the rest decoded.
+    turn = convo + [{"role": "assistant", "content": first.choices[0].message.content},
+                    {"role": "user", "content": "And on Sylt?"}]
+    second = client().chat.completions.create(messages=turn, **kw)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens - 2 <= cached < second.usage.prompt_tokens, second.usage
+    metrics = raw("GET", "/metrics", headers={}).text
+    hits = [line for line in metrics.splitlines()
+            if line.startswith('cyxwiz_node_prompt_cache_hits_total{model="chat"}')]
+    assert hits and float(hits[0].split()[-1]) >= 3, hits
+    assert 'cyxwiz_node_prompt_cached_tokens_total{model="chat"}' in metrics
+
+
 def test_chat_n2_gives_two_choices():
     r = client().chat.completions.create(model="chat", messages=CHAT, max_tokens=12, n=2,
                                          temperature=0.9, seed=7)

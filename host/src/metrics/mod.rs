@@ -89,6 +89,9 @@ pub struct Metrics {
     requests: Family<RouteStatus, Counter>,
     latency: Latencies<Route>,
     tokens: Family<Model, Counter>,
+    prompt_tokens: Family<Model, Counter>,
+    cached_tokens: Family<Model, Counter>,
+    cache_hits: Family<Model, Counter>,
     ttft: Latencies<Model>,
     job_durations: Family<FinalState, Histogram, fn() -> Histogram>,
     system: Mutex<Option<Sample>>,
@@ -101,6 +104,9 @@ impl Default for Metrics {
         let requests = Family::<RouteStatus, Counter>::default();
         let latency = Latencies::<Route>::new_with_constructor(latency_histogram);
         let tokens = Family::<Model, Counter>::default();
+        let prompt_tokens = Family::<Model, Counter>::default();
+        let cached_tokens = Family::<Model, Counter>::default();
+        let cache_hits = Family::<Model, Counter>::default();
         let ttft = Latencies::<Model>::new_with_constructor(latency_histogram);
         let job_durations: Family<FinalState, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(JOB_BUCKETS));
@@ -120,6 +126,21 @@ impl Default for Metrics {
             "cyxwiz_node_generated_tokens",
             "Tokens generated, by model",
             tokens.clone(),
+        );
+        registry.register(
+            "cyxwiz_node_prompt_tokens",
+            "Prompt tokens of finished generations, by model",
+            prompt_tokens.clone(),
+        );
+        registry.register(
+            "cyxwiz_node_prompt_cached_tokens",
+            "Prompt tokens the runtime reused from an earlier request instead of computing them, by model",
+            cached_tokens.clone(),
+        );
+        registry.register(
+            "cyxwiz_node_prompt_cache_hits",
+            "Finished generations that reused a cached prompt prefix, by model",
+            cache_hits.clone(),
         );
         registry.register(
             "cyxwiz_node_time_to_first_token_seconds",
@@ -143,6 +164,9 @@ impl Default for Metrics {
             requests,
             latency,
             tokens,
+            prompt_tokens,
+            cached_tokens,
+            cache_hits,
             ttft,
             job_durations,
             system: Mutex::default(),
@@ -182,6 +206,23 @@ impl Metrics {
                 model: model.to_string(),
             })
             .inc_by(tokens);
+    }
+
+    /// Counts a finished generation's prompt: its tokens, and how many of them the runtime
+    /// reused from an earlier request (a hit when any).
+    pub fn prompt_processed(&self, model: &str, prompt_tokens: u32, cached_tokens: u32) {
+        let label = Model {
+            model: model.to_string(),
+        };
+        self.prompt_tokens
+            .get_or_create(&label)
+            .inc_by(u64::from(prompt_tokens));
+        if cached_tokens > 0 {
+            self.cached_tokens
+                .get_or_create(&label)
+                .inc_by(u64::from(cached_tokens));
+            self.cache_hits.get_or_create(&label).inc();
+        }
     }
 
     /// Records the time from request to first token.

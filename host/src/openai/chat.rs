@@ -180,6 +180,7 @@ pub async fn create(
     if !req.sampling.streaming() {
         let results = generation::collect(running, n as usize).await?;
         let prompt_tokens = results.first().map_or(0, |(_, o)| o.prompt_tokens);
+        let cached_tokens = results.first().map_or(0, |(_, o)| o.cached_tokens);
         let completion_tokens: u32 = results.iter().map(|(_, o)| o.completion_tokens).sum();
         let choices = results
             .into_iter()
@@ -202,7 +203,7 @@ pub async fn create(
             model,
             system_fingerprint: None,
             choices,
-            usage: Usage::new(prompt_tokens, completion_tokens),
+            usage: Usage::new(prompt_tokens, completion_tokens, cached_tokens),
         })
         .into_response());
     }

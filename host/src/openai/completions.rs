@@ -130,6 +130,11 @@ pub async fn create(
             .step_by(n)
             .map(|(_, o)| o.prompt_tokens)
             .sum();
+        let cached_tokens: u32 = results
+            .iter()
+            .step_by(n)
+            .map(|(_, o)| o.cached_tokens)
+            .sum();
         let completion_tokens: u32 = results.iter().map(|(_, o)| o.completion_tokens).sum();
         let choices = results
             .into_iter()
@@ -148,7 +153,11 @@ pub async fn create(
             model,
             system_fingerprint: None,
             choices,
-            usage: Some(Some(Usage::new(prompt_tokens, completion_tokens))),
+            usage: Some(Some(Usage::new(
+                prompt_tokens,
+                completion_tokens,
+                cached_tokens,
+            ))),
         })
         .into_response());
     }

@@ -276,6 +276,11 @@ impl Generation {
                 if let Ok(output) = &result {
                     self.metrics
                         .tokens_generated(&self.model, u64::from(output.completion_tokens));
+                    self.metrics.prompt_processed(
+                        &self.model,
+                        output.prompt_tokens,
+                        output.cached_tokens,
+                    );
                 }
                 Some(Piece::Done(i, result))
             }

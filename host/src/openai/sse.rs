@@ -55,6 +55,7 @@ struct Body<R> {
     finished: usize,
     prompt_tokens: u32,
     completion_tokens: u32,
+    cached_tokens: u32,
 }
 
 impl<R: Fn(Event) -> Option<Value>> Body<R> {
@@ -81,6 +82,7 @@ impl<R: Fn(Event) -> Option<Value>> Body<R> {
                         self.finished += 1;
                         if i % self.per_prompt.max(1) == 0 {
                             self.prompt_tokens += output.prompt_tokens;
+                            self.cached_tokens += output.cached_tokens;
                         }
                         self.completion_tokens += output.completion_tokens;
                         if let Some(v) = (self.render)(Event::Finish(i, finish_reason(&output))) {
@@ -96,7 +98,11 @@ impl<R: Fn(Event) -> Option<Value>> Body<R> {
                 Phase::Usage => {
                     self.phase = Phase::Done;
                     if self.include_usage {
-                        let usage = Usage::new(self.prompt_tokens, self.completion_tokens);
+                        let usage = Usage::new(
+                            self.prompt_tokens,
+                            self.completion_tokens,
+                            self.cached_tokens,
+                        );
                         if let Some(v) = (self.render)(Event::Usage(usage)) {
                             return data(v);
                         }
@@ -133,6 +139,7 @@ pub fn stream(
         finished: 0,
         prompt_tokens: 0,
         completion_tokens: 0,
+        cached_tokens: 0,
     };
     let events = futures_util::stream::unfold(body, |mut body| async move {
         let event = body.next().await?;

@@ -13,15 +13,26 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// The sum.
     pub total_tokens: u32,
+    /// Where the prompt tokens came from.
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// The breakdown of `prompt_tokens`, as OpenAI gives it.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens the runtime reused from an earlier request (its prompt cache) instead of
+    /// computing them again; 0 for runtimes without one.
+    pub cached_tokens: u32,
 }
 
 impl Usage {
-    /// Usage from prompt and completion counts.
-    pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
+    /// Usage from prompt, completion and cached prompt counts.
+    pub fn new(prompt_tokens: u32, completion_tokens: u32, cached_tokens: u32) -> Self {
         Self {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: PromptTokensDetails { cached_tokens },
         }
     }
 }
