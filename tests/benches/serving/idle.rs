@@ -1,7 +1,9 @@
 //! The idle footprint: a node with every plugin installed and no models, its RSS once start
 //! has settled, against the 30 MiB goal; and the plugins as `plugins list` sees them.
 
-use crate::{support::chat::spawn_node, support::proc_status, Goal, Setup};
+use crate::{
+    fail, lib_name, support::chat::spawn_node, support::proc_status, Goal, Setup, PLUGINS,
+};
 use cyxwiz_sdk::serde_json;
 use std::{
     path::Path,
@@ -10,6 +12,8 @@ use std::{
 };
 
 /// `plugins list --json` of the node with `config`: "N libraries: M loaded (names) ...".
+/// Ends the run when one of the plugins the bench needs failed to load (built against another
+/// interface version, say): every number would be wrong.
 fn plugin_summary(s: &Setup, config: &Path, data: &Path) -> String {
     let out = Command::new(&s.node)
         .args(["plugins", "list", "--json", "--config"])
@@ -21,15 +25,32 @@ fn plugin_summary(s: &Setup, config: &Path, data: &Path) -> String {
         .ok()
         .and_then(|o| serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).ok());
     let Some(rows) = rows else {
-        return "`plugins list --json` gave no list".into();
+        fail("`cyxwiz-node plugins list --json` gave no list");
     };
+    let file = |row: &serde_json::Value| {
+        Path::new(row["path"].as_str().unwrap_or("?"))
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let broken: Vec<String> = rows
+        .iter()
+        .filter(|r| r["status"] == "failed" && PLUGINS.iter().any(|p| lib_name(p) == file(r)))
+        .map(|r| format!("{} ({})", file(r), r["reason"].as_str().unwrap_or("?")))
+        .collect();
+    if !broken.is_empty() {
+        fail(format_args!(
+            "plugins failed to load: {}; rebuild the node and its plugins together (scripts/bench-serving)",
+            broken.join("; ")
+        ));
+    }
     let mut by_status: Vec<(String, Vec<String>)> = Vec::new();
     for row in &rows {
         let status = row["status"].as_str().unwrap_or("?").to_string();
         let name = row["name"]
             .as_str()
             .map(str::to_string)
-            .unwrap_or_else(|| row["path"].as_str().unwrap_or("?").to_string());
+            .unwrap_or_else(|| file(row));
         match by_status.iter_mut().find(|(s, _)| *s == status) {
             Some((_, names)) => names.push(name),
             None => by_status.push((status, vec![name])),

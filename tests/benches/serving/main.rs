@@ -230,6 +230,17 @@ fn main() {
         s.python.display()
     );
     println!("- machine: {cores} cores, load average at start {load} (1/5/15 min)");
+    let busy: f64 = load
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0.0);
+    if busy > cores as f64 / 2.0 {
+        println!(
+            "- **the machine is busy** (load {busy} on {cores} cores): the servers share the cores \
+             with other work, so these numbers are not comparable with a quiet run"
+        );
+    }
     let data = tempfile::tempdir().expect("tempdir");
     idle::section(&s, data.path());
     llm::section(&s, data.path());
