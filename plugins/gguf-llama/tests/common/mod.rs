@@ -1,6 +1,6 @@
 //! Helpers shared by the gguf-llama test binaries: the SmolLM2 model, loading it with given
 //! options, greedy requests, and collecting a generation's text.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use cyxwiz_plugin_host::{LoadedModel, PluginLibrary};
 use cyxwiz_sdk::{GenerateOutput, GenerateRequest, LoadOptions};
