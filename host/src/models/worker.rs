@@ -5,8 +5,9 @@
 //! Requests that are waiting together are run as one batch (dynamic batching): a worker that
 //! picks up an embedding job takes every other embedding job already queued, up to
 //! `max_batch` inputs; a tensor job of a model whose inputs all have a dynamic first dimension
-//! takes the queued tensor jobs with the same input layout and runs them concatenated. Batching
-//! adds no waiting time when the node is idle.
+//! takes the queued tensor jobs with the same input layout and runs them concatenated. Right
+//! after a batch of several jobs, a worker briefly waits for that many to come back (`batch`);
+//! batching adds no waiting time for a single client or when the node is idle.
 //!
 //! Work for a client that went away is dropped: a job whose one-shot reply receiver is gone
 //! (the HTTP handler's future was dropped when its client disconnected) is skipped when a
@@ -18,10 +19,12 @@
 
 use super::backend::Backend;
 use super::embedding::EmbeddingPipeline;
+use batch::{gather, LastBatch};
 use cyxwiz_plugin_host::LoadedModel;
 use cyxwiz_sdk::{
     Capabilities, DType, Embeddings, Error as PluginError, GenerateRequest, ModelInfo, Tensor,
 };
+use std::time::Instant;
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
     sync::{
@@ -33,6 +36,7 @@ use stream::PieceSender;
 pub use stream::{Piece, Pieces};
 use tokio::sync::oneshot;
 
+mod batch;
 mod stream;
 
 /// Why a call to a model did not produce outputs.
@@ -352,35 +356,6 @@ fn run_embed_batch<M: Backend>(
     }
 }
 
-/// Takes `first` and the jobs already queued behind it that `size` accepts (it gives their
-/// input count), up to `max_batch` inputs; jobs it refuses are returned apart, in order.
-fn gather(
-    first: Job,
-    rx: &crossbeam_channel::Receiver<Job>,
-    max_batch: usize,
-    size: impl Fn(&Work) -> Option<usize>,
-) -> (Vec<Job>, Vec<Job>) {
-    let mut batch = Vec::new();
-    let mut others = Vec::new();
-    let mut inputs = 0;
-    let mut next = Some(first);
-    while let Some(job) = next.take() {
-        match size(&job.work) {
-            Some(n) => {
-                if let Some(job) = job.live() {
-                    inputs += n;
-                    batch.push(job);
-                }
-            }
-            None => others.push(job),
-        }
-        if inputs < max_batch {
-            next = rx.try_recv().ok();
-        }
-    }
-    (batch, others)
-}
-
 /// Each input's name, dtype and shape after the first dimension.
 type BatchKey = Vec<(String, DType, Vec<i64>)>;
 
@@ -483,6 +458,7 @@ fn worker_loop<M: Backend>(
     max_batch: usize,
     batch_tensors: bool,
 ) {
+    let mut last = LastBatch::default();
     while let Ok(job) = rx.recv() {
         let Some(job) = job.live() else {
             continue;
@@ -490,10 +466,12 @@ fn worker_loop<M: Backend>(
         let span = job.span.clone();
         match (&job.work, engine) {
             (Work::Embed { .. }, Engine::Embedding(pipeline)) => {
-                let (batch, others) = gather(job, rx, max_batch, |w| match w {
+                let (batch, others) = gather(job, rx, max_batch, &last, |w| match w {
                     Work::Embed { input, .. } => Some(input.len()),
                     _ => None,
                 });
+                let started = Instant::now();
+                let jobs = batch.len();
                 {
                     let _entered = span.enter();
                     tracing::debug!(jobs = batch.len(), "embedding batch");
@@ -515,6 +493,7 @@ fn worker_loop<M: Backend>(
                         .collect();
                     run_embed_batch(pipeline, batch, budget);
                 }
+                last = LastBatch::after(jobs, started);
                 for job in others {
                     run_one(engine, job);
                 }
@@ -524,12 +503,14 @@ fn worker_loop<M: Backend>(
                     run_one(engine, job);
                     continue;
                 };
-                let (batch, others) = gather(job, rx, max_batch, |w| match w {
+                let (batch, others) = gather(job, rx, max_batch, &last, |w| match w {
                     Work::Infer { inputs, .. } => tensor_rows(inputs)
                         .filter(|(_, k)| *k == key)
                         .map(|(r, _)| r),
                     _ => None,
                 });
+                let started = Instant::now();
+                let jobs = batch.len();
                 {
                     let _entered = span.enter();
                     tracing::debug!(jobs = batch.len(), "tensor batch");
@@ -542,6 +523,7 @@ fn worker_loop<M: Backend>(
                         .collect();
                     run_infer_batch(engine.model(), batch);
                 }
+                last = LastBatch::after(jobs, started);
                 for job in others {
                     run_one(engine, job);
                 }
