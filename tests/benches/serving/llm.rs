@@ -49,17 +49,23 @@ struct Llm {
 /// Reads one measure of an `Llm`.
 type Measure = fn(&Llm) -> f64;
 
-fn llm(server: &Server, cache_prompt: Option<bool>) -> Llm {
+fn llm(server: &Server, label: &str, cache_prompt: Option<bool>) -> Llm {
     let addr = server.addr.as_str();
     let now = Instant::now;
+    let began = now();
+    let progress =
+        |phase: &str| eprintln!("[{label}, {:.0} s] {phase}", began.elapsed().as_secs_f64());
+    progress("1 stream");
     // One stream: tokens/s after the first token, the same prompt each run.
     let body = chat_body(&user(PROMPTS[0]), DECODE_TOKENS, cache_prompt);
-    stream_chat(addr, &body, now()); // warm-up
+    let warm_up = chat_body(&user(PROMPTS[0]), FIRST_TOKENS, cache_prompt);
+    stream_chat(addr, &warm_up, now());
     let decode = median(
         (0..RUNS)
             .map(|_| stream_chat(addr, &body, now()).decode_rate())
             .collect(),
     );
+    progress("conversation resent");
     // First token of a conversation sent before.
     let body = chat_body(&conversation(), FIRST_TOKENS, cache_prompt);
     stream_chat(addr, &body, now()); // the turn the client sent before
@@ -69,11 +75,13 @@ fn llm(server: &Server, cache_prompt: Option<bool>) -> Llm {
     let first_repeat = median(repeats.iter().map(|r| ms(r.first)).collect());
     let repeat = repeats.pop().expect("repeats");
     // Four streams at once, each on its own prompt (seen in the warm-up round).
-    let bodies: Vec<String> = PROMPTS
-        .iter()
-        .map(|p| chat_body(&user(p), STREAM_TOKENS, cache_prompt))
-        .collect();
-    let round = || {
+    let bodies = |tokens| -> Vec<String> {
+        PROMPTS
+            .iter()
+            .map(|p| chat_body(&user(p), tokens, cache_prompt))
+            .collect()
+    };
+    let round = |bodies: &[String]| {
         let started = Instant::now();
         let results: Vec<Streamed> = std::thread::scope(|s| {
             let handles: Vec<_> = bodies
@@ -88,14 +96,17 @@ fn llm(server: &Server, cache_prompt: Option<bool>) -> Llm {
         let tokens: u64 = results.iter().map(|r| r.completion_tokens).sum();
         (tokens as f64 / started.elapsed().as_secs_f64(), results)
     };
-    round(); // warm-up
+    progress("4 streams");
+    round(&bodies(FIRST_TOKENS)); // warm-up: each prompt seen once
+    let bodies = bodies(STREAM_TOKENS);
     let mut rates = Vec::new();
     let mut firsts = Vec::new();
     for _ in 0..RUNS {
-        let (rate, results) = round();
+        let (rate, results) = round(&bodies);
         rates.push(rate);
         firsts.extend(results.iter().map(|r| ms(r.first)));
     }
+    progress("done");
     Llm {
         decode,
         aggregate: median(rates),
@@ -119,15 +130,15 @@ pub fn section(s: &Setup, data: &Path) {
     let started = Instant::now();
     let node = {
         let server = spawn_node(&s.node, &config, &data.join("chat"), "node".into());
-        llm(&server, None)
+        llm(&server, "node", None)
     };
     let cached = {
         let server = llama_server(&s.llama_server, &s.gguf, THREADS, SLOTS);
-        llm(&server, Some(true))
+        llm(&server, "llama-server, cache on", Some(true))
     };
     let uncached = {
         let server = llama_server(&s.llama_server, &s.gguf, THREADS, SLOTS);
-        llm(&server, Some(false))
+        llm(&server, "llama-server, cache off", Some(false))
     };
     println!(
         "\n## LLM: SmolLM2-135M-Instruct Q4_1, {THREADS} threads, {SLOTS} slots, greedy, streamed /v1/chat/completions ({:.0} s)",

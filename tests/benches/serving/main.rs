@@ -242,8 +242,12 @@ fn main() {
         );
     }
     let data = tempfile::tempdir().expect("tempdir");
+    let progress = |what: &str| eprintln!("[{:.0} s] {what}", started.elapsed().as_secs_f64());
+    progress("idle footprint");
     idle::section(&s, data.path());
+    progress("LLM");
     llm::section(&s, data.path());
+    progress("embeddings");
     embeddings::section(&s, data.path(), &ort_version);
     println!(
         "\nTook {:.0} s; load average at the end {}.",
