@@ -4,15 +4,30 @@
 //! The placement follows llama.cpp's `llama-server`: the free sequence whose cached tokens share
 //! the longest prefix with the prompt, if that prefix covers more than a tenth of the prompt;
 //! otherwise the least recently used free sequence (an empty one first). At least the prompt's
-//! last two tokens are always decoded again: the last one's logits are what the first sampled
-//! token comes from, and a lone row could be computed by other kernels than in a fresh run
-//! (see `engine::PROMPT_CHUNK`).
+//! last token is always decoded again (its logits are what the first sampled token comes
+//! from), the last two for prompts of `LONE_ROW_BELOW` tokens or more (see [`tail`]).
 
 use llama_cpp_2::token::LlamaToken;
 
 /// Share of the prompt a cached prefix must cover for its sequence to win over the least
 /// recently used one (llama-server's `--slot-prompt-similarity` default).
 const MIN_SIMILARITY: f64 = 0.1;
+
+/// Prompts shorter than this may end in a decode call of one token. Their sequence's KV range
+/// stays under 512 cells, where llama.cpp's CPU flash attention computes a lone row like any
+/// other; from 512 cells it splits a lone row's KV range across the threads, which changes its
+/// values in the last bits (see `engine::PROMPT_CHUNK`).
+pub const LONE_ROW_BELOW: usize = 256;
+
+/// How many of a `len`-token prompt's last tokens are always decoded again: one (its logits
+/// give the first sampled token), two for long prompts, whose last row must not be alone.
+pub fn tail(len: usize) -> usize {
+    if len < LONE_ROW_BELOW {
+        1
+    } else {
+        2
+    }
+}
 
 /// What one sequence held when its last request ended.
 #[derive(Default)]
@@ -33,7 +48,7 @@ pub struct PromptCache {
 pub struct Placement {
     /// The sequence.
     pub seq: usize,
-    /// Prompt tokens its KV cache already holds (at most the prompt's length - 2).
+    /// Prompt tokens its KV cache already holds (at most the prompt's length - [`tail`]).
     pub reused: usize,
 }
 
@@ -54,7 +69,7 @@ impl PromptCache {
 
     /// The sequence among `free` for `prompt`, or None when `free` is empty.
     pub fn place(&self, free: &[usize], prompt: &[LlamaToken]) -> Option<Placement> {
-        let reusable = prompt.len().saturating_sub(2);
+        let reusable = prompt.len().saturating_sub(tail(prompt.len()));
         // The sequence sharing the most tokens, and how many.
         let mut best: Option<(usize, usize)> = None;
         if self.enabled && !prompt.is_empty() {
@@ -124,9 +139,21 @@ mod tests {
             .place(&[0, 1, 2], &toks(&[1, 2, 3, 4, 5, 7, 8]))
             .unwrap();
         assert_eq!(p, Placement { seq: 1, reused: 5 });
-        // The whole prompt is cached: its last two tokens are still decoded.
+        // The whole prompt is cached: its last token is still decoded.
         let p = cache.place(&[0, 1, 2], &toks(&[1, 2, 3, 4])).unwrap();
-        assert_eq!(p, Placement { seq: 1, reused: 2 });
+        assert_eq!(p, Placement { seq: 1, reused: 3 });
+        // A long prompt keeps its last two tokens to decode.
+        let long: Vec<i32> = (0..300).collect();
+        cache.take(2);
+        cache.keep(2, toks(&long));
+        let p = cache.place(&[2], &toks(&long)).unwrap();
+        assert_eq!(
+            p,
+            Placement {
+                seq: 2,
+                reused: 298
+            }
+        );
         // A busy sequence is never chosen.
         let p = cache.place(&[0, 2], &toks(&[1, 2, 3, 4, 5, 7, 8])).unwrap();
         assert_eq!(p, Placement { seq: 0, reused: 3 });

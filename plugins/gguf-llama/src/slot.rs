@@ -3,6 +3,7 @@
 //! joined before they are sent. It counts the pieces it sends, so the engine knows when the
 //! caller has answered them all (see `engine::Control`).
 
+use crate::cache::tail;
 use crate::engine::{Event, Job, AHEAD};
 use cyxwiz_sdk::{Error, FinishReason, GenerateOutput, Result, SamplingParams};
 use llama_cpp_2::{
@@ -114,8 +115,8 @@ impl Slot {
             return None;
         }
         let max_tokens = job.params.max_tokens.min(context - prompt_len);
-        // At least two prompt tokens are decoded (see `feed`).
-        let reused = reused.min(job.prompt.len().saturating_sub(2));
+        // The prompt's last token, or two (see `cache::tail`), are always decoded.
+        let reused = reused.min(job.prompt.len().saturating_sub(tail(job.prompt.len())));
         let mut history = Vec::with_capacity(job.prompt.len() + max_tokens as usize);
         history.extend_from_slice(&job.prompt[..reused]);
         Some(Slot {
@@ -160,9 +161,9 @@ impl Slot {
         if self.fed < self.job.prompt.len() {
             let left = self.job.prompt.len() - self.fed;
             let mut take = (*budget).min(left);
-            // Never leave a last chunk of one token: llama.cpp may give a lone row other
-            // kernels (see `engine::PROMPT_CHUNK`), so its logits could differ.
-            if take > 2 && left - take == 1 {
+            // A long prompt never leaves a last chunk of one token: llama.cpp may give a lone
+            // row other kernels there (see `cache::LONE_ROW_BELOW`).
+            if take > 2 && left - take == 1 && tail(self.job.prompt.len()) == 2 {
                 take -= 1;
             }
             if take == 0 {

@@ -70,9 +70,9 @@ fn reuse_keeps_greedy_text_and_reports_cached_tokens() {
     let (_, out) = pair.check("first request", &first);
     assert_eq!(out.cached_tokens, 0, "nothing cached yet");
 
-    // The same prompt again: everything but its last two tokens is reused.
+    // The same prompt again: everything but its last token is reused.
     let (answer, out) = pair.check("repeated prompt", &first);
-    assert_eq!(out.cached_tokens, out.prompt_tokens - 2, "{out:?}");
+    assert_eq!(out.cached_tokens, out.prompt_tokens - 1, "{out:?}");
 
     // The conversation grows: the earlier turn is reused, only the new part is decoded.
     let second = chat(
@@ -86,7 +86,7 @@ fn reuse_keeps_greedy_text_and_reports_cached_tokens() {
     );
     let (_, grown) = pair.check("second turn", &second);
     assert!(
-        grown.cached_tokens >= out.prompt_tokens - 2 && grown.cached_tokens < grown.prompt_tokens,
+        grown.cached_tokens >= out.prompt_tokens - 1 && grown.cached_tokens < grown.prompt_tokens,
         "the first turn's {} tokens should be reused: {grown:?}",
         out.prompt_tokens
     );
@@ -99,6 +99,18 @@ fn reuse_keeps_greedy_text_and_reports_cached_tokens() {
     pair.check("the third again", &third);
     pair.check("the second turn after evictions", &second);
     pair.check("the first prompt after evictions", &first);
+    // A prompt of 256 tokens or more keeps its last two tokens to decode, and matches too.
+    let manual = "Check the oil level, the tyre pressure and the brake fluid before a long \
+                  drive, and look at the lights and the wipers as well. "
+        .repeat(12);
+    let long = chat(
+        &[("system", &manual), ("user", "What should I check first?")],
+        16,
+    );
+    let (_, fresh) = pair.check("a long prompt", &long);
+    assert!(fresh.prompt_tokens >= 256, "{fresh:?}");
+    let (_, again) = pair.check("the long prompt again", &long);
+    assert_eq!(again.cached_tokens, again.prompt_tokens - 2, "{again:?}");
     // A prompt sharing only the system message with what the slots hold: that part is reused.
     let (_, prefix) = pair.check("a shorter prompt", &chat(&[("system", SYSTEM)], 12));
     assert!(prefix.cached_tokens > 10, "{prefix:?}");
