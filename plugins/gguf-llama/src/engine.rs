@@ -378,25 +378,15 @@ fn serve(
             .partition(|&seq| slots[seq].as_ref().is_some_and(Slot::prompting));
         // One batch with the last sampled token of every generating slot, then each prompt's
         // next chunk in a batch of its own (see `PROMPT_CHUNK`).
-        let mut worked = false;
-        if !generating.is_empty() {
-            let mut step = Step {
-                model,
-                ctx: &mut ctx,
-                batch: &mut batch,
-                slots: &mut slots,
-                cache: &mut cache,
-            };
-            worked |= step.run(&generating, n_batch as usize);
-        }
+        let mut step = Step {
+            model,
+            ctx: &mut ctx,
+            batch: &mut batch,
+            slots: &mut slots,
+            cache: &mut cache,
+        };
+        let mut worked = !generating.is_empty() && step.run(&generating, n_batch as usize);
         for seq in prompting {
-            let mut step = Step {
-                model,
-                ctx: &mut ctx,
-                batch: &mut batch,
-                slots: &mut slots,
-                cache: &mut cache,
-            };
             worked |= step.run(&[seq], PROMPT_CHUNK);
         }
         if !worked && waiting {
