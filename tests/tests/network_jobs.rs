@@ -10,9 +10,11 @@
 //! dataset to validate) is answered and reported. Real node binary, real training
 //! (train-candle), real gRPC on loopback.
 
+mod central_common;
 mod common;
 mod coordinator;
 
+use central_common::free_port_pair;
 use common::{stderr, stdout, Node, Running};
 use coordinator::{Coordinator, Seen};
 use cyxwiz_proto::protocol::{DeviceType, JobConfig, JobType, StatusCode};
@@ -40,18 +42,6 @@ const PLAIN_MLP: &str = r#"{
   "layers": [{"type": "flatten"}, {"type": "dense", "units": 32, "activation": "relu"},
              {"type": "dense", "units": 10}],
   "loss": "cross_entropy", "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9}}"#;
-
-/// A port `p` with `p + 3` free too (the node serves AssignJob on registered port + 3).
-fn free_port_pair() -> u16 {
-    for _ in 0..50 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 3)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port pair");
-}
 
 /// A networked node's data directory: config (central server, one thread per job) and the
 /// digits CSV where `builtin://digits` looks for it.

@@ -7,9 +7,11 @@
 //! `reservation_end`), exactly one `ReportJobCompleteFromNode` for the job and exactly one
 //! `ReportReservationEndFromNode`, both through the node's outbox.
 
+mod central_common;
 mod common;
 mod coordinator;
 
+use central_common::free_port_pair;
 use common::{stderr, stdout, Node, Running};
 use coordinator::{Coordinator, Seen};
 use cyxwiz_proto::protocol::HeartbeatRequest;
@@ -23,18 +25,6 @@ const SECRET: &str = "p2p-central-e2e-secret-that-signs-reservation-tokens";
 
 /// The node's Bearer token for the coordinator.
 const TOKEN: &str = "tok";
-
-/// A port `p` with `p + 3` free too (the node serves AssignJob on registered port + 3).
-fn free_port_pair() -> u16 {
-    for _ in 0..50 {
-        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = a.local_addr().unwrap().port();
-        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 3)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port pair");
-}
 
 /// A node that reports to `central` (heartbeat every second), takes P2P tokens signed with
 /// [`SECRET`], runs the Engine's CUDA jobs on the CPU with one thread, and waits long for a
