@@ -1,6 +1,7 @@
 //! Helpers shared by the central-server e2e tests (central.rs, central_tls.rs,
-//! central_checks.rs, network_jobs.rs, p2p_central.rs): the node's config for a test coordinator, a free gRPC port pair
-//! (p and p + 3), `status --json` and waiting on it, heartbeat counts, and starting the node.
+//! central_checks.rs, network_jobs.rs, p2p_central.rs): the node's config for a test
+//! coordinator, a free gRPC port pair (p and p + 3), `status --json` and waiting on it,
+//! heartbeat counts, and starting the node.
 
 #![allow(dead_code)]
 
