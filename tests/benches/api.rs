@@ -26,7 +26,7 @@ use std::{
     process::{Command, Stdio},
     time::Instant,
 };
-use support::{bench_python, http::exchange, target_dir, wait_healthy};
+use support::{bench_python, chat::stream_chat, http::exchange, target_dir, wait_healthy};
 
 const THREADS: u32 = 2;
 const CLIENTS: usize = 16;
@@ -73,35 +73,10 @@ fn keep_alive_rate(addr: &str, request: &[u8], expect: &str) -> f64 {
     (CLIENTS * PER_CONNECTION) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// A streamed chat completion: tokens (from the usage chunk) per second until `[DONE]`.
+/// A streamed chat completion: tokens (from the usage chunk) per second until the end.
 fn streamed_rate(addr: &str, body: &str) -> f64 {
-    let start = Instant::now();
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut tokens = None;
-    let mut done = false;
-    for line in BufReader::new(stream).lines() {
-        let line = line.expect("read");
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        if data == "[DONE]" {
-            done = true;
-            break;
-        }
-        let chunk: serde_json::Value = serde_json::from_str(data).expect("chunk json");
-        if let Some(n) = chunk["usage"]["completion_tokens"].as_f64() {
-            tokens = Some(n);
-        }
-    }
-    assert!(done, "the stream ended without [DONE]");
-    tokens.expect("usage chunk") / start.elapsed().as_secs_f64()
+    let streamed = stream_chat(addr, body, Instant::now());
+    streamed.completion_tokens as f64 / streamed.end.as_secs_f64()
 }
 
 /// Embeddings per second with CLIENTS threads each sending PER_CLIENT one-sentence requests.
